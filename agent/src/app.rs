@@ -1,0 +1,110 @@
+//! Wiring: turns parsed flags into a one-shot measurement or a running server.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent_check::{self, ServerConfig};
+use crate::cli::{Args, Mode};
+use crate::cpu::CpuError;
+use crate::listener::{self, ListenError};
+use crate::monitor::{self, Monitor, MonitorConfig};
+
+/// Where CPU times are read from.
+const PROC_STAT: &str = "/proc/stat";
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No socket to serve.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// CPU times unreadable at start-up.
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+    /// One-shot output could not be written.
+    #[error("cannot write to stdout: {0}")]
+    Stdout(io::Error),
+}
+
+impl RunError {
+    /// The process exit code: 2 for a usage problem the operator must fix in the command
+    /// line or unit file, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Listen(ListenError::NoSystemdSocket) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the agent as the flags say; returns when it is done (one-shot) or stopped (signal).
+pub async fn run(args: Args) -> Result<(), RunError> {
+    let monitor_config = MonitorConfig {
+        timeframe: args.timeframe(),
+        files: args.admin_files(),
+        proc_stat: PathBuf::from(PROC_STAT),
+    };
+    let listener = match args.mode() {
+        Mode::OneShot => {
+            let status = monitor::measure_once(&monitor_config).await?;
+            let mut stdout = io::stdout().lock();
+            return stdout
+                .write_all(status.render().as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(RunError::Stdout);
+        }
+        Mode::Tcp { listen, port } => listener::bind(listen, port)?,
+        Mode::Systemd => listener::from_systemd()?,
+    };
+
+    // Handlers first, so that a SIGTERM right after start-up is a clean stop, not a kill.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+
+    let (monitor, snapshots) = Monitor::start(monitor_config).await?;
+    let shutdown = CancellationToken::new();
+    let monitor_task = tokio::spawn(monitor.run(shutdown.clone()));
+
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, reply = snapshots.borrow().line.trim_end(), "listening"),
+        Err(err) => tracing::warn!(error = %err, "listening (address unknown)"),
+    }
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "stopping: no new connections, finishing replies in flight"
+        );
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+        stop.cancel();
+    });
+
+    let config = ServerConfig {
+        log_requests: args.log_requests,
+        ..ServerConfig::default()
+    };
+    agent_check::serve(listener, snapshots, config, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = monitor_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells systemd about our state when it asked (`NOTIFY_SOCKET`); a no-op otherwise.
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, state) {
+        tracing::warn!(error = %err, "cannot notify systemd");
+    }
+}

@@ -1,0 +1,13 @@
+//! opengslb-agent: the health sidecar of an OpenGSLB host.
+//!
+//! It computes one [`status::Status`] (weight from CPU, ready/drain/maint from files) and
+//! says it to HAProxy over the agent-check protocol ([`agent_check`]). See ARCHITECTURE.md.
+
+pub mod admin_files;
+pub mod agent_check;
+pub mod app;
+pub mod cli;
+pub mod cpu;
+pub mod listener;
+pub mod monitor;
+pub mod status;

@@ -1,0 +1,50 @@
+//! `opengslb-agent`: parse flags, set up logging and the runtime, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use opengslb_agent::app;
+use opengslb_agent::cli::Args;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse_from_go_style(std::env::args_os()) {
+        Ok(args) => args,
+        Err(err) => err.exit(), // usage errors: message on stderr, exit 2; --help: exit 0
+    };
+    init_logging();
+    // One thread is plenty for one line per connection, and keeps the sidecar small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("opengslb-agent: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("opengslb-agent: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the one-shot reply). `RUST_LOG` overrides the level;
+/// under systemd the journal adds timestamps, so we do not.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
