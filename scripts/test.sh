@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the end-to-end tests drive
+# (haproxy, systemd's tools) when run as root, then builds and runs every test.
+# CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command → Debian package that provides it
+declare -A needs=(
+  [haproxy]=haproxy
+  [systemd-analyze]=systemd
+  [systemd-socket-activate]=systemd
+)
+missing=()
+for cmd in "${!needs[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+done
+if ((${#missing[@]})); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [[ $(id -u) == 0 ]]; then
+    echo "scripts/test.sh: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest
+fi
+
+# The end-to-end tests run the built binaries (tests/src/lib.rs refuses stale ones).
+cargo build --workspace --bins --locked
+profile=default
+[[ "${CI:-}" == true ]] && profile=ci
+cargo nextest run --workspace --locked --profile "$profile" "$@"
