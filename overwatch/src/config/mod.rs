@@ -1,0 +1,97 @@
+//! Configuration: the YAML file (`schema`), its checks (`validate`) and the result (`settings`).
+
+mod duration;
+mod schema;
+mod settings;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use duration::{HumanDuration, parse_duration};
+pub use schema::RawConfig;
+pub use settings::*;
+pub(crate) use validate::is_within;
+pub use validate::validate;
+
+/// One thing wrong with a config file, at a place in it (line 0: no particular place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// A config file that cannot be used: every problem found, each `FILE:LINE:COLUMN: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// Its problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// Parses and validates config text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Settings, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: file.to_owned(),
+        problems,
+    };
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| fail(vec![yaml_problem(&e)]))?;
+    validate::validate(&raw).map_err(fail)
+}
+
+/// A serde-saphyr error as a problem: its location, and its message without the
+/// "error: line N column M:" prefix (our format puts the location first).
+fn yaml_problem(err: &serde_saphyr::Error) -> Problem {
+    let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let text = err.without_snippet().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let message = match text.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map_or(text, |(_, m)| m),
+        None => text,
+    };
+    // …and without the trailing " at line N, column M" some messages repeat.
+    let message = match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(", column ") => &message[..at],
+        _ => message,
+    };
+    Problem {
+        line,
+        column,
+        message: message.trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! The YAML schema exactly as operators write it (OpenGSLB key names), before validation.
+//!
+//! Every struct rejects unknown keys. Values that `validate` checks are `Spanned` so that
+//! a problem found after parsing still points at its line and column.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::duration::HumanDuration;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Node identity, validation checks, geolocation, data directory.
+    #[serde(default)]
+    pub overwatch: RawOverwatch,
+    /// The authoritative DNS server.
+    pub dns: RawDns,
+    /// Regions and their servers.
+    #[serde(default)]
+    pub regions: Vec<RawRegion>,
+    /// Load-balanced names.
+    #[serde(default)]
+    pub domains: Vec<RawDomain>,
+    /// HTTP API.
+    #[serde(default)]
+    pub api: RawApi,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    /// Logging.
+    #[serde(default)]
+    pub logging: RawLogging,
+}
+
+/// `overwatch:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverwatch {
+    /// `identity: {node_id, region}`.
+    #[serde(default)]
+    pub identity: Option<RawIdentity>,
+    /// Where durable state will live (used by the cluster issue; checked now).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Overwatch's own health checks of the servers.
+    #[serde(default)]
+    pub validation: RawValidation,
+    /// Client location for the `geolocation` algorithm.
+    #[serde(default)]
+    pub geolocation: Option<RawGeolocation>,
+}
+
+/// `overwatch.identity`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// This node's name.
+    pub node_id: Spanned<String>,
+    /// This node's region.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+/// `overwatch.validation`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidation {
+    /// Run health checks at all (default true). Without them every server counts as healthy.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Default interval for regions whose `health_check` has none (default 30s).
+    #[serde(default = "default_check_interval")]
+    pub check_interval: Spanned<HumanDuration>,
+    /// Default timeout (default 5s).
+    #[serde(default = "default_check_timeout")]
+    pub check_timeout: Spanned<HumanDuration>,
+    /// Checks in flight at once across all servers (default 256).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: Spanned<u32>,
+}
+
+impl Default for RawValidation {
+    fn default() -> Self {
+        RawValidation {
+            enabled: true,
+            check_interval: default_check_interval(),
+            check_timeout: default_check_timeout(),
+            max_concurrent: default_max_concurrent(),
+        }
+    }
+}
+
+/// `overwatch.geolocation`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeolocation {
+    /// A MaxMind (GeoLite2/GeoIP2 Country or City) `.mmdb` file.
+    #[serde(default)]
+    pub database_path: Option<Spanned<PathBuf>>,
+    /// Region for clients that match nothing.
+    #[serde(default)]
+    pub default_region: Option<Spanned<String>>,
+    /// CIDR → region, consulted before the database (longest prefix wins).
+    #[serde(default)]
+    pub custom_mappings: Vec<RawCustomMapping>,
+    /// Use the EDNS Client Subnet when a resolver sends one (default true).
+    #[serde(default = "yes")]
+    pub ecs_enabled: bool,
+}
+
+/// One `custom_mappings` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomMapping {
+    /// e.g. `10.0.0.0/8`.
+    pub cidr: Spanned<String>,
+    /// A region name.
+    pub region: Spanned<String>,
+    /// Free text.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// `dns:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// `":53"`, `"127.0.0.1:5353"`, `"[::1]:5353"`; UDP and TCP.
+    #[serde(default = "default_dns_listen")]
+    pub listen_address: Spanned<String>,
+    /// TTL for domains without their own (default 60).
+    #[serde(default = "default_ttl")]
+    pub default_ttl: Spanned<u32>,
+    /// Zones we are authoritative for.
+    pub zones: Vec<Spanned<String>>,
+    /// Default all-unhealthy policy: answer with the last healthy set instead of SERVFAIL.
+    #[serde(default)]
+    pub return_last_healthy: bool,
+    /// NS names at every zone apex (default `ns1.<zone>`).
+    #[serde(default)]
+    pub nameservers: Vec<Spanned<String>>,
+    /// SOA RNAME, the zone contact (default `hostmaster.<zone>`).
+    #[serde(default)]
+    pub hostmaster: Option<Spanned<String>>,
+}
+
+/// `regions[]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegion {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// The servers in this region.
+    #[serde(default)]
+    pub servers: Vec<RawServer>,
+    /// How overwatch checks these servers.
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+    /// ISO 3166 country codes routed here by `geolocation`.
+    #[serde(default)]
+    pub countries: Vec<Spanned<String>>,
+    /// Continent codes (AF, AN, AS, EU, NA, OC, SA) routed here by `geolocation`.
+    #[serde(default)]
+    pub continents: Vec<Spanned<String>>,
+}
+
+/// `regions[].servers[]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// IPv4 or IPv6 address.
+    pub address: Spanned<String>,
+    /// Port checked (default 80).
+    #[serde(default = "default_port")]
+    pub port: Spanned<u16>,
+    /// Relative weight for `weighted` (default 100; 0 = standby).
+    #[serde(default = "default_weight")]
+    pub weight: Spanned<u32>,
+    /// Service name (default: the region name).
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+/// `regions[].health_check`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// `http`, `https` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// Between checks of one server.
+    #[serde(default)]
+    pub interval: Option<Spanned<HumanDuration>>,
+    /// One check's time limit.
+    #[serde(default)]
+    pub timeout: Option<Spanned<HumanDuration>>,
+    /// HTTP path (default `/health`).
+    #[serde(default = "default_path")]
+    pub path: Spanned<String>,
+    /// HTTP Host header (default: the server address).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Consecutive failures before a healthy server is marked unhealthy (default 3).
+    #[serde(default = "default_fall")]
+    pub failure_threshold: Spanned<u32>,
+    /// Consecutive successes before an unhealthy server is healthy again (default 2).
+    #[serde(default = "default_rise")]
+    pub success_threshold: Spanned<u32>,
+    /// https only: accept any certificate (self-signed backends). Default false.
+    #[serde(default)]
+    pub tls_skip_verify: bool,
+}
+
+/// `domains[]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomain {
+    /// Fully qualified name inside one of the zones.
+    pub name: Spanned<String>,
+    /// `round-robin`, `weighted`, `failover`, `geolocation`, `latency`.
+    pub routing_algorithm: Spanned<String>,
+    /// Regions whose servers answer for this name, in priority order.
+    pub regions: Vec<Spanned<String>>,
+    /// Answer TTL (default `dns.default_ttl`).
+    #[serde(default)]
+    pub ttl: Option<Spanned<u32>>,
+    /// Most A/AAAA records in one answer (default 8).
+    #[serde(default)]
+    pub max_records: Option<Spanned<u32>>,
+    /// `servfail` (default), `return_last_healthy` or `return_all`.
+    #[serde(default)]
+    pub when_all_unhealthy: Option<Spanned<String>>,
+    /// For `latency`.
+    #[serde(default)]
+    pub latency_config: Option<RawLatencyConfig>,
+}
+
+/// `domains[].latency_config`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatencyConfig {
+    /// Servers slower than this are not chosen (default: no limit).
+    #[serde(default)]
+    pub max_latency_ms: Option<Spanned<u32>>,
+    /// Probe samples needed before a server's RTT counts (default 3).
+    #[serde(default)]
+    pub min_samples: Option<Spanned<u32>>,
+}
+
+/// `api:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// Serve the API (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Listen address (default `127.0.0.1:8080`).
+    #[serde(default = "default_api_address")]
+    pub address: Spanned<String>,
+    /// Client networks allowed (default loopback only).
+    #[serde(default = "default_allowed_networks")]
+    pub allowed_networks: Vec<Spanned<String>>,
+    /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
+    #[serde(default)]
+    pub trust_proxy_headers: bool,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            enabled: true,
+            address: default_api_address(),
+            allowed_networks: default_allowed_networks(),
+            trust_proxy_headers: false,
+        }
+    }
+}
+
+/// `metrics:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Serve `/metrics` (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Listen address (default `:9090`).
+    #[serde(default = "default_metrics_address")]
+    pub address: Spanned<String>,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            enabled: true,
+            address: default_metrics_address(),
+        }
+    }
+}
+
+/// `logging:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `error`, `warn`, `info`, `debug`, `trace` (default info).
+    #[serde(default = "default_level")]
+    pub level: Spanned<String>,
+    /// `text` (default) or `json`.
+    #[serde(default = "default_format")]
+    pub format: Spanned<String>,
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        RawLogging {
+            level: default_level(),
+            format: default_format(),
+        }
+    }
+}
+
+/// A default value has no place in the file; it points at line 0.
+fn unplaced<T>(value: T) -> Spanned<T> {
+    Spanned::new(
+        value,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_check_interval() -> Spanned<HumanDuration> {
+    unplaced(HumanDuration::secs(30))
+}
+fn default_check_timeout() -> Spanned<HumanDuration> {
+    unplaced(HumanDuration::secs(5))
+}
+fn default_max_concurrent() -> Spanned<u32> {
+    unplaced(256)
+}
+fn default_dns_listen() -> Spanned<String> {
+    unplaced(":53".into())
+}
+fn default_ttl() -> Spanned<u32> {
+    unplaced(60)
+}
+fn default_port() -> Spanned<u16> {
+    unplaced(80)
+}
+fn default_weight() -> Spanned<u32> {
+    unplaced(100)
+}
+fn default_path() -> Spanned<String> {
+    unplaced("/health".into())
+}
+fn default_fall() -> Spanned<u32> {
+    unplaced(3)
+}
+fn default_rise() -> Spanned<u32> {
+    unplaced(2)
+}
+fn default_api_address() -> Spanned<String> {
+    unplaced("127.0.0.1:8080".into())
+}
+fn default_allowed_networks() -> Vec<Spanned<String>> {
+    vec![unplaced("127.0.0.1/32".into()), unplaced("::1/128".into())]
+}
+fn default_metrics_address() -> Spanned<String> {
+    unplaced(":9090".into())
+}
+fn default_level() -> Spanned<String> {
+    unplaced("info".into())
+}
+fn default_format() -> Spanned<String> {
+    unplaced("text".into())
+}

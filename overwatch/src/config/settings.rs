@@ -1,0 +1,230 @@
+//! The validated configuration the rest of overwatch runs on: typed, cross-referenced by
+//! index, with every default applied. Only `validate` constructs it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Everything overwatch needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Node name (defaults to the host name part "overwatch").
+    pub node_id: String,
+    /// Durable state directory.
+    pub data_dir: PathBuf,
+    /// Validation health checks.
+    pub validation: ValidationSettings,
+    /// Geolocation inputs.
+    pub geo: GeoSettings,
+    /// DNS server and zones.
+    pub dns: DnsSettings,
+    /// Regions, in file order; domains refer to them by index.
+    pub regions: Vec<RegionSettings>,
+    /// Load-balanced names, in file order.
+    pub domains: Vec<DomainSettings>,
+    /// HTTP API (`None`: disabled).
+    pub api: Option<ApiSettings>,
+    /// Metrics listener (`None`: disabled).
+    pub metrics: Option<SocketAddr>,
+    /// Logging.
+    pub logging: LoggingSettings,
+}
+
+/// `overwatch.validation`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationSettings {
+    /// When false, no checks run and every server counts as healthy (static GSLB).
+    pub enabled: bool,
+    /// Checks in flight at once.
+    pub max_concurrent: usize,
+}
+
+/// `overwatch.geolocation`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GeoSettings {
+    /// MaxMind database, if configured.
+    pub database: Option<PathBuf>,
+    /// Region index for clients that match nothing.
+    pub default_region: Option<usize>,
+    /// CIDR → region index, consulted first (longest prefix wins).
+    pub custom_mappings: Vec<(IpNet, usize)>,
+    /// Use EDNS Client Subnet.
+    pub ecs_enabled: bool,
+}
+
+/// `dns`
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSettings {
+    /// UDP and TCP listen address.
+    pub listen: SocketAddr,
+    /// Zones we answer for.
+    pub zones: Vec<ZoneSettings>,
+}
+
+/// One authoritative zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneSettings {
+    /// Apex, lower case, no trailing dot (`gslb.example.com`).
+    pub apex: String,
+    /// NS names at the apex.
+    pub nameservers: Vec<String>,
+    /// SOA RNAME.
+    pub hostmaster: String,
+    /// SOA MINIMUM and the TTL of SOA/NS records: the negative-caching TTL.
+    pub ttl: u32,
+}
+
+/// A region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionSettings {
+    /// Unique name.
+    pub name: String,
+    /// Its servers.
+    pub servers: Vec<ServerSettings>,
+    /// How they are checked (`None`: validation disabled).
+    pub check: Option<CheckSettings>,
+    /// Upper-case ISO country codes.
+    pub countries: Vec<String>,
+    /// Upper-case continent codes.
+    pub continents: Vec<String>,
+}
+
+/// A server (backend).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerSettings {
+    /// Its address (A or AAAA in answers).
+    pub address: IpAddr,
+    /// Port checked.
+    pub port: u16,
+    /// Weight for `weighted`; 0 = standby.
+    pub weight: u32,
+    /// Service name.
+    pub service: String,
+}
+
+/// Check protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// TCP connect.
+    Tcp,
+    /// HTTP GET, 2xx expected.
+    Http,
+    /// HTTPS GET, 2xx expected.
+    Https,
+}
+
+/// One region's health check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CheckSettings {
+    /// Protocol.
+    pub kind: CheckKind,
+    /// Between checks of one server.
+    pub interval: Duration,
+    /// One check's limit.
+    pub timeout: Duration,
+    /// HTTP path.
+    pub path: String,
+    /// HTTP Host header.
+    pub host: Option<String>,
+    /// Failures to go down.
+    pub fall: u32,
+    /// Successes to come back up.
+    pub rise: u32,
+    /// https: accept any certificate.
+    pub tls_skip_verify: bool,
+}
+
+/// Routing algorithm of a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// All healthy servers, rotated per answer.
+    RoundRobin,
+    /// Servers drawn by weight; weight 0 only when nothing else is healthy.
+    Weighted,
+    /// The first region (in the domain's order) with a healthy server.
+    Failover,
+    /// The client's region by location.
+    Geolocation,
+    /// The region with the lowest probe RTT.
+    Latency,
+}
+
+impl Algorithm {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::Weighted => "weighted",
+            Algorithm::Failover => "failover",
+            Algorithm::Geolocation => "geolocation",
+            Algorithm::Latency => "latency",
+        }
+    }
+}
+
+/// What to answer when no server of a domain is healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AllDownPolicy {
+    /// SERVFAIL: resolvers try elsewhere and do not cache a dead address.
+    ServFail,
+    /// The servers that were healthy last.
+    ReturnLastHealthy,
+    /// Every configured server.
+    ReturnAll,
+}
+
+impl AllDownPolicy {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            AllDownPolicy::ServFail => "servfail",
+            AllDownPolicy::ReturnLastHealthy => "return_last_healthy",
+            AllDownPolicy::ReturnAll => "return_all",
+        }
+    }
+}
+
+/// A load-balanced name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainSettings {
+    /// Lower case, no trailing dot.
+    pub name: String,
+    /// Index into `dns.zones`.
+    pub zone: usize,
+    /// How answers are chosen.
+    pub algorithm: Algorithm,
+    /// Region indexes, in priority order.
+    pub regions: Vec<usize>,
+    /// Answer TTL.
+    pub ttl: u32,
+    /// Most A/AAAA records per answer.
+    pub max_records: usize,
+    /// All-unhealthy policy.
+    pub when_all_unhealthy: AllDownPolicy,
+    /// `latency`: servers above this RTT are not chosen.
+    pub max_latency: Option<Duration>,
+    /// `latency`: samples before an RTT counts.
+    pub min_samples: u32,
+}
+
+/// `api`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    /// Listen address.
+    pub address: SocketAddr,
+    /// Allowed client networks.
+    pub allowed_networks: Vec<IpNet>,
+    /// Use X-Forwarded-For.
+    pub trust_proxy_headers: bool,
+}
+
+/// `logging`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingSettings {
+    /// tracing filter directive.
+    pub level: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+}

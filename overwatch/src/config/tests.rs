@@ -1,0 +1,258 @@
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = r#"
+overwatch:
+  identity:
+    node_id: ow-1
+  validation:
+    enabled: true
+    check_interval: 2s
+    check_timeout: 1s
+  geolocation:
+    default_region: us-east
+    custom_mappings:
+      - cidr: 10.1.0.0/16
+        region: eu-west
+        comment: office
+dns:
+  listen_address: "127.0.0.1:5353"
+  default_ttl: 30
+  zones: [GSLB.Example.com.]
+regions:
+  - name: us-east
+    servers:
+      - address: 127.0.0.1
+        port: 8081
+      - address: "::1"
+        port: 8082
+        weight: 0
+        service: app
+    health_check:
+      type: http
+      path: /healthz
+      interval: 1s
+      timeout: 500ms
+      failure_threshold: 2
+      success_threshold: 1
+    countries: [us, ca]
+    continents: [NA]
+  - name: eu-west
+    servers:
+      - address: 127.0.0.2
+domains:
+  - name: App.gslb.example.com
+    routing_algorithm: failover
+    regions: [us-east, eu-west]
+    ttl: 10
+    max_records: 2
+    when_all_unhealthy: return_all
+  - name: geo.gslb.example.com
+    routing_algorithm: geolocation
+    regions: [eu-west, us-east]
+api:
+  address: 127.0.0.1:0
+metrics:
+  enabled: false
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    match parse("ow.yaml", text) {
+        Ok(_) => panic!("should be rejected:\n{text}"),
+        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+#[test]
+fn a_good_file_becomes_settings_with_defaults_applied() {
+    let s = parse("ow.yaml", GOOD).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.node_id, "ow-1");
+    assert_eq!(s.dns.listen, "127.0.0.1:5353".parse().expect("addr"));
+    assert_eq!(s.dns.zones[0].apex, "gslb.example.com");
+    assert_eq!(s.dns.zones[0].nameservers, ["ns1.gslb.example.com"]);
+    assert_eq!(s.dns.zones[0].hostmaster, "hostmaster.gslb.example.com");
+    let us = &s.regions[0];
+    assert_eq!(us.servers[1].address, "::1".parse::<IpAddr>().expect("ip"));
+    assert_eq!(
+        us.servers[0].service, "us-east",
+        "service defaults to the region"
+    );
+    assert_eq!(us.servers[1].weight, 0);
+    assert_eq!(us.countries, ["US", "CA"]);
+    let check = us.check.as_ref().expect("check");
+    assert_eq!(
+        (check.kind, check.interval, check.timeout),
+        (
+            CheckKind::Http,
+            Duration::from_secs(1),
+            Duration::from_millis(500)
+        )
+    );
+    assert_eq!(
+        (check.fall, check.rise, check.path.as_str()),
+        (2, 1, "/healthz")
+    );
+    let eu_check = s.regions[1].check.as_ref().expect("default check");
+    assert_eq!(
+        (eu_check.kind, eu_check.interval),
+        (CheckKind::Tcp, Duration::from_secs(2)),
+        "validation defaults apply"
+    );
+    let app = &s.domains[0];
+    assert_eq!(app.name, "app.gslb.example.com");
+    assert_eq!(
+        (app.algorithm, app.ttl, app.max_records),
+        (Algorithm::Failover, 10, 2)
+    );
+    assert_eq!(app.regions, [0, 1]);
+    assert_eq!(app.when_all_unhealthy, AllDownPolicy::ReturnAll);
+    assert_eq!(s.domains[1].ttl, 30, "dns.default_ttl");
+    assert_eq!(s.domains[1].max_records, 8);
+    assert_eq!(s.domains[1].when_all_unhealthy, AllDownPolicy::ServFail);
+    assert_eq!(s.geo.default_region, Some(0));
+    assert_eq!(
+        s.geo.custom_mappings,
+        [("10.1.0.0/16".parse().expect("net"), 1)]
+    );
+    assert!(s.metrics.is_none());
+    assert_eq!(
+        s.api.expect("api").allowed_networks.len(),
+        2,
+        "loopback by default"
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_at_their_line_and_column() {
+    let text = GOOD.replace("    ttl: 10\n", "    ttl: 10\n    tll: 5\n");
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("ow.yaml:45:5: unknown field `tll`, expected one of name,"),
+        "{p:?}"
+    );
+    assert!(
+        !p[0].contains("at line"),
+        "the location is said once, first: {p:?}"
+    );
+}
+
+#[test]
+fn wrong_types_name_the_position() {
+    let p = problems(&GOOD.replace("default_ttl: 30", "default_ttl: thirty"));
+    assert_eq!(p, ["ow.yaml:17:16: invalid u32"]);
+    let p = problems(&GOOD.replace("interval: 1s", "interval: 1 second"));
+    assert!(
+        p[0].starts_with("ow.yaml:31:17: invalid duration \"1 second\""),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn every_validation_problem_is_reported_with_its_place() {
+    let text = GOOD
+        .replace("cidr: 10.1.0.0/16", "cidr: 10.1.0.0/33")
+        .replace("regions: [us-east, eu-west]", "regions: [us-east, nowhere]")
+        .replace("    ttl: 10\n", "    ttl: 0\n")
+        .replace(
+            "routing_algorithm: geolocation",
+            "routing_algorithm: learned_latency",
+        )
+        .replace("  - name: eu-west\n", "  - name: us-east\n")
+        .replace("type: http", "type: icmp")
+        .replace("countries: [us, ca]", "countries: [usa]");
+    let p = problems(&text);
+    let expect = [
+        "ow.yaml:12:15: overwatch.geolocation.custom_mappings: \"10.1.0.0/33\" is not a CIDR",
+        "ow.yaml:13:17: overwatch.geolocation.custom_mappings[].region: no region named \"eu-west\"",
+        "ow.yaml:29:13: regions[us-east].health_check.type: \"icmp\" is not http, https or tcp",
+        "ow.yaml:35:17: regions[us-east].countries: \"usa\" is not a two-letter",
+        "ow.yaml:37:11: regions: region \"us-east\" is defined twice",
+        "ow.yaml:43:24: domains[app.gslb.example.com].regions: no region named \"nowhere\"",
+        "ow.yaml:44:10: domains[app.gslb.example.com].ttl: must be 1 to",
+        "ow.yaml:48:24: domains[geo.gslb.example.com].routing_algorithm: learned_latency is not implemented yet",
+        "ow.yaml:49:15: domains[geo.gslb.example.com].regions: no region named \"eu-west\"",
+    ];
+    assert_eq!(p.len(), expect.len(), "{p:#?}");
+    for (got, want) in p.iter().zip(expect) {
+        assert!(got.starts_with(want), "\n got: {got}\nwant: {want}…");
+    }
+}
+
+#[test]
+fn names_outside_the_zones_and_duplicates_are_rejected() {
+    let p = problems(&GOOD.replace("name: geo.gslb.example.com", "name: geo.other.example"));
+    assert!(
+        p[0].contains("\"geo.other.example\" is not inside any of dns.zones"),
+        "{p:?}"
+    );
+    let p = problems(&GOOD.replace("name: geo.gslb.example.com", "name: app.gslb.example.com."));
+    assert!(
+        p[0].contains("domains: \"app.gslb.example.com\" is defined twice"),
+        "{p:?}"
+    );
+    let p = problems(&GOOD.replace(
+        "zones: [GSLB.Example.com.]",
+        "zones: [gslb.example.com, sub.gslb.example.com]",
+    ));
+    assert!(p[0].contains("overlap"), "{p:?}");
+    let p = problems(&GOOD.replace("zones: [GSLB.Example.com.]", "zones: [\"bad..name\"]"));
+    assert!(p[0].contains("is not a valid DNS name"), "{p:?}");
+}
+
+#[test]
+fn addresses_and_networks_are_checked() {
+    let p = problems(&GOOD.replace("address: 127.0.0.2", "address: 127.0.0.300"));
+    assert!(
+        p[0].contains("\"127.0.0.300\" is not an IPv4 or IPv6 address"),
+        "{p:?}"
+    );
+    let p = problems(&GOOD.replace(
+        "listen_address: \"127.0.0.1:5353\"",
+        "listen_address: localhost:53",
+    ));
+    assert!(
+        p[0].contains("dns.listen_address: \"localhost:53\" is not :PORT"),
+        "{p:?}"
+    );
+    let p = problems(&GOOD.replace(
+        "address: 127.0.0.1:0",
+        "address: 127.0.0.1:0\n  allowed_networks: [10.0.0.0/99]",
+    ));
+    assert!(p[0].contains("api.allowed_networks"), "{p:?}");
+    let p = problems(&GOOD.replace("timeout: 500ms", "timeout: 5s"));
+    assert!(p[0].contains("is longer than the interval"), "{p:?}");
+}
+
+#[test]
+fn missing_sections_and_unreadable_files_are_clear() {
+    let p = problems("regions: []\n");
+    assert!(p[0].contains("missing field `dns`"), "{p:?}");
+    let err = load(std::path::Path::new("/nonexistent/ow.yaml")).expect_err("missing file");
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/ow.yaml:0:0: cannot read the file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn geolocation_needs_its_inputs() {
+    let text = GOOD.replace(
+        "  geolocation:\n    default_region: us-east\n    custom_mappings:\n      - cidr: 10.1.0.0/16\n        region: eu-west\n        comment: office\n",
+        "",
+    );
+    let p = problems(&text);
+    assert!(
+        p[0].contains("geolocation needs overwatch.geolocation"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/overwatch.yaml");
+    load(&path).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -1,0 +1,5 @@
+//! opengslb-overwatch: health-checked, authoritative GSLB DNS.
+//!
+//! See ARCHITECTURE.md for the map: `config` → `health` → `state` → `dns` snapshot.
+
+pub mod config;
