@@ -3,3 +3,9 @@
 //! See ARCHITECTURE.md for the map: `config` → `health` → `state` → `dns` snapshot.
 
 pub mod config;
+pub mod dns;
+pub mod geo;
+pub mod health;
+pub mod routing;
+pub mod state;
+pub mod status;

@@ -1,0 +1,317 @@
+//! The query path: classify the question against the snapshot, route, respond.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::sync::watch;
+
+use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind};
+use crate::config::AllDownPolicy;
+use crate::geo::locate;
+use crate::routing::{Query, decide};
+
+/// UDP payload we advertise and accept in responses (RFC 9715 / DNS flag day 2020).
+pub const EDNS_PAYLOAD: u16 = 1232;
+
+/// hickory's request handler over the current snapshot.
+#[derive(Debug)]
+pub struct Handler {
+    snapshots: watch::Receiver<Arc<DnsSnapshot>>,
+    /// Rotation and weighted draws: a counter, so consecutive answers differ.
+    counter: AtomicU64,
+}
+
+impl Handler {
+    /// A handler that always answers from the latest snapshot.
+    pub fn new(snapshots: watch::Receiver<Arc<DnsSnapshot>>) -> Handler {
+        Handler {
+            snapshots,
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What one query resolves to.
+struct Answer<'s> {
+    rcode: ResponseCode,
+    answers: Vec<&'s Record>,
+    soa: Option<&'s Record>,
+    ecs_scope: Option<u8>,
+    /// Metrics label: a configured domain or zone, never the raw query name.
+    label: &'s str,
+}
+
+impl<'s> Answer<'s> {
+    fn empty(rcode: ResponseCode, soa: Option<&'s Record>, label: &'s str) -> Self {
+        Answer {
+            rcode,
+            answers: Vec::new(),
+            soa,
+            ecs_scope: None,
+            label,
+        }
+    }
+}
+
+/// The client for routing: the ECS subnet when present (and enabled), else the source.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    ip: IpAddr,
+    ecs: Option<(IpAddr, u8)>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let started = Instant::now();
+        let snapshot = Arc::clone(&self.snapshots.borrow());
+        let entropy = self.counter.fetch_add(1, Ordering::Relaxed);
+        let request_edns = request.edns.as_ref();
+        let ecs = request_edns.and_then(|e| match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => Some((s.addr(), s.source_prefix())),
+            _ => None,
+        });
+
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let queries = request.queries.queries();
+        let mut qtype_label = "other";
+        let answer = if request.metadata.message_type != MessageType::Query {
+            Answer::empty(ResponseCode::FormErr, None, "-")
+        } else if request.metadata.op_code != OpCode::Query {
+            Answer::empty(ResponseCode::NotImp, None, "-")
+        } else if queries.len() != 1 {
+            Answer::empty(ResponseCode::FormErr, None, "-")
+        } else if request_edns.is_some_and(|e| e.version() > 0) {
+            Answer::empty(ResponseCode::BADVERS, None, "-")
+        } else {
+            let query = &queries[0];
+            qtype_label = type_label(query.query_type());
+            let ecs_client = ecs.filter(|_| snapshot.geo.ecs_enabled);
+            let client = Client {
+                ip: ecs_client
+                    .filter(|(_, prefix)| *prefix > 0)
+                    .map_or(request.src().ip(), |(ip, _)| ip),
+                ecs: ecs_client,
+            };
+            resolve(
+                &snapshot,
+                query.name().to_string().as_str(),
+                query.query_type(),
+                query.query_class(),
+                client,
+                entropy,
+            )
+        };
+
+        metadata.response_code = answer.rcode;
+        metadata.authoritative =
+            matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
+        let mut response_edns = None;
+        if request_edns.is_some() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(EDNS_PAYLOAD).set_version(0);
+            edns.set_rcode_high(answer.rcode.high());
+            edns.set_dnssec_ok(false);
+            // Echo the client subnet with the scope the answer deserves (RFC 7871 §7.2.1).
+            if let (Some((addr, source)), true) = (ecs, snapshot.geo.ecs_enabled) {
+                let scope = answer.ecs_scope.unwrap_or(0).min(max_prefix(addr));
+                edns.options_mut()
+                    .insert(EdnsOption::Subnet(ClientSubnet::new(addr, source, scope)));
+            }
+            response_edns = Some(edns);
+        }
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &response_edns {
+            builder.edns(edns);
+        }
+        let response = builder.build(
+            metadata,
+            answer.answers.iter().copied(),
+            std::iter::empty(),
+            answer.soa,
+            std::iter::empty(),
+        );
+        let info = match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(err) => {
+                tracing::debug!(error = %err, src = %request.src(), "cannot send DNS response");
+                let mut failed = Metadata::response_from_request(&request.metadata);
+                failed.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(hickory_proto::op::Header {
+                    metadata: failed,
+                    counts: Default::default(),
+                })
+            }
+        };
+        metrics::counter!(
+            "opengslb_dns_queries_total",
+            "domain" => answer.label.to_owned(),
+            "type" => qtype_label,
+            "rcode" => rcode_label(answer.rcode),
+        )
+        .increment(1);
+        metrics::histogram!("opengslb_dns_query_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        info
+    }
+}
+
+/// Answers a well-formed single question.
+fn resolve<'s>(
+    snapshot: &'s DnsSnapshot,
+    qname: &str,
+    qtype: RecordType,
+    qclass: DNSClass,
+    client: Client,
+    entropy: u64,
+) -> Answer<'s> {
+    let name = qname.trim_end_matches('.');
+    let Some(zone) = snapshot.zone_of(name) else {
+        return Answer::empty(ResponseCode::Refused, None, "-");
+    };
+    if qclass != DNSClass::IN {
+        return Answer::empty(ResponseCode::Refused, None, zone.apex.as_str());
+    }
+    let soa = Some(&zone.soa);
+    match snapshot.names.get(name) {
+        None => Answer::empty(ResponseCode::NXDomain, soa, zone.apex.as_str()),
+        Some(NameKind::EmptyNonTerminal(_)) => {
+            Answer::empty(ResponseCode::NoError, soa, zone.apex.as_str())
+        }
+        Some(NameKind::Apex(_)) => match qtype {
+            RecordType::SOA => Answer {
+                rcode: ResponseCode::NoError,
+                answers: vec![&zone.soa],
+                soa: None,
+                ecs_scope: None,
+                label: &zone.apex,
+            },
+            RecordType::NS => Answer {
+                rcode: ResponseCode::NoError,
+                answers: zone.ns.iter().collect(),
+                soa: None,
+                ecs_scope: None,
+                label: &zone.apex,
+            },
+            _ => Answer::empty(ResponseCode::NoError, soa, zone.apex.as_str()),
+        },
+        Some(NameKind::Domain(d, _)) => {
+            let domain = &snapshot.domains[*d];
+            let family = match qtype {
+                RecordType::A => &domain.v4,
+                RecordType::AAAA => &domain.v6,
+                _ => return Answer::empty(ResponseCode::NoError, soa, domain.name.as_str()),
+            };
+            if family.records.is_empty() {
+                // No server of this family is configured: the name has no such records.
+                return Answer::empty(ResponseCode::NoError, soa, domain.name.as_str());
+            }
+            route(snapshot, domain, family, client, entropy)
+        }
+    }
+}
+
+fn route<'s>(
+    snapshot: &'s DnsSnapshot,
+    domain: &'s DomainAnswers,
+    family: &'s super::snapshot::Family,
+    client: Client,
+    entropy: u64,
+) -> Answer<'s> {
+    let located = (domain.algorithm == crate::config::Algorithm::Geolocation).then(|| {
+        locate(
+            client.ip,
+            &snapshot.geo,
+            snapshot.geo_db.as_deref(),
+            &snapshot.regions,
+        )
+    });
+    let query = Query {
+        max_records: domain.max_records,
+        entropy,
+        client_region: located
+            .and_then(|l| l.region)
+            .and_then(|r| domain.regions.iter().position(|x| *x == r)),
+        client_prefix: located.map_or(0, |l| l.prefix),
+        max_latency: domain.max_latency,
+        min_samples: domain.min_samples,
+    };
+    let decision = decide(domain.algorithm, &family.candidates, &query);
+    let chosen: Vec<usize> = if !decision.chosen.is_empty() {
+        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.name.clone(), "algorithm" => domain.algorithm.name(), "outcome" => "healthy").increment(1);
+        decision.chosen
+    } else {
+        let fallback: Vec<usize> = match domain.policy {
+            AllDownPolicy::ServFail => Vec::new(),
+            AllDownPolicy::ReturnLastHealthy => family
+                .last_healthy
+                .iter()
+                .copied()
+                .take(domain.max_records)
+                .collect(),
+            AllDownPolicy::ReturnAll => {
+                (0..family.records.len()).take(domain.max_records).collect()
+            }
+        };
+        let outcome = if fallback.is_empty() {
+            "servfail"
+        } else {
+            domain.policy.name()
+        };
+        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.name.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome).increment(1);
+        if fallback.is_empty() {
+            return Answer::empty(ResponseCode::ServFail, None, domain.name.as_str());
+        }
+        fallback
+    };
+    Answer {
+        rcode: ResponseCode::NoError,
+        answers: chosen.into_iter().map(|i| &family.records[i]).collect(),
+        soa: None,
+        ecs_scope: client.ecs.map(|_| decision.scope),
+        label: domain.name.as_str(),
+    }
+}
+
+fn max_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+fn type_label(t: RecordType) -> &'static str {
+    match t {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::SOA => "SOA",
+        RecordType::NS => "NS",
+        RecordType::ANY => "ANY",
+        RecordType::TXT => "TXT",
+        RecordType::CNAME => "CNAME",
+        RecordType::MX => "MX",
+        _ => "other",
+    }
+}
+
+fn rcode_label(r: ResponseCode) -> &'static str {
+    match r {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "other",
+    }
+}

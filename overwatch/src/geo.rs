@@ -1,0 +1,353 @@
+//! Where a client is: custom CIDR mappings first, then a MaxMind database, then the
+//! default region. Every answer says how many leading address bits it depended on, so
+//! DNS can give an honest ECS scope.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+
+use crate::config::{GeoSettings, RegionSettings};
+
+/// An opened MaxMind (Country or City) database.
+#[derive(Debug)]
+pub struct GeoDb {
+    reader: maxminddb::Reader<Vec<u8>>,
+}
+
+/// What the database says of an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbLocation {
+    /// ISO country code, upper case.
+    pub country: Option<String>,
+    /// Continent code, upper case.
+    pub continent: Option<String>,
+    /// Prefix length of the database network that contains the address.
+    pub prefix: u8,
+}
+
+impl GeoDb {
+    /// Opens and checks a database file.
+    pub fn open(path: &Path) -> Result<GeoDb, String> {
+        let reader = maxminddb::Reader::open_readfile(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Ok(GeoDb { reader })
+    }
+
+    /// From bytes (tests).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<GeoDb, String> {
+        maxminddb::Reader::from_source(bytes)
+            .map(|reader| GeoDb { reader })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Looks an address up; `None` on a database error.
+    pub fn lookup(&self, ip: IpAddr) -> Option<DbLocation> {
+        let result = self.reader.lookup(ip).ok()?;
+        let prefix = result.network().ok()?.prefix();
+        let record: Option<maxminddb::geoip2::Country<'_>> = result.decode().ok()?;
+        let (country, continent) = record.map_or((None, None), |r| {
+            (
+                r.country.iso_code.map(str::to_ascii_uppercase),
+                r.continent.code.map(str::to_ascii_uppercase),
+            )
+        });
+        Some(DbLocation {
+            country,
+            continent,
+            prefix,
+        })
+    }
+}
+
+/// A located client: the region index (if any) and the prefix length the decision
+/// depended on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    /// Index into `settings.regions`.
+    pub region: Option<usize>,
+    /// Leading bits of the client address that decided it.
+    pub prefix: u8,
+}
+
+/// Finds the region of `ip` (custom mappings, database, default region, in that order).
+pub fn locate(
+    ip: IpAddr,
+    geo: &GeoSettings,
+    db: Option<&GeoDb>,
+    regions: &[RegionSettings],
+) -> Located {
+    let ip = ip.to_canonical();
+    let full = if ip.is_ipv4() { 32 } else { 128 };
+    if let Some((net, region)) = geo
+        .custom_mappings
+        .iter()
+        .filter(|(net, _)| net.contains(&ip))
+        .max_by_key(|(net, _)| net.prefix_len())
+    {
+        // A narrower mapping inside the matched one decides differently for part of it.
+        let prefix = narrowest_overlap(ip, net.prefix_len(), &geo.custom_mappings);
+        return Located {
+            region: Some(*region),
+            prefix,
+        };
+    }
+    if let Some(loc) = db.and_then(|db| db.lookup(ip)) {
+        let by_country = loc
+            .country
+            .as_ref()
+            .and_then(|c| regions.iter().position(|r| r.countries.contains(c)));
+        let by_continent = || {
+            loc.continent
+                .as_ref()
+                .and_then(|c| regions.iter().position(|r| r.continents.contains(c)))
+        };
+        let region = by_country.or_else(by_continent).or(geo.default_region);
+        // The database network is the unit of its answers; a custom mapping inside it
+        // could make a narrower part decide differently.
+        let prefix = narrowest_overlap(ip, loc.prefix, &geo.custom_mappings).min(full);
+        return Located { region, prefix };
+    }
+    // Nothing matched: the answer depends on the address not being in any mapping, which
+    // only holds at full precision in general.
+    let prefix = if geo.custom_mappings.is_empty() {
+        0
+    } else {
+        full
+    };
+    Located {
+        region: geo.default_region,
+        prefix,
+    }
+}
+
+/// The shortest prefix of `ip` that still decides like `prefix` does: every custom mapping
+/// inside `ip`'s network (at `prefix`) that does not contain `ip` must fall outside the
+/// scope, so the scope must reach the first bit where `ip` and that mapping differ.
+fn narrowest_overlap(ip: IpAddr, prefix: u8, mappings: &[(IpNet, usize)]) -> u8 {
+    let Ok(network) = IpNet::new(ip, prefix).map(|n| n.trunc()) else {
+        return prefix;
+    };
+    mappings
+        .iter()
+        .filter(|(m, _)| m.prefix_len() > prefix && network.contains(m) && !m.contains(&ip))
+        .map(|(m, _)| {
+            common_prefix_len(ip, m.network())
+                .saturating_add(1)
+                .min(m.prefix_len())
+        })
+        .fold(prefix, u8::max)
+}
+
+/// Leading bits two addresses of the same family share.
+fn common_prefix_len(a: IpAddr, b: IpAddr) -> u8 {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            (u32::from(a) ^ u32::from(b)).leading_zeros().min(32) as u8
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            (u128::from(a) ^ u128::from(b)).leading_zeros().min(128) as u8
+        }
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmdb_writer::{Value, Writer};
+
+    /// A tiny Country database: 1.0.0.0/16 US/NA, 2.0.0.0/8 DE/EU, 2001:db8::/32 JP/AS.
+    pub(crate) fn fixture() -> GeoDb {
+        let mut writer = Writer::new("GeoLite2-Country");
+        let entry = |country: &str, continent: &str| {
+            Value::map([
+                ("country", Value::map([("iso_code", Value::from(country))])),
+                ("continent", Value::map([("code", Value::from(continent))])),
+            ])
+        };
+        writer
+            .insert_value(
+                "1.0.0.0/16".parse::<IpNet>().expect("net"),
+                entry("US", "NA"),
+            )
+            .expect("insert");
+        writer
+            .insert_value(
+                "2.0.0.0/8".parse::<IpNet>().expect("net"),
+                entry("DE", "EU"),
+            )
+            .expect("insert");
+        writer
+            .insert_value(
+                "2001:db8::/32".parse::<IpNet>().expect("net"),
+                entry("JP", "AS"),
+            )
+            .expect("insert");
+        GeoDb::from_bytes(writer.to_bytes().expect("bytes")).expect("open fixture")
+    }
+
+    fn region(name: &str, countries: &[&str], continents: &[&str]) -> RegionSettings {
+        RegionSettings {
+            name: name.into(),
+            servers: Vec::new(),
+            check: None,
+            countries: countries.iter().map(|s| s.to_string()).collect(),
+            continents: continents.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn database_lookup_returns_country_continent_and_network() {
+        let db = fixture();
+        let loc = db.lookup(ip("1.0.3.4")).expect("found");
+        assert_eq!(
+            (loc.country.as_deref(), loc.continent.as_deref(), loc.prefix),
+            (Some("US"), Some("NA"), 16)
+        );
+        let loc = db.lookup(ip("2001:db8::1")).expect("found");
+        assert_eq!((loc.country.as_deref(), loc.prefix), (Some("JP"), 32));
+        let loc = db.lookup(ip("9.9.9.9")).expect("lookup works");
+        assert_eq!(loc.country, None, "not in the database");
+    }
+
+    #[test]
+    fn custom_mappings_win_longest_prefix_first() {
+        let regions = [
+            region("us", &["US"], &[]),
+            region("eu", &[], &["EU"]),
+            region("office", &[], &[]),
+        ];
+        let geo = GeoSettings {
+            database: None,
+            default_region: Some(0),
+            custom_mappings: vec![
+                ("1.0.0.0/8".parse().expect("net"), 1),
+                ("1.0.5.0/24".parse().expect("net"), 2),
+            ],
+            ecs_enabled: true,
+        };
+        let db = fixture();
+        assert_eq!(
+            locate(ip("1.0.5.9"), &geo, Some(&db), &regions),
+            Located {
+                region: Some(2),
+                prefix: 24
+            }
+        );
+        // The /8 decides, but the /24 inside it answers differently: the scope must be
+        // long enough to exclude it. 1.0.6.9 and 1.0.5.0 share 22 bits → /23.
+        assert_eq!(
+            locate(ip("1.0.6.9"), &geo, Some(&db), &regions),
+            Located {
+                region: Some(1),
+                prefix: 23
+            }
+        );
+        // 1.7.x and 1.0.x share 13 bits → /14 already excludes 1.0.5.0/24.
+        assert_eq!(
+            locate(ip("1.7.6.9"), &geo, Some(&db), &regions),
+            Located {
+                region: Some(1),
+                prefix: 14
+            }
+        );
+        // Inside the /24 itself nothing narrower exists.
+        assert_eq!(
+            locate(ip("1.0.5.200"), &geo, Some(&db), &regions),
+            Located {
+                region: Some(2),
+                prefix: 24
+            }
+        );
+    }
+
+    #[test]
+    fn database_country_then_continent_then_default() {
+        let regions = [
+            region("us", &["US"], &[]),
+            region("eu", &[], &["EU"]),
+            region("fallback", &[], &[]),
+        ];
+        let geo = GeoSettings {
+            database: None,
+            default_region: Some(2),
+            custom_mappings: Vec::new(),
+            ecs_enabled: true,
+        };
+        let db = fixture();
+        assert_eq!(
+            locate(ip("1.0.200.1"), &geo, Some(&db), &regions),
+            Located {
+                region: Some(0),
+                prefix: 16
+            }
+        );
+        assert_eq!(
+            locate(ip("2.3.4.5"), &geo, Some(&db), &regions),
+            Located {
+                region: Some(1),
+                prefix: 8
+            }
+        );
+        assert_eq!(
+            locate(ip("2001:db8::7"), &geo, Some(&db), &regions).region,
+            Some(2),
+            "JP/AS: no region, default"
+        );
+        // IPv4-mapped IPv6 is treated as IPv4.
+        assert_eq!(
+            locate(ip("::ffff:1.0.0.1"), &geo, Some(&db), &regions).region,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn scope_grows_when_a_mapping_sits_inside_the_database_network() {
+        let regions = [region("us", &["US"], &[]), region("office", &[], &[])];
+        let geo = GeoSettings {
+            database: None,
+            default_region: None,
+            custom_mappings: vec![("1.0.9.0/24".parse().expect("net"), 1)],
+            ecs_enabled: true,
+        };
+        let db = fixture();
+        // DB network 1.0.0.0/16 holds the 1.0.9.0/24 mapping; 1.0.1.1 and 1.0.9.0 share 20 bits.
+        assert_eq!(
+            locate(ip("1.0.1.1"), &geo, Some(&db), &regions),
+            Located {
+                region: Some(0),
+                prefix: 21
+            }
+        );
+        assert_eq!(
+            locate(ip("1.0.9.1"), &geo, Some(&db), &regions),
+            Located {
+                region: Some(1),
+                prefix: 24
+            }
+        );
+    }
+
+    #[test]
+    fn no_inputs_means_the_default_and_scope_zero() {
+        let regions = [region("only", &[], &[])];
+        let geo = GeoSettings {
+            database: None,
+            default_region: Some(0),
+            custom_mappings: Vec::new(),
+            ecs_enabled: true,
+        };
+        assert_eq!(
+            locate(ip("8.8.8.8"), &geo, None, &regions),
+            Located {
+                region: Some(0),
+                prefix: 0
+            }
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! Validation health checks: overwatch's own view of each server (tcp, http, https),
+//! with rise/fall thresholds and a smoothed round-trip time for the `latency` algorithm.
+//!
+//! `CheckState` is the pure part (thresholds, EWMA); `Prober` runs checks; `spawn_checks`
+//! schedules them, bounded by a semaphore, and reports every result on a channel to the
+//! state owner.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{CheckKind, CheckSettings};
+use crate::state::BackendKey;
+
+/// Weight of a new RTT sample in the smoothed RTT (like TCP's SRTT, 1/8).
+const RTT_ALPHA: f64 = 0.125;
+
+/// The outcome of one check.
+pub type CheckOutcome = Result<Duration, String>;
+
+/// Health as the thresholds see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckState {
+    /// Current verdict; `None` until the first check completed.
+    pub healthy: Option<bool>,
+    /// Successes in a row.
+    pub ok_streak: u32,
+    /// Failures in a row.
+    pub fail_streak: u32,
+    /// Why the last failed check failed.
+    pub last_error: Option<String>,
+    /// When the last check completed.
+    pub last_check: Option<SystemTime>,
+    /// Smoothed RTT of successful checks.
+    pub srtt: Option<Duration>,
+    /// Successful samples behind `srtt`.
+    pub samples: u32,
+}
+
+impl CheckState {
+    /// Before any check.
+    pub fn new() -> Self {
+        CheckState {
+            healthy: None,
+            ok_streak: 0,
+            fail_streak: 0,
+            last_error: None,
+            last_check: None,
+            srtt: None,
+            samples: 0,
+        }
+    }
+
+    /// Records one outcome; returns true when the verdict changed.
+    ///
+    /// The first outcome decides at once (a server never seen up need not fail `fall`
+    /// times first); after that it takes `fall` failures in a row to go down and `rise`
+    /// successes in a row to come back.
+    pub fn record(&mut self, outcome: &CheckOutcome, rise: u32, fall: u32, at: SystemTime) -> bool {
+        self.last_check = Some(at);
+        let before = self.healthy;
+        match outcome {
+            Ok(rtt) => {
+                self.ok_streak = self.ok_streak.saturating_add(1);
+                self.fail_streak = 0;
+                self.last_error = None;
+                self.srtt = Some(match self.srtt {
+                    None => *rtt,
+                    Some(s) => s.mul_f64(1.0 - RTT_ALPHA) + rtt.mul_f64(RTT_ALPHA),
+                });
+                self.samples = self.samples.saturating_add(1);
+                if self.healthy.is_none() || (self.healthy == Some(false) && self.ok_streak >= rise)
+                {
+                    self.healthy = Some(true);
+                }
+            }
+            Err(reason) => {
+                self.fail_streak = self.fail_streak.saturating_add(1);
+                self.ok_streak = 0;
+                self.last_error = Some(reason.clone());
+                if self.healthy.is_none()
+                    || (self.healthy == Some(true) && self.fail_streak >= fall)
+                {
+                    self.healthy = Some(false);
+                }
+            }
+        }
+        before != self.healthy
+    }
+}
+
+impl Default for CheckState {
+    fn default() -> Self {
+        CheckState::new()
+    }
+}
+
+/// One result on its way to the state owner.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// Which backend.
+    pub key: BackendKey,
+    /// What happened.
+    pub outcome: CheckOutcome,
+    /// When it finished.
+    pub at: SystemTime,
+}
+
+/// HTTP clients, built once: one that verifies certificates, one that does not.
+#[derive(Debug, Clone)]
+pub struct Prober {
+    verified: reqwest::Client,
+    unverified: reqwest::Client,
+}
+
+/// Makes ring the process's rustls provider (the one crypto backend, design.md).
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err only if another provider was installed first; ring is then not needed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Prober {
+    /// Builds the clients.
+    pub fn new() -> Result<Prober, reqwest::Error> {
+        install_crypto_provider();
+        let base = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(0) // each check measures a fresh connection
+                .user_agent(concat!("opengslb-overwatch/", env!("CARGO_PKG_VERSION")))
+        };
+        Ok(Prober {
+            verified: base().build()?,
+            unverified: base().tls_danger_accept_invalid_certs(true).build()?,
+        })
+    }
+
+    /// Runs one check against `addr`; `Ok(rtt)` when it passes.
+    pub async fn check(&self, addr: SocketAddr, check: &CheckSettings) -> CheckOutcome {
+        let start = Instant::now();
+        let outcome = tokio::time::timeout(check.timeout, self.check_inner(addr, check)).await;
+        match outcome {
+            Ok(Ok(())) => Ok(start.elapsed()),
+            Ok(Err(reason)) => Err(reason),
+            Err(_) => Err(format!("timed out after {:?}", check.timeout)),
+        }
+    }
+
+    async fn check_inner(&self, addr: SocketAddr, check: &CheckSettings) -> Result<(), String> {
+        let scheme = match check.kind {
+            CheckKind::Tcp => {
+                return tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("tcp connect: {e}"));
+            }
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+        };
+        let client = if check.tls_skip_verify {
+            &self.unverified
+        } else {
+            &self.verified
+        };
+        let url = format!("{scheme}://{addr}{}", check.path);
+        let mut request = client.get(&url);
+        if let Some(host) = &check.host {
+            request = request.header(reqwest::header::HOST, host);
+        }
+        let response = request.send().await.map_err(|e| describe(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{scheme} {status}"))
+        }
+    }
+}
+
+/// reqwest's Display stops at the outermost layer ("error sending request"); the cause
+/// an operator needs (refused, reset, certificate) is further down the chain.
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// One server to check.
+#[derive(Debug, Clone)]
+pub struct CheckTarget {
+    /// Which backend.
+    pub key: BackendKey,
+    /// Where.
+    pub addr: SocketAddr,
+    /// How.
+    pub check: CheckSettings,
+}
+
+/// Starts one task per target; each checks at once, then every interval, holding one of
+/// `max_concurrent` permits while a check runs. Stops on `shutdown`.
+pub fn spawn_checks(
+    targets: Vec<CheckTarget>,
+    prober: Prober,
+    max_concurrent: usize,
+    reports: mpsc::Sender<CheckReport>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(max_concurrent));
+    for target in targets {
+        let (prober, permits, reports, shutdown) = (
+            prober.clone(),
+            permits.clone(),
+            reports.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move {
+            let mut ticker = tokio::time::interval(target.check.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let outcome = {
+                    let Ok(_permit) = permits.acquire().await else { return };
+                    let started = Instant::now();
+                    let outcome = tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => return,
+                        outcome = prober.check(target.addr, &target.check) => outcome,
+                    };
+                    let kind = match target.check.kind {
+                        CheckKind::Tcp => "tcp",
+                        CheckKind::Http => "http",
+                        CheckKind::Https => "https",
+                    };
+                    let result = if outcome.is_ok() { "success" } else { "failure" };
+                    metrics::counter!("opengslb_validation_checks_total", "type" => kind, "result" => result).increment(1);
+                    metrics::histogram!("opengslb_validation_check_duration_seconds", "type" => kind)
+                        .record(started.elapsed().as_secs_f64());
+                    outcome
+                };
+                let report = CheckReport { key: target.key.clone(), outcome, at: SystemTime::now() };
+                if reports.send(report).await.is_err() {
+                    return; // the state owner is gone: shutting down
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(ms: u64) -> CheckOutcome {
+        Ok(Duration::from_millis(ms))
+    }
+    fn fail() -> CheckOutcome {
+        Err("refused".into())
+    }
+
+    #[test]
+    fn first_result_decides_then_thresholds_apply() {
+        let now = SystemTime::now();
+        let mut s = CheckState::new();
+        assert!(
+            s.record(&ok(10), 2, 3, now),
+            "first success: healthy at once"
+        );
+        assert_eq!(s.healthy, Some(true));
+        assert!(!s.record(&fail(), 2, 3, now));
+        assert!(!s.record(&fail(), 2, 3, now));
+        assert_eq!(s.healthy, Some(true), "two failures < fall 3");
+        assert!(s.record(&fail(), 2, 3, now));
+        assert_eq!(s.healthy, Some(false));
+        assert_eq!(s.last_error.as_deref(), Some("refused"));
+        assert!(!s.record(&ok(10), 2, 3, now));
+        assert!(
+            !s.record(&fail(), 2, 3, now),
+            "a failure resets the rise streak"
+        );
+        assert!(!s.record(&ok(10), 2, 3, now));
+        assert!(s.record(&ok(10), 2, 3, now), "rise 2 in a row");
+        assert_eq!(s.healthy, Some(true));
+
+        let mut down_first = CheckState::new();
+        assert!(
+            down_first.record(&fail(), 2, 3, now),
+            "first failure: unhealthy at once"
+        );
+        assert_eq!(down_first.healthy, Some(false));
+    }
+
+    #[test]
+    fn rtt_is_smoothed() {
+        let now = SystemTime::now();
+        let mut s = CheckState::new();
+        s.record(&ok(100), 1, 1, now);
+        assert_eq!(s.srtt, Some(Duration::from_millis(100)));
+        s.record(&ok(20), 1, 1, now);
+        assert_eq!(s.srtt, Some(Duration::from_millis(90)));
+        s.record(&fail(), 1, 1, now);
+        assert_eq!(
+            s.srtt,
+            Some(Duration::from_millis(90)),
+            "failures carry no RTT"
+        );
+        assert_eq!(s.samples, 2);
+    }
+
+    #[tokio::test]
+    async fn tcp_and_http_checks_against_real_sockets() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let prober = Prober::new().expect("prober");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let status = if head.starts_with("GET /ok ") {
+                        "200 OK"
+                    } else {
+                        "503 Service Unavailable"
+                    };
+                    let _ = s.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes()).await;
+                });
+            }
+        });
+        let settings = |kind, path: &str| CheckSettings {
+            kind,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            path: path.into(),
+            host: Some("app.example".into()),
+            fall: 1,
+            rise: 1,
+            tls_skip_verify: false,
+        };
+        assert!(
+            prober
+                .check(addr, &settings(CheckKind::Tcp, "/"))
+                .await
+                .is_ok()
+        );
+        assert!(
+            prober
+                .check(addr, &settings(CheckKind::Http, "/ok"))
+                .await
+                .is_ok()
+        );
+        let err = prober
+            .check(addr, &settings(CheckKind::Http, "/bad"))
+            .await
+            .expect_err("503");
+        assert!(err.contains("503"), "{err}");
+        let closed: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let err = prober
+            .check(closed, &settings(CheckKind::Tcp, "/"))
+            .await
+            .expect_err("refused");
+        assert!(err.contains("refused"), "{err}");
+        let err = prober
+            .check(closed, &settings(CheckKind::Http, "/ok"))
+            .await
+            .expect_err("refused");
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+}
