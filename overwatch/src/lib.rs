@@ -2,6 +2,8 @@
 //!
 //! See ARCHITECTURE.md for the map: `config` → `health` → `state` → `dns` snapshot.
 
+pub mod api;
+pub mod app;
 pub mod config;
 pub mod dns;
 pub mod geo;

@@ -1,0 +1,294 @@
+//! Wiring of one overwatch node: config → state owner ← checks; state → DNS snapshots →
+//! DNS server; state → API; metrics; signals (SIGHUP reload, SIGTERM/SIGINT stop).
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState};
+use crate::config::{self, ConfigError, Problem, Settings};
+use crate::dns::{self, DnsSnapshot};
+use crate::geo::GeoDb;
+use crate::health::{CheckTarget, Prober, spawn_checks};
+use crate::state::{Command, StateOwner, ViewRx, backend_keys};
+
+/// Buckets for the DNS and check duration histograms (seconds).
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1.0,
+];
+/// How long in-flight work may take after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A configuration ready to run: settings and the geolocation database they name.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Validated settings.
+    pub settings: Arc<Settings>,
+    /// The opened database, if configured.
+    pub geo: Option<Arc<GeoDb>>,
+}
+
+/// Loads, validates and opens everything a config file names.
+pub fn prepare(path: &Path) -> Result<Prepared, ConfigError> {
+    let settings = config::load(path)?;
+    let geo = match &settings.geo.database {
+        Some(db) => Some(Arc::new(GeoDb::open(db).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!("overwatch.geolocation.database_path: {e}"),
+            }],
+        })?)),
+        None => None,
+    };
+    Ok(Prepared {
+        settings: Arc::new(settings),
+        geo,
+    })
+}
+
+/// Why the node could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not be bound.
+    #[error("{what}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Which listener (config key).
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: io::Error,
+    },
+    /// Something else at start-up.
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// Runs the node until SIGTERM or SIGINT.
+pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunError> {
+    let settings = prepared.settings.clone();
+    let metrics = install_metrics()?;
+    let prober = Prober::new()
+        .map_err(|e| RunError::Startup(format!("cannot build the HTTP client for checks: {e}")))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|e| RunError::Startup(format!("signals: {e}")))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| RunError::Startup(format!("signals: {e}")))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| RunError::Startup(format!("signals: {e}")))?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (owner, view_rx) = StateOwner::new(settings.clone(), prepared.geo.clone());
+    let (report_tx, report_rx) = mpsc::channel(1024);
+    let (command_tx, command_rx) = mpsc::channel(8);
+    tracker.spawn(owner.run(report_rx, command_rx, shutdown.clone()));
+    let mut checks = shutdown.child_token();
+    spawn_checks(
+        check_targets(&settings),
+        prober.clone(),
+        settings.validation.max_concurrent,
+        report_tx.clone(),
+        checks.clone(),
+        &tracker,
+    );
+
+    let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsSnapshot::build(&view_rx.borrow())));
+    tracker.spawn(publish_snapshots(view_rx.clone(), dns_tx, shutdown.clone()));
+
+    let sockets = dns::bind(settings.dns.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            what: "dns.listen_address",
+            addr: settings.dns.listen,
+            source,
+        })?;
+    let dns_addr = sockets
+        .udp
+        .local_addr()
+        .map_err(|e| RunError::Startup(e.to_string()))?;
+    let mut dns_server = dns::serve(sockets, dns_rx.clone());
+    tracing::info!(addr = %dns_addr, zones = settings.dns.zones.len(), domains = settings.domains.len(), "dns listening (udp+tcp)");
+
+    if let Some(api_settings) = &settings.api {
+        let listener = bind_tcp("api.address", api_settings.address).await?;
+        tracing::info!(addr = %local(&listener), "api listening");
+        let state = ApiState {
+            view: view_rx.clone(),
+            dns: dns_rx.clone(),
+            allowed: Arc::new(api_settings.allowed_networks.clone()),
+            trust_proxy_headers: api_settings.trust_proxy_headers,
+        };
+        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "api server failed");
+            }
+        });
+    }
+    if let Some(addr) = settings.metrics {
+        let listener = bind_tcp("metrics.address", addr).await?;
+        tracing::info!(addr = %local(&listener), "metrics listening");
+        let render = metrics.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let render = render.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        render.render(),
+                    )
+                }
+            }),
+        );
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+    }
+    let upkeep = metrics.clone();
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
+
+    let mut running = settings;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break; }
+            _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); break; }
+            _ = sighup.recv() => match prepare(&config_path) {
+                Ok(next) => {
+                    warn_restart_needed(&running, &next.settings);
+                    checks.cancel();
+                    checks = shutdown.child_token();
+                    spawn_checks(check_targets(&next.settings), prober.clone(), next.settings.validation.max_concurrent, report_tx.clone(), checks.clone(), &tracker);
+                    running = next.settings.clone();
+                    if command_tx.send(Command::Reload(next.settings, next.geo)).await.is_err() {
+                        break;
+                    }
+                    metrics::counter!("opengslb_config_reloads_total", "result" => "success").increment(1);
+                    tracing::info!(file = %config_path.display(), "configuration reloaded");
+                }
+                Err(err) => {
+                    metrics::counter!("opengslb_config_reloads_total", "result" => "failure").increment(1);
+                    tracing::error!("configuration reload failed; the running configuration stays:\n{err}");
+                }
+            },
+        }
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, dns_server.shutdown_gracefully()).await;
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks still running after the shutdown grace period");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Rebuilds the DNS snapshot whenever the view changes.
+async fn publish_snapshots(
+    mut view_rx: ViewRx,
+    dns_tx: watch::Sender<Arc<DnsSnapshot>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            changed = view_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let view = view_rx.borrow_and_update().clone();
+                dns_tx.send_replace(Arc::new(DnsSnapshot::build(&view)));
+            }
+        }
+    }
+}
+
+fn check_targets(settings: &Settings) -> Vec<CheckTarget> {
+    backend_keys(settings)
+        .into_iter()
+        .filter_map(|(region, key, _)| {
+            let check = settings.regions[region].check.clone()?;
+            Some(CheckTarget {
+                addr: SocketAddr::new(key.address, key.port),
+                key,
+                check,
+            })
+        })
+        .collect()
+}
+
+fn warn_restart_needed(old: &Settings, new: &Settings) {
+    let api = |s: &Settings| s.api.as_ref().map(|a| a.address);
+    for (key, changed) in [
+        ("dns.listen_address", old.dns.listen != new.dns.listen),
+        ("api.address / api.enabled", api(old) != api(new)),
+        (
+            "metrics.address / metrics.enabled",
+            old.metrics != new.metrics,
+        ),
+        ("logging", old.logging != new.logging),
+    ] {
+        if changed {
+            tracing::warn!(key, "changed in the file; it takes effect after a restart");
+        }
+    }
+}
+
+async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { what, addr, source })
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string())
+}
+
+fn install_metrics() -> Result<PrometheusHandle, RunError> {
+    PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS)
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| RunError::Startup(format!("metrics: {e}")))
+}
