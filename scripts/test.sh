@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the end-to-end tests drive
-# (haproxy, systemd's tools) when run as root, then builds and runs every test.
+# (haproxy, dig, systemd's tools) when run as root, then builds and runs every test.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 # command → Debian package that provides it
 declare -A needs=(
   [haproxy]=haproxy
+  [dig]=dnsutils
   [systemd-analyze]=systemd
   [systemd-socket-activate]=systemd
 )

@@ -2,6 +2,7 @@
 //! third-party programs (haproxy), reads what they log, and cleans every process up.
 
 pub mod haproxy;
+pub mod overwatch;
 pub mod process;
 
 use std::io::{Read, Write};

@@ -1,0 +1,281 @@
+//! An overwatch node under test, real `dig` as its client, and backends whose health the
+//! test switches.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::process::Spawned;
+use crate::{TempDir, built_binary};
+
+/// The built `opengslb-overwatch`.
+pub fn overwatch_binary() -> PathBuf {
+    built_binary("opengslb-overwatch", "overwatch")
+}
+
+/// The built `opengslb-cli`.
+pub fn cli_binary() -> PathBuf {
+    built_binary("opengslb-cli", "overwatch")
+}
+
+/// A running node and the addresses it logged.
+#[derive(Debug)]
+pub struct Overwatch {
+    /// The process.
+    pub process: Spawned,
+    /// DNS (UDP and TCP).
+    pub dns: SocketAddr,
+    /// API, if enabled.
+    pub api: Option<SocketAddr>,
+    /// Metrics, if enabled.
+    pub metrics: Option<SocketAddr>,
+    /// The config file (rewrite it, then SIGHUP).
+    pub config: PathBuf,
+}
+
+impl Overwatch {
+    /// Writes `yaml` to `dir/overwatch.yaml` and starts the node; waits for its listeners.
+    /// Use port 0 everywhere: the harness reads the real addresses from the log.
+    pub fn start(dir: &TempDir, yaml: &str) -> Overwatch {
+        let config = dir.join("overwatch.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let mut command = Command::new(overwatch_binary());
+        command.arg("--config").arg(&config).env(
+            "RUST_LOG",
+            "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn",
+        );
+        let process = Spawned::start("opengslb-overwatch", command);
+        let addr_of = |needle: &str| {
+            let line = process.wait_for_line(needle, Duration::from_secs(15));
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+        };
+        let dns = addr_of("dns listening");
+        let api = yaml.contains("\napi:").then(|| addr_of("api listening"));
+        let metrics = yaml
+            .contains("\nmetrics:")
+            .then(|| addr_of("metrics listening"));
+        Overwatch {
+            process,
+            dns,
+            api,
+            metrics,
+            config,
+        }
+    }
+
+    /// `dig @dns -p port ARGS`.
+    pub fn dig(&self, args: &[&str]) -> Dig {
+        dig(self.dns, args)
+    }
+
+    /// GET on the API: (status, JSON body).
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let api = self.api.expect("api enabled");
+        let (status, body) = http_get(api, path);
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        (status, json)
+    }
+}
+
+/// A minimal HTTP/1.0 GET: (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// What dig printed, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Dig {
+    /// `NOERROR`, `NXDOMAIN`, … (empty if no answer).
+    pub status: String,
+    /// Header flags (`qr`, `aa`, `tc`, …).
+    pub flags: Vec<String>,
+    /// Answer section: (name, ttl, type, data).
+    pub answer: Vec<(String, u32, String, String)>,
+    /// Authority section, same shape.
+    pub authority: Vec<(String, u32, String, String)>,
+    /// `; CLIENT-SUBNET: addr/source/scope`.
+    pub client_subnet: Option<String>,
+    /// `; EDNS: version: 0, flags:; udp: N`.
+    pub edns: Option<String>,
+    /// The whole output, for failure messages.
+    pub raw: String,
+}
+
+impl Dig {
+    /// The data of answer records of `rtype`, sorted.
+    pub fn data(&self, rtype: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .answer
+            .iter()
+            .filter(|r| r.2 == rtype)
+            .map(|r| r.3.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Runs real `dig` against `server`.
+pub fn dig(server: SocketAddr, args: &[&str]) -> Dig {
+    let output = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string())
+        .args(["+time=2", "+tries=1", "+ignore"])
+        .args(args)
+        .output()
+        .expect("dig is not installed: run scripts/test.sh (installs dnsutils as root)");
+    let raw = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut dig = Dig {
+        raw: raw.clone(),
+        ..Dig::default()
+    };
+    let mut section = "";
+    for line in raw.lines() {
+        if let Some(rest) = line.split("status: ").nth(1) {
+            dig.status = rest.split(',').next().unwrap_or("").to_owned();
+        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
+            dig.flags = rest
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+        } else if let Some(rest) = line.strip_prefix("; CLIENT-SUBNET: ") {
+            dig.client_subnet = Some(rest.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix("; EDNS: ") {
+            dig.edns = Some(rest.trim().to_owned());
+        } else if line.starts_with(";; ANSWER SECTION") {
+            section = "answer";
+        } else if line.starts_with(";; AUTHORITY SECTION") {
+            section = "authority";
+        } else if line.starts_with(";;") || line.trim().is_empty() {
+            if line.trim().is_empty() {
+                section = "";
+            }
+        } else if !line.starts_with(';') && !section.is_empty() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 5 {
+                let record = (
+                    f[0].to_owned(),
+                    f[1].parse().unwrap_or(0),
+                    f[3].to_owned(),
+                    f[4..].join(" "),
+                );
+                if section == "answer" {
+                    dig.answer.push(record)
+                } else {
+                    dig.authority.push(record)
+                }
+            }
+        }
+    }
+    dig
+}
+
+/// An HTTP backend on `ip` answering 200 while healthy, 503 otherwise.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Backend {
+    /// Starts one on `ip` (any 127.x address) and a free port.
+    pub fn start(ip: &str) -> Backend {
+        let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+        let addr = listener.local_addr().expect("addr");
+        let healthy = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&healthy);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let up = flag.load(Ordering::Relaxed);
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut buf = [0u8; 2048];
+                    let _ = stream.read(&mut buf);
+                    let status = if up {
+                        "200 OK"
+                    } else {
+                        "503 Service Unavailable"
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                });
+            }
+        });
+        Backend { addr, healthy }
+    }
+
+    /// Makes its health endpoint pass or fail.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+}
+
+/// A DNS query in wire format: one question, optional OPT record.
+pub fn query_packet(id: u16, name: &str, qtype: u16, edns: bool) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64);
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+    for label in name.trim_end_matches('.').split('.') {
+        p.push(label.len() as u8);
+        p.extend_from_slice(label.as_bytes());
+    }
+    p.push(0);
+    p.extend_from_slice(&qtype.to_be_bytes());
+    p.extend_from_slice(&1u16.to_be_bytes());
+    if edns {
+        p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    }
+    p
+}
+
+/// Sends `packet` over UDP and waits up to `timeout` for one reply.
+pub fn udp_exchange(server: SocketAddr, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind(if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    })
+    .expect("bind");
+    socket.set_read_timeout(Some(timeout)).expect("timeout");
+    socket.send_to(packet, server).expect("send");
+    let mut buf = [0u8; 4096];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+/// The RCODE of a response (low 4 bits of byte 3).
+pub fn rcode(response: &[u8]) -> u8 {
+    response.get(3).map_or(255, |b| b & 0x0f)
+}

@@ -1,0 +1,327 @@
+//! End to end: the built `opengslb-overwatch` answering real `dig`, with backends the test
+//! makes healthy and sick.
+
+use std::time::{Duration, Instant};
+
+use opengslb_tests::overwatch::{Backend, Overwatch, query_packet, rcode, udp_exchange};
+use opengslb_tests::{TempDir, poll_until};
+
+const INTERVAL_MS: u64 = 300;
+const FALL: u64 = 2;
+const RISE: u64 = 2;
+
+/// Three regions of one server each, HTTP-checked every 300 ms; domains with each policy.
+fn config(b: &[&Backend; 3]) -> String {
+    format!(
+        r#"
+dns:
+  listen_address: "127.0.0.1:0"
+  default_ttl: 30
+  zones: [gslb.test]
+regions:
+  - name: r1
+    servers: [{{address: "{a1}", port: {p1}, service: app}}]
+    health_check: {{type: http, path: /health, interval: {INTERVAL_MS}ms, timeout: 200ms, failure_threshold: {FALL}, success_threshold: {RISE}}}
+  - name: r2
+    servers: [{{address: "{a2}", port: {p2}, service: app}}]
+    health_check: {{type: http, path: /health, interval: {INTERVAL_MS}ms, timeout: 200ms, failure_threshold: {FALL}, success_threshold: {RISE}}}
+  - name: r3
+    servers: [{{address: "{a3}", port: {p3}, service: app}}]
+    health_check: {{type: tcp, interval: {INTERVAL_MS}ms, timeout: 200ms, failure_threshold: {FALL}, success_threshold: {RISE}}}
+domains:
+  - name: app.gslb.test
+    routing_algorithm: round-robin
+    regions: [r1, r2, r3]
+  - name: lasthealthy.gslb.test
+    routing_algorithm: round-robin
+    regions: [r1, r2]
+    when_all_unhealthy: return_last_healthy
+  - name: all.gslb.test
+    routing_algorithm: round-robin
+    regions: [r1, r2]
+    when_all_unhealthy: return_all
+  - name: failfast.gslb.test
+    routing_algorithm: round-robin
+    regions: [r1, r2]
+  - name: primary.gslb.test
+    routing_algorithm: failover
+    regions: [r2, r1]
+  - name: deep.eu.gslb.test
+    routing_algorithm: round-robin
+    regions: [r3]
+{LISTENERS}"#,
+        a1 = b[0].addr.ip(),
+        p1 = b[0].addr.port(),
+        a2 = b[1].addr.ip(),
+        p2 = b[1].addr.port(),
+        a3 = b[2].addr.ip(),
+        p3 = b[2].addr.port(),
+    )
+}
+
+/// API and metrics on free ports (their defaults, 8080 and 9090, may be taken).
+const LISTENERS: &str = "api:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n";
+
+fn setup(label: &str) -> (TempDir, [Backend; 3], Overwatch) {
+    let dir = TempDir::new(label);
+    let backends = [
+        Backend::start("127.0.0.1"),
+        Backend::start("127.0.0.2"),
+        Backend::start("127.0.0.3"),
+    ];
+    let node = Overwatch::start(&dir, &config(&[&backends[0], &backends[1], &backends[2]]));
+    // Wait for the first round of checks: all three answer.
+    poll_until(
+        Duration::from_secs(10),
+        "all three backends in the answer",
+        || (node.dig(&["app.gslb.test", "A"]).data("A").len() == 3).then_some(()),
+    );
+    (dir, backends, node)
+}
+
+#[test]
+fn answers_follow_backend_health_within_interval_times_fall() {
+    let (_dir, backends, node) = setup("dns-health");
+    assert_eq!(
+        node.dig(&["app.gslb.test", "A"]).data("A"),
+        ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    );
+
+    backends[1].set_healthy(false);
+    let t = Instant::now();
+    let limit = Duration::from_millis(INTERVAL_MS * (FALL + 1)) + Duration::from_millis(500);
+    poll_until(limit, "127.0.0.2 gone from answers", || {
+        let a = node.dig(&["app.gslb.test", "A"]).data("A");
+        (a == ["127.0.0.1", "127.0.0.3"]).then_some(())
+    });
+    eprintln!(
+        "removed after {:?} (interval {INTERVAL_MS} ms x fall {FALL})",
+        t.elapsed()
+    );
+    // Many answers in a row: never the sick one.
+    for _ in 0..20 {
+        assert!(
+            !node
+                .dig(&["app.gslb.test", "A"])
+                .data("A")
+                .contains(&"127.0.0.2".to_owned())
+        );
+    }
+    // Failover moves to the next region in its order.
+    assert_eq!(
+        node.dig(&["primary.gslb.test", "A"]).data("A"),
+        ["127.0.0.1"]
+    );
+
+    backends[1].set_healthy(true);
+    let t = Instant::now();
+    poll_until(
+        Duration::from_millis(INTERVAL_MS * (RISE + 1)) + Duration::from_millis(500),
+        "127.0.0.2 back",
+        || (node.dig(&["app.gslb.test", "A"]).data("A").len() == 3).then_some(()),
+    );
+    eprintln!("back after {:?}", t.elapsed());
+    assert_eq!(
+        node.dig(&["primary.gslb.test", "A"]).data("A"),
+        ["127.0.0.2"],
+        "failover returns to its first region"
+    );
+}
+
+#[test]
+fn all_down_follows_each_domains_policy() {
+    let (_dir, backends, node) = setup("dns-alldown");
+    // r1 fails first, then r2: the last healthy set is r2's server alone.
+    backends[0].set_healthy(false);
+    poll_until(Duration::from_secs(5), "r1 down", || {
+        (node.dig(&["failfast.gslb.test", "A"]).data("A") == ["127.0.0.2"]).then_some(())
+    });
+    backends[1].set_healthy(false);
+    poll_until(Duration::from_secs(5), "r1 and r2 down", || {
+        (node.dig(&["failfast.gslb.test", "A"]).status == "SERVFAIL").then_some(())
+    });
+    let last = node.dig(&["lasthealthy.gslb.test", "A"]);
+    assert_eq!(
+        (last.status.as_str(), last.data("A")),
+        ("NOERROR", vec!["127.0.0.2".to_owned()]),
+        "{}",
+        last.raw
+    );
+    let all = node.dig(&["all.gslb.test", "A"]);
+    assert_eq!(
+        (all.status.as_str(), all.data("A").len()),
+        ("NOERROR", 2),
+        "{}",
+        all.raw
+    );
+    // Round-robin with one region left healthy still answers.
+    assert_eq!(node.dig(&["app.gslb.test", "A"]).data("A"), ["127.0.0.3"]);
+}
+
+#[test]
+fn authoritative_protocol_behaviour() {
+    let (_dir, _backends, node) = setup("dns-protocol");
+    let soa = node.dig(&["gslb.test", "SOA"]);
+    assert_eq!(soa.status, "NOERROR");
+    assert!(
+        soa.flags.contains(&"aa".to_owned()),
+        "authoritative: {:?}",
+        soa.flags
+    );
+    assert!(
+        soa.data("SOA")[0].starts_with("ns1.gslb.test. hostmaster.gslb.test. "),
+        "{}",
+        soa.raw
+    );
+    assert_eq!(
+        node.dig(&["gslb.test", "NS"]).data("NS"),
+        ["ns1.gslb.test."]
+    );
+
+    let nx = node.dig(&["missing.gslb.test", "A"]);
+    assert_eq!(nx.status, "NXDOMAIN");
+    assert_eq!(
+        nx.authority.first().map(|r| r.2.as_str()),
+        Some("SOA"),
+        "SOA in authority: {}",
+        nx.raw
+    );
+
+    let nodata = node.dig(&["app.gslb.test", "AAAA"]);
+    assert_eq!(
+        (nodata.status.as_str(), nodata.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        nodata.raw
+    );
+    assert_eq!(nodata.authority.first().map(|r| r.2.as_str()), Some("SOA"));
+    let mx = node.dig(&["app.gslb.test", "MX"]);
+    assert_eq!((mx.status.as_str(), mx.answer.len()), ("NOERROR", 0));
+
+    // A name that exists only because a domain is below it: NODATA, not NXDOMAIN.
+    let ent = node.dig(&["eu.gslb.test", "A"]);
+    assert_eq!(
+        (ent.status.as_str(), ent.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        ent.raw
+    );
+    assert_eq!(
+        node.dig(&["deep.eu.gslb.test", "A"]).data("A"),
+        ["127.0.0.3"]
+    );
+
+    assert_eq!(node.dig(&["example.com", "A"]).status, "REFUSED");
+    assert_eq!(node.dig(&["gslb.test.example.com", "A"]).status, "REFUSED");
+    assert_eq!(
+        node.dig(&["app.gslb.test", "A", "-c", "CH"]).status,
+        "REFUSED"
+    );
+
+    let mixed = node.dig(&["ApP.GsLb.TeSt", "A"]);
+    assert_eq!(
+        mixed.data("A").len(),
+        3,
+        "names are case-insensitive: {}",
+        mixed.raw
+    );
+
+    let tcp = node.dig(&["app.gslb.test", "A", "+tcp"]);
+    assert_eq!(tcp.data("A").len(), 3, "TCP: {}", tcp.raw);
+    assert_eq!(tcp.answer[0].1, 30, "default TTL");
+
+    let edns = node.dig(&["app.gslb.test", "A"]);
+    assert!(
+        edns.edns
+            .as_deref()
+            .is_some_and(|e| e.contains("udp: 1232")),
+        "EDNS answered: {:?}",
+        edns.edns
+    );
+    let noedns = node.dig(&["app.gslb.test", "A", "+noedns"]);
+    assert_eq!((noedns.edns.as_ref(), noedns.data("A").len()), (None, 3));
+    assert_eq!(
+        node.dig(&["app.gslb.test", "A", "+edns=1", "+noednsneg"])
+            .status,
+        "BADVERS"
+    );
+}
+
+#[test]
+fn large_answers_truncate_over_udp_and_complete_over_tcp() {
+    let dir = TempDir::new("dns-truncation");
+    let servers: String = (1..=60)
+        .map(|i| format!("      - {{address: 127.0.1.{i}, port: 80}}\n"))
+        .collect();
+    let node = Overwatch::start(
+        &dir,
+        &format!(
+            "overwatch:\n  validation:\n    enabled: false\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [big.test]\nregions:\n  - name: many\n    servers:\n{servers}domains:\n  - name: www.big.test\n    routing_algorithm: round-robin\n    regions: [many]\n    max_records: 60\n  - name: few.big.test\n    routing_algorithm: round-robin\n    regions: [many]\n    max_records: 4\n{LISTENERS}"
+        ),
+    );
+    let udp = node.dig(&["www.big.test", "A", "+noedns"]);
+    assert!(
+        udp.flags.contains(&"tc".to_owned()),
+        "TC over 512-byte UDP: {:?}\n{}",
+        udp.flags,
+        udp.raw
+    );
+    assert!(udp.answer.len() < 60);
+    let tcp = node.dig(&["www.big.test", "A", "+tcp"]);
+    assert_eq!(tcp.data("A").len(), 60, "all over TCP");
+    assert!(!tcp.flags.contains(&"tc".to_owned()));
+    assert_eq!(
+        node.dig(&["few.big.test", "A"]).data("A").len(),
+        4,
+        "max_records"
+    );
+}
+
+#[test]
+fn malformed_packets_get_formerr_or_nothing_and_never_stop_the_server() {
+    let dir = TempDir::new("dns-malformed");
+    let node = Overwatch::start(
+        &dir,
+        &format!(
+            "overwatch:\n  validation:\n    enabled: false\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [m.test]\nregions:\n  - name: r\n    servers: [{{address: 127.0.0.9}}]\ndomains:\n  - name: a.m.test\n    routing_algorithm: round-robin\n    regions: [r]\n{LISTENERS}"
+        ),
+    );
+    let good = query_packet(7, "a.m.test", 1, false);
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated header", good[..5].to_vec()),
+        ("header only, one question promised", good[..12].to_vec()),
+        ("question cut in the name", good[..16].to_vec()),
+    ];
+    let mut bad_label = good.clone();
+    bad_label[12] = 70; // a label length over 63 and past the end
+    cases.push(("bad label length", bad_label));
+    let mut self_loop = good[..12].to_vec();
+    self_loop.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]); // a pointer to itself
+    cases.push(("compression loop", self_loop));
+    let mut two_questions = good.clone();
+    two_questions[5] = 2; // QDCOUNT 2, one question present
+    cases.push(("wrong question count", two_questions));
+    let mut answer_count = good.clone();
+    answer_count[7] = 3; // ANCOUNT 3, no answers present
+    cases.push(("wrong answer count", answer_count));
+    cases.push((
+        "random bytes",
+        (0..200u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect(),
+    ));
+    for (what, packet) in cases {
+        if let Some(reply) = udp_exchange(node.dns, &packet, Duration::from_millis(300)) {
+            assert_eq!(
+                rcode(&reply),
+                1,
+                "{what}: a reply must be FORMERR, got rcode {}",
+                rcode(&reply)
+            );
+            assert_eq!(&reply[..2], &packet[..2], "{what}: same id");
+        }
+        let ok = udp_exchange(node.dns, &good, Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("no answer after {what}"));
+        assert_eq!(rcode(&ok), 0, "still answering after {what}");
+    }
+}
