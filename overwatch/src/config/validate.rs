@@ -626,13 +626,14 @@ fn region_ref(
     if found.is_none() {
         let mut known: Vec<&str> = index.keys().map(String::as_str).collect();
         known.sort_unstable();
+        let known = if known.is_empty() {
+            "no regions are defined".to_owned()
+        } else {
+            format!("regions: {}", known.join(", "))
+        };
         c.at(
             name,
-            format!(
-                "{key}: no region named {:?} (regions: {})",
-                name.value,
-                known.join(", ")
-            ),
+            format!("{key}: no region named {:?} ({known})", name.value),
         );
     }
     found
