@@ -325,3 +325,31 @@ fn malformed_packets_get_formerr_or_nothing_and_never_stop_the_server() {
         assert_eq!(rcode(&ok), 0, "still answering after {what}");
     }
 }
+
+#[test]
+fn ipv6_backends_are_checked_and_answered_as_aaaa_with_the_domains_ttl() {
+    let dir = TempDir::new("dns-ipv6");
+    let v6 = Backend::start("::1");
+    let node = Overwatch::start(
+        &dir,
+        &format!(
+            "dns:\n  listen_address: \"[::1]:0\"\n  zones: [six.test]\nregions:\n  - name: r\n    servers: [{{address: \"::1\", port: {port}}}, {{address: 127.0.0.1, port: {port}}}]\n    health_check: {{type: http, path: /, interval: 200ms, timeout: 150ms, failure_threshold: 1, success_threshold: 1}}\ndomains:\n  - name: www.six.test\n    routing_algorithm: round-robin\n    regions: [r]\n    ttl: 7\n{LISTENERS}",
+            port = v6.addr.port()
+        ),
+    );
+    assert!(node.dns.is_ipv6(), "DNS over IPv6: {}", node.dns);
+    let aaaa = poll_until(Duration::from_secs(5), "AAAA ::1", || {
+        let d = node.dig(&["www.six.test", "AAAA"]);
+        (d.data("AAAA") == ["::1"]).then_some(d)
+    });
+    assert_eq!(aaaa.answer[0].1, 7, "the domain's TTL");
+    // Nothing listens on 127.0.0.1 at that port: its check fails, so no A record — and
+    // with no healthy server of that family the default policy is SERVFAIL.
+    poll_until(Duration::from_secs(5), "A: SERVFAIL", || {
+        (node.dig(&["www.six.test", "A"]).status == "SERVFAIL").then_some(())
+    });
+    v6.set_healthy(false);
+    poll_until(Duration::from_secs(5), "AAAA gone", || {
+        (node.dig(&["www.six.test", "AAAA"]).status == "SERVFAIL").then_some(())
+    });
+}

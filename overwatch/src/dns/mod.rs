@@ -51,3 +51,58 @@ pub fn serve(sockets: Sockets, snapshots: watch::Receiver<Arc<DnsSnapshot>>) -> 
     server.register_listener(sockets.tcp, TCP_IDLE, 64);
     server
 }
+
+/// Collects the encoded response instead of sending it.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Option<Vec<u8>>>>);
+
+#[async_trait::async_trait]
+impl hickory_server::server::ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+            impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+            impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+            impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+        >,
+    ) -> Result<hickory_server::server::ResponseInfo, hickory_server::net::NetError> {
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
+        // The UDP limit without EDNS: what the server would enforce on that path.
+        encoder.set_max_size(u16::MAX);
+        let info = response.destructive_emit(&mut encoder)?;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bytes);
+        Ok(info)
+    }
+}
+
+/// Answers one packet through the same handler the server runs, without sockets: the
+/// reference path for fuzzing and differential tests. `None` when the bytes are not a
+/// DNS message hickory can parse (the server then answers FORMERR or nothing).
+pub async fn answer_packet(handler: &Handler, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    use hickory_server::server::RequestHandler;
+    let request = hickory_server::server::Request::from_bytes(
+        packet.to_vec(),
+        src,
+        hickory_server::net::xfer::Protocol::Udp,
+    )
+    .ok()?;
+    let capture = Capture::default();
+    handler
+        .handle_request::<_, hickory_server::net::runtime::TokioTime>(&request, capture.clone())
+        .await;
+    capture
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+}
+
+#[cfg(test)]
+mod fuzz;
