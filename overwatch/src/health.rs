@@ -389,4 +389,69 @@ mod tests {
             .expect_err("refused");
         assert!(err.to_lowercase().contains("refused"), "{err}");
     }
+
+    #[tokio::test]
+    async fn https_checks_verify_certificates_unless_told_not_to() {
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        install_crypto_provider();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 1024];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        let prober = Prober::new().expect("prober");
+        let mut check = CheckSettings {
+            kind: CheckKind::Https,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            path: "/health".into(),
+            host: None,
+            fall: 1,
+            rise: 1,
+            tls_skip_verify: false,
+        };
+        let err = prober
+            .check(addr, &check)
+            .await
+            .expect_err("a self-signed certificate is not trusted");
+        assert!(
+            err.to_lowercase().contains("certificate"),
+            "the reason names the certificate: {err}"
+        );
+        check.tls_skip_verify = true;
+        prober
+            .check(addr, &check)
+            .await
+            .unwrap_or_else(|e| panic!("tls_skip_verify accepts it: {e}"));
+    }
 }
