@@ -15,6 +15,13 @@ for i in 1 2 3; do
   python3 -m http.server "1808$i" --bind "127.0.0.$i" --directory /tmp/opengslb-demo >/dev/null 2>&1 &
   pids+=($!)
 done
+# Start checking only once the backends listen, so the demo starts all green.
+for i in 1 2 3; do
+  for _ in $(seq 1 50); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.$i', 1808$i), 0.2)" 2>/dev/null && break
+    sleep 0.1
+  done
+done
 ./target/release/opengslb-agent -port 7777 -drain-file /tmp/opengslb-demo/drain -maint-file /tmp/opengslb-demo/maint &
 pids+=($!)
 ./target/release/opengslb-overwatch --config examples/overwatch.yaml &
