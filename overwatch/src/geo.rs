@@ -155,36 +155,10 @@ fn common_prefix_len(a: IpAddr, b: IpAddr) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mmdb_writer::{Value, Writer};
 
-    /// A tiny Country database: 1.0.0.0/16 US/NA, 2.0.0.0/8 DE/EU, 2001:db8::/32 JP/AS.
-    pub(crate) fn fixture() -> GeoDb {
-        let mut writer = Writer::new("GeoLite2-Country");
-        let entry = |country: &str, continent: &str| {
-            Value::map([
-                ("country", Value::map([("iso_code", Value::from(country))])),
-                ("continent", Value::map([("code", Value::from(continent))])),
-            ])
-        };
-        writer
-            .insert_value(
-                "1.0.0.0/16".parse::<IpNet>().expect("net"),
-                entry("US", "NA"),
-            )
-            .expect("insert");
-        writer
-            .insert_value(
-                "2.0.0.0/8".parse::<IpNet>().expect("net"),
-                entry("DE", "EU"),
-            )
-            .expect("insert");
-        writer
-            .insert_value(
-                "2001:db8::/32".parse::<IpNet>().expect("net"),
-                entry("JP", "AS"),
-            )
-            .expect("insert");
-        GeoDb::from_bytes(writer.to_bytes().expect("bytes")).expect("open fixture")
+    /// The shared fixture: 1.0.0.0/16 US/NA, 2.0.0.0/8 DE/EU, 2001:db8::/32 JP/AS.
+    fn fixture() -> GeoDb {
+        GeoDb::from_bytes(opengslb_tests::country_mmdb()).expect("open fixture")
     }
 
     fn region(name: &str, countries: &[&str], continents: &[&str]) -> RegionSettings {

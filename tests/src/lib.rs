@@ -162,6 +162,66 @@ pub struct RunningAgent {
     pub addr: SocketAddr,
 }
 
+/// An agent serving on loopback with its own drain and maint files (not yet created).
+#[derive(Debug)]
+pub struct AgentHost {
+    /// The agent.
+    pub agent: RunningAgent,
+    /// Its drain file.
+    pub drain: PathBuf,
+    /// Its maint file.
+    pub maint: PathBuf,
+}
+
+impl AgentHost {
+    /// Starts an agent on 127.0.0.1 (free port) with `dir/NAME.drain` and `dir/NAME.maint`.
+    pub fn start(dir: &TempDir, name: &str, timeframe_ms: u32) -> AgentHost {
+        let (drain, maint) = (
+            dir.join(&format!("{name}.drain")),
+            dir.join(&format!("{name}.maint")),
+        );
+        let timeframe = timeframe_ms.to_string();
+        let agent = start_agent(&[
+            "-port",
+            "0",
+            "--listen",
+            "127.0.0.1",
+            "-timeframe",
+            &timeframe,
+            "-drain-file",
+            drain.to_str().expect("utf-8 path"),
+            "-maint-file",
+            maint.to_str().expect("utf-8 path"),
+        ]);
+        AgentHost {
+            agent,
+            drain,
+            maint,
+        }
+    }
+}
+
+/// A GeoLite2-Country-shaped MaxMind database: 1.0.0.0/16 US (NA), 2.0.0.0/8 DE (EU),
+/// 2001:db8::/32 JP (AS). Written with mmdb-writer, so tests need no downloaded database.
+pub fn country_mmdb() -> Vec<u8> {
+    use mmdb_writer::{Value, Writer};
+    let mut writer = Writer::new("GeoLite2-Country");
+    for (net, country, continent) in [
+        ("1.0.0.0/16", "US", "NA"),
+        ("2.0.0.0/8", "DE", "EU"),
+        ("2001:db8::/32", "JP", "AS"),
+    ] {
+        let entry = Value::map([
+            ("country", Value::map([("iso_code", Value::from(country))])),
+            ("continent", Value::map([("code", Value::from(continent))])),
+        ]);
+        writer
+            .insert_value(net.parse::<ipnet::IpNet>().expect("fixture network"), entry)
+            .expect("insert");
+    }
+    writer.to_bytes().expect("mmdb bytes")
+}
+
 /// Starts `opengslb-agent` with `args`, which must make it listen (`-port 0 --listen
 /// 127.0.0.1`, …), and waits until it logs its address.
 pub fn start_agent(args: &[&str]) -> RunningAgent {

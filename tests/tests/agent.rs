@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use opengslb_tests::process::Spawned;
 use opengslb_tests::{
-    TempDir, agent_binary, agent_check, listening_addr, parse_reply, poll_until, remove,
+    AgentHost, TempDir, agent_binary, agent_check, listening_addr, parse_reply, poll_until, remove,
     start_agent, touch,
 };
 
@@ -113,19 +113,11 @@ fn one_shot_state_follows_the_files_maint_winning_in_either_order() {
 #[test]
 fn server_replies_once_per_connection_and_follows_files_at_once() {
     let dir = TempDir::new("server-files");
-    let (drain, maint) = (dir.join("drain"), dir.join("maint"));
-    let agent = start_agent(&[
-        "-port",
-        "0",
-        "--listen",
-        "127.0.0.1",
-        "-timeframe",
-        "500",
-        "-drain-file",
-        drain.to_str().expect("utf-8"),
-        "-maint-file",
-        maint.to_str().expect("utf-8"),
-    ]);
+    let AgentHost {
+        agent,
+        drain,
+        maint,
+    } = AgentHost::start(&dir, "host", 500);
     let reply = agent_check(agent.addr, b"").expect("check");
     assert_eq!(state_of(&reply), "ready", "{reply:?}");
 

@@ -9,46 +9,15 @@ use opengslb_tests::haproxy::{
     self, ADMIN_FDRAIN, ADMIN_FMAINT, Haproxy, OP_RUNNING, http_get_unix,
 };
 use opengslb_tests::{
-    RunningAgent, TempDir, agent_check, http_backend, parse_reply, poll_until, remove, start_agent,
-    touch, workspace_root,
+    AgentHost, TempDir, agent_check, http_backend, parse_reply, poll_until, remove, touch,
+    workspace_root,
 };
 
 /// haproxy's agent-inter in this test; the issue allows 3 intervals to react.
 const AGENT_INTER: Duration = Duration::from_millis(500);
 
-struct Host {
-    agent: RunningAgent,
-    drain: std::path::PathBuf,
-    maint: std::path::PathBuf,
-}
-
-fn host(dir: &TempDir, name: &str) -> Host {
-    let (drain, maint) = (
-        dir.join(&format!("{name}.drain")),
-        dir.join(&format!("{name}.maint")),
-    );
-    // A long timeframe keeps the weight steady enough to compare with haproxy's.
-    let agent = start_agent(&[
-        "-port",
-        "0",
-        "--listen",
-        "127.0.0.1",
-        "-timeframe",
-        "60000",
-        "-drain-file",
-        drain.to_str().expect("utf-8"),
-        "-maint-file",
-        maint.to_str().expect("utf-8"),
-    ]);
-    Host {
-        agent,
-        drain,
-        maint,
-    }
-}
-
 /// The weight the agent says right now.
-fn agent_weight(host: &Host) -> u32 {
+fn agent_weight(host: &AgentHost) -> u32 {
     let reply = agent_check(host.agent.addr, b"").expect("agent reply");
     u32::from(parse_reply(&reply).unwrap_or_else(|| panic!("{reply:?}")).0)
 }
@@ -63,7 +32,11 @@ fn served_by(frontend: &std::path::Path, n: usize) -> BTreeSet<String> {
 #[test]
 fn haproxy_follows_the_agent_drain_maint_and_ready() {
     let dir = TempDir::new("haproxy");
-    let (s1, s2) = (host(&dir, "s1"), host(&dir, "s2"));
+    // A long timeframe keeps the weight steady enough to compare with haproxy's.
+    let (s1, s2) = (
+        AgentHost::start(&dir, "s1", 60_000),
+        AgentHost::start(&dir, "s2", 60_000),
+    );
     let (web1, web2) = (http_backend("s1"), http_backend("s2"));
     let frontend = dir.join("frontend.sock");
     let inter = AGENT_INTER.as_millis();

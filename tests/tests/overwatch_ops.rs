@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use ipnet::IpNet;
-use mmdb_writer::{Value, Writer};
 use opengslb_tests::overwatch::{
     Backend, Overwatch, cli_binary, http_get, overwatch_binary, query_packet, rcode, udp_exchange,
 };
@@ -17,35 +15,11 @@ use opengslb_tests::{TempDir, poll_until};
 
 const LISTENERS: &str = "api:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n";
 
-/// A GeoLite2-Country-shaped database: 1.0.0.0/16 US (NA), 2.0.0.0/8 DE (EU).
-fn write_mmdb(path: &std::path::Path) {
-    let mut writer = Writer::new("GeoLite2-Country");
-    let entry = |country: &str, continent: &str| {
-        Value::map([
-            ("country", Value::map([("iso_code", Value::from(country))])),
-            ("continent", Value::map([("code", Value::from(continent))])),
-        ])
-    };
-    writer
-        .insert_value(
-            "1.0.0.0/16".parse::<IpNet>().expect("net"),
-            entry("US", "NA"),
-        )
-        .expect("insert");
-    writer
-        .insert_value(
-            "2.0.0.0/8".parse::<IpNet>().expect("net"),
-            entry("DE", "EU"),
-        )
-        .expect("insert");
-    std::fs::write(path, writer.to_bytes().expect("mmdb bytes")).expect("write mmdb");
-}
-
 #[test]
 fn ecs_from_two_subnets_reaches_two_regions_with_honest_scopes() {
     let dir = TempDir::new("ops-ecs");
     let db = dir.join("country.mmdb");
-    write_mmdb(&db);
+    std::fs::write(&db, opengslb_tests::country_mmdb()).expect("write mmdb");
     let node = Overwatch::start(
         &dir,
         &format!(
