@@ -8,6 +8,7 @@ pub mod agent_check;
 pub mod app;
 pub mod cli;
 pub mod cpu;
+pub mod gossip;
 pub mod listener;
 pub mod monitor;
 pub mod status;

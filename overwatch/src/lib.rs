@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map: `config` → `health` → `state` → `dns` snapshot.
 
+pub mod agents;
 pub mod api;
 pub mod app;
 pub mod config;

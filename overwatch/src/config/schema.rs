@@ -52,6 +52,9 @@ pub struct RawOverwatch {
     /// Client location for the `geolocation` algorithm.
     #[serde(default)]
     pub geolocation: Option<RawGeolocation>,
+    /// Service → token an agent must present to report backends of that service.
+    #[serde(default)]
+    pub agent_tokens: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 /// `overwatch.identity`

@@ -18,6 +18,8 @@ pub struct Settings {
     pub validation: ValidationSettings,
     /// Geolocation inputs.
     pub geo: GeoSettings,
+    /// Service → the token agents must present for it.
+    pub agent_tokens: std::collections::BTreeMap<String, String>,
     /// DNS server and zones.
     pub dns: DnsSettings,
     /// Regions, in file order; domains refer to them by index.

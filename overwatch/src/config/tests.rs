@@ -252,6 +252,28 @@ fn geolocation_needs_its_inputs() {
 }
 
 #[test]
+fn agent_tokens_are_read_and_short_ones_rejected() {
+    let text = GOOD.replace(
+        "overwatch:\n",
+        "overwatch:\n  agent_tokens:\n    app: app-token-0123456789\n    db: short\n",
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with(
+            "ow.yaml:5:9: overwatch.agent_tokens.db: a token must be at least 16 characters"
+        ),
+        "{p:?}"
+    );
+    let ok = parse(
+        "ow.yaml",
+        &text.replace("db: short", "db: db-token-0123456789"),
+    )
+    .expect("valid");
+    assert_eq!(ok.agent_tokens["app"], "app-token-0123456789");
+}
+
+#[test]
 fn the_shipped_example_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/overwatch.yaml");
     load(&path).unwrap_or_else(|e| panic!("{e}"));

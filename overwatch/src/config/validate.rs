@@ -18,6 +18,8 @@ const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 const DEFAULT_MAX_RECORDS: u32 = 8;
 /// Largest `max_records`: more would not fit a 64 KiB TCP answer anyway.
 const MAX_MAX_RECORDS: u32 = 1000;
+/// Shortest service token accepted (OpenGSLB's rule).
+const MIN_TOKEN_LEN: usize = 16;
 /// Largest TTL allowed by RFC 2181 (2^31 - 1).
 const MAX_TTL: u32 = 2_147_483_647;
 
@@ -277,6 +279,14 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         None => "overwatch".to_owned(),
     };
 
+    let mut agent_tokens = std::collections::BTreeMap::new();
+    for (service, token) in &raw.overwatch.agent_tokens {
+        if token.value.trim().chars().count() < MIN_TOKEN_LEN {
+            c.at(token, format!("overwatch.agent_tokens.{service}: a token must be at least {MIN_TOKEN_LEN} characters"));
+        }
+        agent_tokens.insert(service.clone(), token.value.trim().to_owned());
+    }
+
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|p| (p.line, p.column));
         return Err(c.problems);
@@ -293,6 +303,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
             max_concurrent: validation.max_concurrent.value as usize,
         },
         geo,
+        agent_tokens,
         dns: DnsSettings {
             listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 53))),
             zones: zone_settings,

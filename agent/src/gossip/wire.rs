@@ -1,0 +1,276 @@
+//! What agents say to overwatch, versioned from day one (`Message::V1`), encoded with
+//! postcard (foca's own codec: compact, and one encoding for the whole packet).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::{self, AgentIdentity};
+
+/// Every message on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Version 1.
+    V1(MessageV1),
+}
+
+/// Version 1 messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageV1 {
+    /// An agent's signed status of all its backends.
+    Report(SignedReport),
+}
+
+/// Administrative state as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminState {
+    /// In rotation.
+    Ready,
+    /// Drain requested.
+    Drain,
+    /// Maintenance.
+    Maint,
+}
+
+/// Local health as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthState {
+    /// No local check configured.
+    Unchecked,
+    /// Local checks pass.
+    Up,
+    /// Local checks fail, with the reason.
+    Down(String),
+}
+
+/// One backend the agent speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendReport {
+    /// Service name.
+    pub service: String,
+    /// Address clients use.
+    pub address: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Configured weight.
+    pub weight: u32,
+    /// CPU-derived weight percentage (1..=100).
+    pub weight_pct: u8,
+    /// Ready, drain or maint.
+    pub admin: AdminState,
+    /// Up, down or unchecked.
+    pub health: HealthState,
+}
+
+/// An agent's whole status at one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `{region}-{12 hex}`.
+    pub agent_id: String,
+    /// The agent's region.
+    pub region: String,
+    /// Strictly increasing per agent, also across restarts ([`VersionClock`]).
+    pub version: u64,
+    /// Every backend.
+    pub backends: Vec<BackendReport>,
+    /// The agent is leaving the cluster (SIGTERM): drop its backends now.
+    pub leaving: bool,
+}
+
+/// A report with what proves who sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReport {
+    /// postcard encoding of the `StatusReport`, exactly as signed.
+    pub report: Vec<u8>,
+    /// The agent's certificate (DER); overwatch pins its fingerprint.
+    pub certificate: Vec<u8>,
+    /// The service token, proving the agent may speak for its services.
+    pub token: String,
+    /// ECDSA P-256 over `report ‖ token`.
+    pub signature: Vec<u8>,
+}
+
+/// Why a message is not accepted as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Not a message of this format.
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    /// The signature does not verify against the enclosed certificate.
+    #[error("bad signature")]
+    BadSignature,
+    /// The report's agent id is not the one its certificate implies.
+    #[error("agent id {claimed} does not match its certificate ({expected})")]
+    IdMismatch {
+        /// What the report says.
+        claimed: String,
+        /// What the certificate implies.
+        expected: String,
+    },
+}
+
+impl Message {
+    /// Encodes for the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising into a Vec cannot fail for these types (no maps with non-string
+        // keys, no sequences of unknown length).
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes bytes that opened under the cluster key.
+    pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+        postcard::from_bytes(bytes).map_err(|e| WireError::Decode(e.to_string()))
+    }
+}
+
+impl SignedReport {
+    /// Signs `report` with the agent's identity.
+    pub fn sign(report: &StatusReport, identity: &AgentIdentity, token: &str) -> SignedReport {
+        let bytes = postcard::to_allocvec(report).unwrap_or_default();
+        let signature = identity.sign(&signed_bytes(&bytes, token));
+        SignedReport {
+            report: bytes,
+            certificate: identity.certificate().to_vec(),
+            token: token.to_owned(),
+            signature,
+        }
+    }
+
+    /// Verifies the signature and the id-to-certificate binding, then decodes the report.
+    /// Whether this agent may speak (token, pin) is overwatch's decision.
+    pub fn open(&self) -> Result<StatusReport, WireError> {
+        if !identity::verify(
+            &self.certificate,
+            &signed_bytes(&self.report, &self.token),
+            &self.signature,
+        ) {
+            return Err(WireError::BadSignature);
+        }
+        let report: StatusReport =
+            postcard::from_bytes(&self.report).map_err(|e| WireError::Decode(e.to_string()))?;
+        let expected = identity::agent_id(&report.region, &self.certificate);
+        if report.agent_id != expected {
+            return Err(WireError::IdMismatch {
+                claimed: report.agent_id,
+                expected,
+            });
+        }
+        Ok(report)
+    }
+}
+
+fn signed_bytes(report: &[u8], token: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(report.len() + token.len());
+    message.extend_from_slice(report);
+    message.extend_from_slice(token.as_bytes());
+    message
+}
+
+/// Issues report versions: microseconds since the epoch, bumped so each is larger than
+/// the last. A restarted agent starts from its clock, so its first report is newer than
+/// anything it sent before (as long as clocks do not run backwards by more than uptime).
+#[derive(Debug, Default)]
+pub struct VersionClock {
+    last: u64,
+}
+
+impl VersionClock {
+    /// The next version at `now_us`.
+    pub fn next(&mut self, now_us: u64) -> u64 {
+        self.last = now_us.max(self.last + 1);
+        self.last
+    }
+}
+
+/// Whether a report of version `incoming` replaces what is known (`known`): only a
+/// strictly newer one does, so a delayed or re-gossiped older report never wins.
+pub fn supersedes(incoming: u64, known: Option<u64>) -> bool {
+    known.is_none_or(|k| incoming > k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str, region: &str) -> AgentIdentity {
+        let d = std::env::temp_dir().join(format!("opengslb-wire-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        AgentIdentity::load_or_create(&d.join("a.crt"), &d.join("a.key"), region).expect("identity")
+    }
+
+    fn report(agent: &AgentIdentity, version: u64) -> StatusReport {
+        StatusReport {
+            agent_id: agent.agent_id().to_owned(),
+            region: "eu".into(),
+            version,
+            backends: vec![BackendReport {
+                service: "app".into(),
+                address: "10.0.0.1".parse().expect("ip"),
+                port: 8080,
+                weight: 100,
+                weight_pct: 97,
+                admin: AdminState::Drain,
+                health: HealthState::Down("http 503".into()),
+            }],
+            leaving: false,
+        }
+    }
+
+    #[test]
+    fn a_signed_report_round_trips_through_the_wire() {
+        let agent = identity("roundtrip", "eu");
+        let signed = SignedReport::sign(&report(&agent, 7), &agent, "token-app-0123456789");
+        let bytes = Message::V1(MessageV1::Report(signed.clone())).encode();
+        assert!(
+            bytes.len() < 1200,
+            "a one-backend report fits a packet: {} bytes",
+            bytes.len()
+        );
+        let Message::V1(MessageV1::Report(back)) = Message::decode(&bytes).expect("decode");
+        assert_eq!(back, signed);
+        assert_eq!(back.open().expect("verifies"), report(&agent, 7));
+    }
+
+    #[test]
+    fn tampering_with_report_token_or_certificate_is_detected() {
+        let agent = identity("tamper", "eu");
+        let other = identity("tamper-other", "eu");
+        let signed = SignedReport::sign(&report(&agent, 7), &agent, "token-app-0123456789");
+        let mut changed = signed.clone();
+        let last = changed.report.len() - 1;
+        changed.report[last] ^= 1;
+        assert_eq!(changed.open(), Err(WireError::BadSignature));
+        let mut token = signed.clone();
+        token.token = "another-token-000000".into();
+        assert_eq!(token.open(), Err(WireError::BadSignature));
+        let mut cert = signed.clone();
+        cert.certificate = other.certificate().to_vec();
+        assert_eq!(cert.open(), Err(WireError::BadSignature));
+        // A valid signature by another agent over a report claiming this agent's id.
+        let forged = SignedReport::sign(&report(&agent, 8), &other, "token-app-0123456789");
+        assert!(matches!(forged.open(), Err(WireError::IdMismatch { .. })));
+        assert!(matches!(
+            Message::decode(b"\xff\xff\xff"),
+            Err(WireError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn versions_only_move_forward() {
+        let mut clock = VersionClock::default();
+        let a = clock.next(1_000);
+        let b = clock.next(1_000);
+        let c = clock.next(999);
+        assert!(a < b && b < c, "{a} {b} {c}");
+        assert!(supersedes(5, None));
+        assert!(supersedes(6, Some(5)));
+        assert!(
+            !supersedes(5, Some(5)),
+            "the same version again changes nothing"
+        );
+        assert!(
+            !supersedes(4, Some(5)),
+            "an older report never replaces a newer one"
+        );
+    }
+}
