@@ -5,5 +5,6 @@
 //! imports this module; nothing else is shared between the two crates.
 
 pub mod identity;
+pub mod runtime;
 pub mod seal;
 pub mod wire;
