@@ -1,7 +1,6 @@
 //! Wiring: turns parsed flags into a one-shot measurement or a running server.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -11,9 +10,6 @@ use crate::cli::{Args, Mode};
 use crate::cpu::CpuError;
 use crate::listener::{self, ListenError};
 use crate::monitor::{self, Monitor, MonitorConfig};
-
-/// Where CPU times are read from.
-const PROC_STAT: &str = "/proc/stat";
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +26,9 @@ pub enum RunError {
     /// One-shot output could not be written.
     #[error("cannot write to stdout: {0}")]
     Stdout(io::Error),
+    /// Daemon mode failed.
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
 }
 
 impl RunError {
@@ -38,6 +37,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Listen(ListenError::NoSystemdSocket) => 2,
+            RunError::Daemon(err) => err.exit_code(),
             _ => 1,
         }
     }
@@ -45,11 +45,10 @@ impl RunError {
 
 /// Runs the agent as the flags say; returns when it is done (one-shot) or stopped (signal).
 pub async fn run(args: Args) -> Result<(), RunError> {
-    let monitor_config = MonitorConfig {
-        timeframe: args.timeframe(),
-        files: args.admin_files(),
-        proc_stat: PathBuf::from(PROC_STAT),
-    };
+    if let Some(path) = &args.config {
+        return Ok(crate::daemon::run(path, &args).await?);
+    }
+    let monitor_config = MonitorConfig::flags(args.timeframe(), args.admin_files());
     let listener = match args.mode() {
         Mode::OneShot => {
             let status = monitor::measure_once(&monitor_config).await?;
@@ -69,7 +68,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
     let (monitor, snapshots) = Monitor::start(monitor_config).await?;
     let shutdown = CancellationToken::new();
-    let monitor_task = tokio::spawn(monitor.run(shutdown.clone()));
+    let monitor_task = tokio::spawn(monitor.run(None, shutdown.clone()));
 
     match listener.local_addr() {
         Ok(addr) => tracing::info!(%addr, reply = snapshots.borrow().line.trim_end(), "listening"),

@@ -26,6 +26,11 @@ use crate::admin_files::AdminFiles;
         Flags may be written with one dash or two (-port 7777, --port=7777)."
 )]
 pub struct Args {
+    /// Daemon mode: backends, local checks and gossip to overwatch from this YAML file
+    /// (flags given too override its agent_check settings).
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
+    pub config: Option<PathBuf>,
+
     /// While this file exists, reply "drain" (no new connections).
     #[arg(long = "drain-file", value_name = "PATH", allow_hyphen_values = true)]
     pub drain_file: Option<PathBuf>,

@@ -129,6 +129,15 @@ impl CpuWindow {
         let (_, oldest) = *self.samples.front()?;
         weight_between(oldest, times)
     }
+
+    /// CPU busy percentage over the window (unclamped, for predictive thresholds).
+    pub fn busy_pct(&self) -> Option<f64> {
+        let (_, old) = *self.samples.front()?;
+        let (_, new) = *self.samples.back()?;
+        let total = new.total.checked_sub(old.total).filter(|t| *t > 0)?;
+        let idle = new.idle.checked_sub(old.idle)?.min(total);
+        Some(100.0 * (total - idle) as f64 / total as f64)
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +242,7 @@ mod tests {
             Some(100)
         );
         assert!(w.samples.len() <= 3, "old samples are dropped");
+        assert_eq!(w.busy_pct(), Some(0.0));
     }
 
     #[test]

@@ -1,18 +1,22 @@
-//! The one owner of the agent's status: samples CPU and the admin files, publishes snapshots.
+//! The one owner of the agent's status: samples CPU (and memory), polls the admin files,
+//! applies local check outcomes and predictive thresholds, and publishes snapshots.
 //!
-//! Readers (every agent-check connection) never compute anything: they clone an `Arc` to
-//! the latest [`Snapshot`], whose reply line was rendered once when the status changed.
+//! Readers never compute anything: agent-check connections clone an `Arc` to the latest
+//! [`Snapshot`], whose reply line was rendered once when the status changed; the gossip
+//! publisher turns the same snapshot into a report. One status, two faces.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, interval, interval_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_files::AdminFiles;
+use crate::config::{Backend, Predictive};
 use crate::cpu::{CpuError, CpuWindow, read_proc_stat, weight_between};
+use crate::local_checks::{CheckOutcome, CheckTracker};
 use crate::status::{Admin, Health, Status, WeightPct};
 
 /// How often the drain and maint files are looked at. A created or removed file shows in
@@ -28,28 +32,57 @@ pub struct MonitorConfig {
     pub files: AdminFiles,
     /// `/proc/stat`, or a file in its format (tests).
     pub proc_stat: PathBuf,
+    /// `/proc/meminfo` (predictive memory threshold).
+    pub meminfo: PathBuf,
+    /// Backends and their local checks (empty in flag mode).
+    pub backends: Vec<Backend>,
+    /// Predictive drain thresholds.
+    pub predictive: Predictive,
 }
 
-/// A status together with its pre-rendered agent-check reply.
+impl MonitorConfig {
+    /// Flag mode: CPU and files only, the system's `/proc`.
+    pub fn flags(timeframe: Duration, files: AdminFiles) -> Self {
+        MonitorConfig {
+            timeframe,
+            files,
+            proc_stat: PathBuf::from("/proc/stat"),
+            meminfo: PathBuf::from("/proc/meminfo"),
+            backends: Vec::new(),
+            predictive: Predictive::default(),
+        }
+    }
+}
+
+/// A status together with its pre-rendered agent-check reply and each backend's health.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    /// The status.
+    /// The host's status, as HAProxy hears it (health aggregated over the backends).
     pub status: Status,
     /// `status.render()`, computed once.
     pub line: String,
+    /// Health of each configured backend, in config order.
+    pub backends: Vec<Health>,
+    /// Why a predictive threshold drains the host, if one does.
+    pub predictive: Option<String>,
 }
 
 impl Snapshot {
-    fn new(status: Status) -> Self {
+    fn new(status: Status, backends: Vec<Health>, predictive: Option<String>) -> Self {
         let line = status.render();
-        Snapshot { status, line }
+        Snapshot {
+            status,
+            line,
+            backends,
+            predictive,
+        }
     }
 }
 
 /// Readers' handle on the latest snapshot.
 ///
 /// A `watch` channel (not a Mutex): readers only ever want the newest value, never
-/// block the monitor, and later consumers (gossip) can await changes.
+/// block the monitor, and the gossip publisher awaits changes on it.
 pub type SnapshotRx = watch::Receiver<Arc<Snapshot>>;
 
 /// Measures once, for one-shot mode: CPU over one real timeframe (not the average since
@@ -80,7 +113,11 @@ pub async fn measure_once(config: &MonitorConfig) -> Result<Status, CpuError> {
 pub struct Monitor {
     config: MonitorConfig,
     window: CpuWindow,
-    status: Status,
+    weight: WeightPct,
+    cpu_busy: Option<f64>,
+    memory_used: Option<f64>,
+    files_admin: Admin,
+    trackers: Vec<CheckTracker>,
     cpu_failing: bool,
     admin_errors_logged: bool,
     tx: watch::Sender<Arc<Snapshot>>,
@@ -104,27 +141,41 @@ impl Monitor {
             tokio::time::sleep(step).await;
             weight = window.push(Instant::now(), read_proc_stat(&config.proc_stat)?);
         }
-        let status = Status {
-            weight: weight.unwrap_or(WeightPct::MAX),
-            admin: Admin::Ready,
-            health: Health::Unchecked,
-        };
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::new(status.clone())));
+        let cpu_busy = window.busy_pct();
+        let initial = Snapshot::new(
+            Status {
+                weight: weight.unwrap_or(WeightPct::MAX),
+                admin: Admin::Ready,
+                health: Health::Unchecked,
+            },
+            Vec::new(),
+            None,
+        );
+        let (tx, rx) = watch::channel(Arc::new(initial));
         let mut monitor = Monitor {
+            trackers: vec![CheckTracker::default(); config.backends.len()],
             config,
             window,
-            status,
+            weight: weight.unwrap_or(WeightPct::MAX),
+            cpu_busy,
+            memory_used: None,
+            files_admin: Admin::Ready,
             cpu_failing: false,
             admin_errors_logged: false,
             tx,
         };
+        monitor.sample_memory();
         monitor.poll_admin();
         monitor.publish();
         Ok((monitor, rx))
     }
 
-    /// Samples until `shutdown` is cancelled.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Samples until `shutdown` is cancelled; `outcomes` carries local check results.
+    pub async fn run(
+        mut self,
+        mut outcomes: Option<mpsc::Receiver<CheckOutcome>>,
+        shutdown: CancellationToken,
+    ) {
         let step = self.window.step();
         let mut cpu_tick = interval_at(tokio::time::Instant::now() + step, step);
         cpu_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -135,9 +186,36 @@ impl Monitor {
                 biased;
                 () = shutdown.cancelled() => break,
                 _ = admin_tick.tick() => self.poll_admin(),
-                _ = cpu_tick.tick() => self.sample_cpu(),
+                Some(outcome) = recv(&mut outcomes) => self.apply(&outcome),
+                _ = cpu_tick.tick() => {
+                    self.sample_cpu();
+                    self.sample_memory();
+                }
             }
             self.publish();
+        }
+    }
+
+    fn apply(&mut self, outcome: &CheckOutcome) {
+        let (Some(backend), Some(tracker)) = (
+            self.config.backends.get(outcome.backend),
+            self.trackers.get_mut(outcome.backend),
+        ) else {
+            return;
+        };
+        let Some(check) = &backend.check else { return };
+        if tracker.record(
+            &outcome.result,
+            check,
+            Instant::now(),
+            self.config.predictive.error_window,
+        ) {
+            let state = if tracker.up == Some(true) {
+                "up"
+            } else {
+                "down"
+            };
+            tracing::info!(service = %backend.service, address = %backend.address, port = backend.port, state, reason = tracker.last_error.as_deref().unwrap_or(""), "local health changed");
         }
     }
 
@@ -149,10 +227,7 @@ impl Monitor {
             }
         }
         self.admin_errors_logged = !reading.errors.is_empty();
-        if reading.admin != self.status.admin {
-            tracing::info!(from = %self.status.admin, to = %reading.admin, "admin state changed");
-            self.status.admin = reading.admin;
-        }
+        self.files_admin = reading.admin;
     }
 
     fn sample_cpu(&mut self) {
@@ -163,32 +238,127 @@ impl Monitor {
                     self.cpu_failing = false;
                 }
                 if let Some(weight) = self.window.push(Instant::now(), times) {
-                    self.status.weight = weight;
+                    self.weight = weight;
+                    self.cpu_busy = self.window.busy_pct();
                 }
             }
             Err(err) => {
                 if !self.cpu_failing {
-                    tracing::warn!(error = %err, weight = self.status.weight.get(), "keeping the last weight");
+                    tracing::warn!(error = %err, weight = self.weight.get(), "keeping the last weight");
                     self.cpu_failing = true;
                 }
             }
         }
     }
 
+    fn sample_memory(&mut self) {
+        if self.config.predictive.memory.is_some() {
+            self.memory_used = std::fs::read_to_string(&self.config.meminfo)
+                .ok()
+                .and_then(|t| memory_used_pct(&t));
+        }
+    }
+
+    /// The first predictive threshold crossed, in words.
+    fn predictive_reason(&self) -> Option<String> {
+        let p = &self.config.predictive;
+        let over = |value: Option<f64>, limit: Option<f64>| value.zip(limit).filter(|(v, l)| v > l);
+        if let Some((v, l)) = over(self.cpu_busy, p.cpu) {
+            return Some(format!("cpu {v:.0}% > {l}%"));
+        }
+        if let Some((v, l)) = over(self.memory_used, p.memory) {
+            return Some(format!("memory {v:.0}% > {l}%"));
+        }
+        let worst = self
+            .trackers
+            .iter()
+            .map(CheckTracker::error_rate)
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        over(worst, p.error_rate).map(|(v, l)| format!("error rate {v:.0}% > {l}%"))
+    }
+
     fn publish(&self) {
+        let backends: Vec<Health> = self
+            .config
+            .backends
+            .iter()
+            .zip(&self.trackers)
+            .map(|(b, t)| match (&b.check, t.up) {
+                (None, _) | (Some(_), None) => Health::Unchecked,
+                (Some(_), Some(true)) => Health::Up,
+                (Some(_), Some(false)) => {
+                    Health::Down(t.last_error.clone().unwrap_or_else(|| "failing".into()))
+                }
+            })
+            .collect();
+        let health = aggregate(&self.config.backends, &backends);
+        let predictive = self.predictive_reason();
+        let admin = match (self.files_admin, &predictive) {
+            (Admin::Maint, _) => Admin::Maint,
+            (Admin::Drain, _) | (Admin::Ready, Some(_)) => Admin::Drain,
+            (Admin::Ready, None) => Admin::Ready,
+        };
+        let status = Status {
+            weight: self.weight,
+            admin,
+            health,
+        };
         self.tx.send_if_modified(|current| {
-            if current.status == self.status {
+            if current.status == status && current.backends == backends && current.predictive == predictive {
                 return false;
             }
-            *current = Arc::new(Snapshot::new(self.status.clone()));
+            if current.status.admin != status.admin {
+                tracing::info!(from = %current.status.admin, to = %status.admin, predictive = predictive.as_deref().unwrap_or(""), "admin state changed");
+            }
+            *current = Arc::new(Snapshot::new(status.clone(), backends.clone(), predictive.clone()));
             true
         });
+    }
+}
+
+/// HAProxy hears one line for the host: up while every checked backend is up (or not yet
+/// checked), down with the first failing backend named; nothing when none is checked.
+fn aggregate(config: &[Backend], health: &[Health]) -> Health {
+    if config.iter().all(|b| b.check.is_none()) {
+        return Health::Unchecked;
+    }
+    config
+        .iter()
+        .zip(health)
+        .find_map(|(b, h)| match h {
+            Health::Down(reason) => Some(Health::Down(format!(
+                "{} {}:{}: {reason}",
+                b.service, b.address, b.port
+            ))),
+            _ => None,
+        })
+        .unwrap_or(Health::Up)
+}
+
+/// Used memory in percent from `/proc/meminfo` (MemTotal − MemAvailable).
+fn memory_used_pct(meminfo: &str) -> Option<f64> {
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let (total, available) = (field("MemTotal:")?, field("MemAvailable:")?);
+    (total > 0.0).then(|| 100.0 * (total - available) / total)
+}
+
+async fn recv(outcomes: &mut Option<mpsc::Receiver<CheckOutcome>>) -> Option<CheckOutcome> {
+    match outcomes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{CheckKind, LocalCheck};
 
     fn temp(name: &str) -> PathBuf {
         let dir =
@@ -203,20 +373,48 @@ mod tests {
             .expect("write stat");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn publishes_weight_and_admin_changes() {
-        let dir = temp("publish");
-        let stat = dir.join("stat");
-        write_stat(&stat, 0, 0);
-        let config = MonitorConfig {
+    fn config(
+        dir: &std::path::Path,
+        backends: Vec<Backend>,
+        predictive: Predictive,
+    ) -> MonitorConfig {
+        MonitorConfig {
             timeframe: Duration::from_millis(1000),
             files: AdminFiles {
                 drain: Some(dir.join("drain")),
                 maint: None,
             },
-            proc_stat: stat.clone(),
-        };
-        // The first step sees 25 busy + 75 idle ticks.
+            proc_stat: dir.join("stat"),
+            meminfo: dir.join("meminfo"),
+            backends,
+            predictive,
+        }
+    }
+
+    fn backend(service: &str, checked: bool) -> Backend {
+        Backend {
+            service: service.into(),
+            address: "127.0.0.1".parse().expect("ip"),
+            port: 8080,
+            weight: 100,
+            check: checked.then(|| LocalCheck {
+                kind: CheckKind::Tcp,
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                path: "/".into(),
+                host: None,
+                fall: 1,
+                rise: 1,
+                tls_skip_verify: false,
+            }),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publishes_weight_and_admin_changes() {
+        let dir = temp("publish");
+        let stat = dir.join("stat");
+        write_stat(&stat, 0, 0);
         let writer = {
             let stat = stat.clone();
             tokio::spawn(async move {
@@ -224,12 +422,14 @@ mod tests {
                 write_stat(&stat, 25, 75);
             })
         };
-        let (monitor, mut rx) = Monitor::start(config).await.expect("start");
+        let (monitor, mut rx) = Monitor::start(config(&dir, Vec::new(), Predictive::default()))
+            .await
+            .expect("start");
         writer.await.expect("writer");
         assert_eq!(rx.borrow().line, "75% ready\n");
 
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(monitor.run(shutdown.clone()));
+        let task = tokio::spawn(monitor.run(None, shutdown.clone()));
         std::fs::write(dir.join("drain"), "").expect("touch");
         rx.changed().await.expect("changed");
         assert_eq!(rx.borrow_and_update().line, "75% drain\n");
@@ -249,13 +449,77 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn local_checks_set_up_and_down_and_predictive_cpu_drains() {
+        let dir = temp("checks");
+        write_stat(&dir.join("stat"), 0, 0);
+        let predictive = Predictive {
+            cpu: Some(50.0),
+            ..Predictive::default()
+        };
+        let backends = vec![backend("app", true), backend("static", false)];
+        let (monitor, mut rx) = Monitor::start(config(&dir, backends, predictive))
+            .await
+            .expect("start");
+        let first = rx.borrow_and_update().clone();
+        assert_eq!(first.status.health, Health::Up, "nothing failed yet");
+        assert_eq!(first.backends, [Health::Unchecked, Health::Unchecked]);
+        let (tx, outcomes) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(monitor.run(Some(outcomes), shutdown.clone()));
+
+        tx.send(CheckOutcome {
+            backend: 0,
+            result: Err("connect refused".into()),
+        })
+        .await
+        .expect("send");
+        rx.changed().await.expect("changed");
+        let snap = rx.borrow_and_update().clone();
+        assert_eq!(
+            snap.line,
+            "100% ready down #app 127.0.0.1:8080: connect refused\n"
+        );
+        assert_eq!(
+            snap.backends,
+            [Health::Down("connect refused".into()), Health::Unchecked]
+        );
+
+        tx.send(CheckOutcome {
+            backend: 0,
+            result: Ok(()),
+        })
+        .await
+        .expect("send");
+        rx.changed().await.expect("changed");
+        assert_eq!(rx.borrow_and_update().line, "100% ready up\n");
+
+        // 80 % busy over the window: above the 50 % threshold → drain, with the reason.
+        write_stat(&dir.join("stat"), 80, 20);
+        rx.changed().await.expect("changed");
+        let snap = rx.borrow_and_update().clone();
+        assert_eq!(snap.line, "20% drain up\n");
+        assert_eq!(snap.predictive.as_deref(), Some("cpu 80% > 50%"));
+        shutdown.cancel();
+        task.await.expect("stops");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn memory_used_from_meminfo() {
+        let text = "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    250 kB\n";
+        assert_eq!(memory_used_pct(text), Some(75.0));
+        assert_eq!(
+            memory_used_pct("MemTotal: 0 kB\nMemAvailable: 0 kB\n"),
+            None
+        );
+        assert_eq!(memory_used_pct("garbage"), None);
+    }
+
     #[tokio::test]
     async fn start_fails_clearly_without_proc_stat() {
-        let config = MonitorConfig {
-            timeframe: Duration::from_millis(100),
-            files: AdminFiles::default(),
-            proc_stat: PathBuf::from("/nonexistent/stat"),
-        };
+        let mut config = MonitorConfig::flags(Duration::from_millis(100), AdminFiles::default());
+        config.proc_stat = PathBuf::from("/nonexistent/stat");
         let err = Monitor::start(config).await.unwrap_err();
         assert!(err.to_string().contains("/nonexistent/stat"), "{err}");
     }

@@ -133,6 +133,8 @@ impl GossipSettings {
 pub enum Command {
     /// Disseminate our (new) report and send it to every overwatch member now.
     Publish(SignedReport),
+    /// Send this (leaving) report to every overwatch member, leave the cluster, stop.
+    Leave(SignedReport),
 }
 
 /// What the member learned (overwatch consumes these).
@@ -334,6 +336,10 @@ impl Member {
                 () = shutdown.cancelled() => break,
                 Some(command) = commands.recv() => match command {
                     Command::Publish(signed) => self.publish(signed).await,
+                    Command::Leave(signed) => {
+                        self.publish(signed).await;
+                        break;
+                    }
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, from)) => self.receive(&buf[..n], from),

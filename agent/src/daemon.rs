@@ -1,0 +1,284 @@
+//! Daemon mode (`--config agent.yaml`): the same status said to HAProxy (agent-check) and to
+//! overwatch (signed reports over encrypted gossip).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin_files::AdminFiles;
+use crate::agent_check::{self, ServerConfig};
+use crate::cli::Args;
+use crate::config::{self, AgentConfig};
+use crate::gossip::identity::AgentIdentity;
+use crate::gossip::runtime::{self, Command, GossipSettings, Role, now_us};
+use crate::gossip::seal::ClusterKey;
+use crate::gossip::wire::{
+    AdminState, BackendReport, HealthState, SignedReport, StatusReport, VersionClock,
+};
+use crate::listener;
+use crate::monitor::{Monitor, MonitorConfig, Snapshot, SnapshotRx};
+use crate::status::{Admin, Health};
+
+/// How long SIGTERM waits for the leaving report and the graceful leave to go out.
+const LEAVE_GRACE: Duration = Duration::from_secs(3);
+
+/// Why the daemon stopped with an error; `exit_code` says which code.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The file is unusable (exit 2).
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// The cluster key is missing or malformed: no gossip without encryption (exit 2).
+    #[error("{0}")]
+    Key(#[from] crate::gossip::seal::KeyError),
+    /// Identity files unusable (exit 1).
+    #[error("{0}")]
+    Identity(#[from] crate::gossip::identity::IdentityError),
+    /// Anything else at start-up (exit 1).
+    #[error("{0}")]
+    Startup(String),
+}
+
+impl DaemonError {
+    /// 2 for what the operator must fix in the file, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_) | DaemonError::Key(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
+    let mut cfg = config::load(path)?;
+    apply_flag_overrides(&mut cfg, args);
+    let key = ClusterKey::from_base64(cfg.encryption_key.as_deref())?;
+    let identity = Arc::new(AgentIdentity::load_or_create(
+        &cfg.cert_path,
+        &cfg.key_path,
+        &cfg.region,
+    )?);
+    tracing::info!(
+        agent_id = identity.agent_id(),
+        backends = cfg.backends.len(),
+        "agent identity"
+    );
+
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| DaemonError::Startup(format!("signals: {e}")))?;
+    let mut sigint = signal(SignalKind::interrupt())
+        .map_err(|e| DaemonError::Startup(format!("signals: {e}")))?;
+    let shutdown = CancellationToken::new();
+
+    let monitor_config = MonitorConfig {
+        backends: cfg.backends.clone(),
+        predictive: cfg.predictive.clone(),
+        ..MonitorConfig::flags(
+            cfg.timeframe,
+            AdminFiles {
+                drain: cfg.drain_file.clone(),
+                maint: cfg.maint_file.clone(),
+            },
+        )
+    };
+    let (monitor, snapshots) = Monitor::start(monitor_config)
+        .await
+        .map_err(|e| DaemonError::Startup(e.to_string()))?;
+    let (outcome_tx, outcome_rx) = mpsc::channel(256);
+    crate::local_checks::spawn(&cfg.backends, outcome_tx, shutdown.clone())
+        .map_err(DaemonError::Startup)?;
+    let monitor_task = tokio::spawn(monitor.run(Some(outcome_rx), shutdown.clone()));
+
+    let gossip_stop = CancellationToken::new();
+    let mut settings = GossipSettings::lan(
+        cfg.gossip_bind,
+        cfg.overwatch_nodes.clone(),
+        key,
+        Role::Agent,
+        identity.agent_id().to_owned(),
+    );
+    settings.advertise = cfg.gossip_advertise;
+    let gossip = runtime::start(settings, gossip_stop.clone())
+        .await
+        .map_err(|e| {
+            DaemonError::Startup(format!("gossip.bind_address {}: {e}", cfg.gossip_bind))
+        })?;
+    let gossip_addr = advertised(gossip.identity.addr, &cfg.overwatch_nodes);
+    tracing::info!(addr = %gossip_addr, overwatch = ?cfg.overwatch_nodes, "gossip started");
+    let publisher = tokio::spawn(publish_reports(
+        snapshots.clone(),
+        cfg.clone(),
+        identity.clone(),
+        gossip.commands.clone(),
+        shutdown.clone(),
+    ));
+
+    let server = match cfg.agent_check {
+        Some(addr) if !args.systemd => Some(
+            listener::bind(
+                Some(addr.ip()).filter(|ip| !ip.is_unspecified()),
+                addr.port(),
+            )
+            .map_err(|e| DaemonError::Startup(e.to_string()))?,
+        ),
+        _ if args.systemd => {
+            Some(listener::from_systemd().map_err(|e| DaemonError::Startup(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let server_task = server.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, reply = snapshots.borrow().line.trim_end(), "listening");
+        }
+        let config = ServerConfig {
+            log_requests: cfg.log_requests,
+            ..ServerConfig::default()
+        };
+        tokio::spawn(agent_check::serve(
+            listener,
+            snapshots.clone(),
+            config,
+            shutdown.clone(),
+        ))
+    });
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    tracing::info!(signal = signal_name, "leaving the cluster and stopping");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    shutdown.cancel();
+    let _ = publisher.await;
+    // Say goodbye with a signed report, so overwatch drops our backends at once.
+    let leaving = build_report(
+        &snapshots.borrow(),
+        &cfg,
+        &identity,
+        VersionClock::default().next(now_us()),
+        true,
+    );
+    if gossip.commands.send(Command::Leave(leaving)).await.is_err() {
+        gossip_stop.cancel();
+    }
+    if tokio::time::timeout(LEAVE_GRACE, gossip.task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("gossip did not finish leaving in time");
+    }
+    if let Some(task) = server_task {
+        let _ = task.await;
+    }
+    let _ = monitor_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Flags given with `--config` override its agent-check settings.
+fn apply_flag_overrides(cfg: &mut AgentConfig, args: &Args) {
+    if let Some(port) = args.port {
+        let ip = args
+            .listen
+            .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into());
+        cfg.agent_check = Some(SocketAddr::new(ip, port));
+    }
+    if args.drain_file.is_some() {
+        cfg.drain_file = args.drain_file.clone();
+    }
+    if args.maint_file.is_some() {
+        cfg.maint_file = args.maint_file.clone();
+    }
+    if args.log_requests {
+        cfg.log_requests = true;
+    }
+    if args.timeframe != 2000 {
+        cfg.timeframe = args.timeframe();
+    }
+}
+
+/// The address overwatch should use for us: the bound one, or (when bound to all
+/// addresses) the local address the kernel picks to reach the first overwatch node.
+fn advertised(bound: SocketAddr, overwatch: &[SocketAddr]) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let local = overwatch.first().and_then(|target| {
+        let probe = UdpSocket::bind(SocketAddr::new(bound.ip(), 0)).ok()?;
+        probe.connect(target).ok()?;
+        probe.local_addr().ok()
+    });
+    local.map_or(bound, |l| SocketAddr::new(l.ip(), bound.port()))
+}
+
+/// Publishes a report whenever the status changes, and again every heartbeat.
+async fn publish_reports(
+    mut snapshots: SnapshotRx,
+    cfg: AgentConfig,
+    identity: Arc<AgentIdentity>,
+    commands: mpsc::Sender<Command>,
+    shutdown: CancellationToken,
+) {
+    let mut clock = VersionClock::default();
+    let mut heartbeat = tokio::time::interval(cfg.heartbeat);
+    loop {
+        let snapshot = Arc::clone(&snapshots.borrow_and_update());
+        let signed = build_report(&snapshot, &cfg, &identity, clock.next(now_us()), false);
+        if commands.send(Command::Publish(signed)).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            changed = snapshots.changed() => if changed.is_err() { return },
+            _ = heartbeat.tick() => {}
+        }
+    }
+}
+
+fn build_report(
+    snapshot: &Snapshot,
+    cfg: &AgentConfig,
+    identity: &AgentIdentity,
+    version: u64,
+    leaving: bool,
+) -> SignedReport {
+    let admin = match snapshot.status.admin {
+        Admin::Ready => AdminState::Ready,
+        Admin::Drain => AdminState::Drain,
+        Admin::Maint => AdminState::Maint,
+    };
+    let backends = cfg
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| BackendReport {
+            service: b.service.clone(),
+            address: b.address,
+            port: b.port,
+            weight: b.weight,
+            weight_pct: snapshot.status.weight.get(),
+            admin,
+            health: match snapshot.backends.get(i) {
+                Some(Health::Up) => HealthState::Up,
+                Some(Health::Down(reason)) => HealthState::Down(reason.clone()),
+                _ => HealthState::Unchecked,
+            },
+        })
+        .collect();
+    let report = StatusReport {
+        agent_id: identity.agent_id().to_owned(),
+        region: cfg.region.clone(),
+        version,
+        backends,
+        leaving,
+    };
+    SignedReport::sign(&report, identity, &cfg.service_token)
+}
