@@ -21,9 +21,11 @@ use crate::dns::DnsSnapshot;
 use crate::state::{BackendView, ViewRx, service_counts};
 use crate::status::{Effective, Validation};
 
-/// What the handlers read.
+/// What the handlers read, and where mutations go.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The state owner's command channel (agent deletion).
+    pub commands: tokio::sync::mpsc::Sender<crate::state::Command>,
     /// Backend state.
     pub view: ViewRx,
     /// Whether DNS is serving (ready).
@@ -51,6 +53,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/overwatch/backends", get(backends))
         .route("/api/v1/overwatch/stats", get(stats))
         .route("/api/v1/domains", get(domains))
+        .route("/api/v1/overwatch/agents", get(agents))
+        .route(
+            "/api/v1/overwatch/agents/{id}",
+            get(agent).delete(delete_agent),
+        )
         .route("/api/v1/ready", get(ready))
         .route("/api/v1/live", get(live))
         .fallback(not_found)
@@ -136,6 +143,12 @@ pub struct BackendJson {
     pub agent_healthy: Option<bool>,
     /// Agent last seen.
     pub agent_last_seen: Option<String>,
+    /// Agent admin state: ready, drain, maint, or left.
+    pub agent_admin: Option<&'static str>,
+    /// Agent stale (quiet, or down in gossip).
+    pub agent_stale: Option<bool>,
+    /// In the config file (false: known from an agent only).
+    pub configured: bool,
     /// Validation: true/false, null when disabled or not checked yet.
     pub validation_healthy: Option<bool>,
     /// disabled | pending | healthy | unhealthy.
@@ -165,12 +178,28 @@ fn backend_json(b: &BackendView) -> BackendJson {
         port: b.key.port,
         weight: b.weight,
         region: b.key.region.clone(),
-        agent_id: None,
+        agent_id: b.agent.as_ref().map(|a| a.agent_id.clone()),
         effective_status: b.effective,
         effective_reason: b.reason.clone(),
         last_change: rfc3339(b.last_change),
-        agent_healthy: None,
-        agent_last_seen: None,
+        agent_healthy: b
+            .agent
+            .as_ref()
+            .map(|a| !matches!(a.health, opengslb_agent::gossip::wire::HealthState::Down(_))),
+        agent_last_seen: b.agent.as_ref().map(|a| rfc3339(a.last_seen)),
+        agent_admin: b.agent.as_ref().map(|a| {
+            if a.left {
+                "left"
+            } else {
+                match a.admin {
+                    opengslb_agent::gossip::wire::AdminState::Ready => "ready",
+                    opengslb_agent::gossip::wire::AdminState::Drain => "drain",
+                    opengslb_agent::gossip::wire::AdminState::Maint => "maint",
+                }
+            }
+        }),
+        agent_stale: b.agent.as_ref().map(|a| a.stale),
+        configured: b.configured,
         validation_healthy,
         validation_state,
         validation_last_check: b.check.last_check.map(rfc3339),
@@ -258,7 +287,8 @@ async fn stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
         "unhealthy_backends": count(Effective::Unhealthy),
         "stale_backends": count(Effective::Stale),
         "draining_backends": count(Effective::Draining),
-        "active_agents": 0,
+        "active_agents": view.agents.iter().filter(|a| !a.stale && !a.left).count(),
+        "registered_agents": view.agents.len(),
         "active_overrides": 0,
         "validation_enabled": view.settings.validation.enabled,
         "services": services,
@@ -288,6 +318,50 @@ async fn domains(State(state): State<ApiState>) -> Json<serde_json::Value> {
         })
         .collect();
     Json(json!({ "domains": list }))
+}
+
+async fn agents(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let view = state.view.borrow().clone();
+    Json(json!({ "agents": view.agents, "total": view.agents.len() }))
+}
+
+async fn agent(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let view = state.view.borrow().clone();
+    let found = view
+        .agents
+        .iter()
+        .find(|a| a.agent_id == id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no agent {id:?}")))?;
+    let backends: Vec<BackendJson> = view
+        .backends
+        .iter()
+        .filter(|b| b.agent.as_ref().is_some_and(|a| a.agent_id == id))
+        .map(backend_json)
+        .collect();
+    Ok(Json(json!({ "agent": found, "backends": backends })))
+}
+
+async fn delete_agent(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    state
+        .commands
+        .send(crate::state::Command::ForgetAgent(id.clone(), reply))
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
+    match answer.await {
+        Ok(true) => Ok(Json(json!({ "deleted": id }))),
+        Ok(false) => Err(ApiError(StatusCode::NOT_FOUND, format!("no agent {id:?}"))),
+        Err(_) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down".into(),
+        )),
+    }
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {

@@ -106,6 +106,17 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
         &tracker,
     );
 
+    if let Some(gossip) = &settings.gossip {
+        start_gossip(
+            gossip,
+            &settings.node_id,
+            command_tx.clone(),
+            shutdown.clone(),
+            &tracker,
+        )
+        .await?;
+    }
+
     let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsSnapshot::build(&view_rx.borrow())));
     tracker.spawn(publish_snapshots(view_rx.clone(), dns_tx, shutdown.clone()));
 
@@ -127,6 +138,7 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
         let listener = bind_tcp("api.address", api_settings.address).await?;
         tracing::info!(addr = %local(&listener), "api listening");
         let state = ApiState {
+            commands: command_tx.clone(),
             view: view_rx.clone(),
             dns: dns_rx.clone(),
             allowed: Arc::new(api_settings.allowed_networks.clone()),
@@ -222,6 +234,45 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
     Ok(())
 }
 
+/// Joins the gossip cluster and forwards what it learns to the state owner.
+async fn start_gossip(
+    gossip: &crate::config::GossipSettings,
+    node_id: &str,
+    commands: mpsc::Sender<Command>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), RunError> {
+    use opengslb_agent::gossip::{runtime, seal::ClusterKey};
+    let key = ClusterKey::from_base64(Some(&gossip.encryption_key))
+        .map_err(|e| RunError::Startup(format!("overwatch.{e}")))?;
+    let mut settings = runtime::GossipSettings::lan(
+        gossip.bind,
+        gossip.seeds.clone(),
+        key,
+        runtime::Role::Overwatch,
+        node_id.to_owned(),
+    );
+    settings.advertise = gossip.advertise;
+    settings.probe_period = gossip.probe_interval;
+    settings.probe_timeout = gossip.probe_timeout;
+    let mut handle = runtime::start(settings, shutdown.clone())
+        .await
+        .map_err(|source| RunError::Bind {
+            what: "overwatch.gossip.bind_address",
+            addr: gossip.bind,
+            source,
+        })?;
+    tracing::info!(addr = %handle.identity.addr, "gossip listening");
+    tracker.spawn(async move {
+        while let Some(event) = handle.events.recv().await {
+            if commands.send(Command::Gossip(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Rebuilds the DNS snapshot whenever the view changes.
 async fn publish_snapshots(
     mut view_rx: ViewRx,
@@ -267,6 +318,7 @@ fn warn_restart_needed(old: &Settings, new: &Settings) {
             old.metrics != new.metrics,
         ),
         ("logging", old.logging != new.logging),
+        ("overwatch.gossip", old.gossip != new.gossip),
     ] {
         if changed {
             tracing::warn!(key, "changed in the file; it takes effect after a restart");

@@ -1,21 +1,27 @@
-//! The one owner of backend state: applies check results and config reloads, and publishes
-//! an immutable `View` whenever something an answer depends on changed.
+//! The one owner of backend state: applies check results, agent reports, membership
+//! changes and config reloads, and publishes an immutable `View` whenever something an
+//! answer or the API depends on changed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use opengslb_agent::gossip::runtime::{Event, Role};
+use opengslb_agent::gossip::wire::{AdminState, HealthState, StatusReport};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::{Admitted, AgentBook};
 use crate::config::Settings;
 use crate::geo::GeoDb;
 use crate::health::{CheckReport, CheckState};
-use crate::status::{Effective, Layers, Validation, effective};
+use crate::status::{AgentClaim, Effective, Layers, Validation, effective};
 
-/// How often a changed smoothed RTT alone (no health change) is published.
+/// How often staleness, removal and smoothed RTTs are re-evaluated.
+const TICK: Duration = Duration::from_millis(250);
+/// How often a changed smoothed RTT alone (no status change) is published.
 const RTT_PUBLISH_PERIOD: Duration = Duration::from_secs(1);
 
 /// A backend's identity, stable across reloads.
@@ -31,6 +37,25 @@ pub struct BackendKey {
     pub port: u16,
 }
 
+/// What an agent says about one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLayer {
+    /// The reporting agent.
+    pub agent_id: String,
+    /// Its admin state (or leaving).
+    pub admin: AdminState,
+    /// Its health claim.
+    pub health: HealthState,
+    /// CPU weight percentage.
+    pub weight_pct: u8,
+    /// When its last report arrived.
+    pub last_seen: SystemTime,
+    /// No fresh report, or gossip declared it down.
+    pub stale: bool,
+    /// It announced its departure.
+    pub left: bool,
+}
+
 /// One backend with every status layer.
 #[derive(Debug, Clone)]
 pub struct BackendView {
@@ -38,18 +63,45 @@ pub struct BackendView {
     pub key: BackendKey,
     /// Index into `settings.regions`.
     pub region: usize,
-    /// Configured weight.
+    /// Weight used for routing: configured weight scaled by the agent's CPU percentage.
     pub weight: u32,
-    /// Check thresholds and last results.
+    /// Validation check thresholds and last results.
     pub check: CheckState,
     /// The validation layer.
     pub validation: Validation,
+    /// The agent layer, if an agent reports this backend.
+    pub agent: Option<AgentLayer>,
+    /// Configured in the file (false: known from an agent only).
+    pub configured: bool,
     /// What DNS makes of it.
     pub effective: Effective,
     /// Why, in words.
     pub reason: String,
     /// When `effective` last changed (or the backend appeared).
     pub last_change: SystemTime,
+}
+
+/// A known agent, for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    /// `{region}-{12 hex}`.
+    pub agent_id: String,
+    /// Its region.
+    pub region: String,
+    /// Pinned certificate fingerprint (SHA-256, hex).
+    pub fingerprint: String,
+    /// Services it reports.
+    pub services: Vec<String>,
+    /// Backends in its last report.
+    pub backends: usize,
+    /// Last report, RFC 3339.
+    pub last_seen: Option<String>,
+    /// Stale (quiet or down).
+    pub stale: bool,
+    /// Announced its departure.
+    pub left: bool,
+    /// Newest report version.
+    pub version: u64,
 }
 
 /// Everything answers and the API are computed from, at one moment.
@@ -59,8 +111,10 @@ pub struct View {
     pub settings: Arc<Settings>,
     /// The geolocation database in force.
     pub geo: Option<Arc<GeoDb>>,
-    /// Backends in config order (regions, then servers).
+    /// Backends: configured ones in config order, then agent-only ones.
     pub backends: Vec<BackendView>,
+    /// Pinned agents.
+    pub agents: Vec<AgentView>,
     /// Per domain, the addresses that were in rotation most recently (for
     /// `return_last_healthy`).
     pub last_healthy: HashMap<String, Vec<IpAddr>>,
@@ -76,13 +130,18 @@ pub type ViewRx = watch::Receiver<Arc<View>>;
 pub enum Command {
     /// A validated configuration (and its geolocation database) replaces the running one.
     Reload(Arc<Settings>, Option<Arc<GeoDb>>),
+    /// Something gossip learned.
+    Gossip(Event),
+    /// Drop an agent's pin and its backends; answers whether it existed.
+    ForgetAgent(String, oneshot::Sender<bool>),
 }
 
 #[derive(Debug, Clone)]
-struct Entry {
-    check: CheckState,
-    effective: Effective,
-    last_change: SystemTime,
+struct AgentEntry {
+    report: StatusReport,
+    received: Instant,
+    received_at: SystemTime,
+    member_down: bool,
 }
 
 /// The owner. `run` is its task.
@@ -90,10 +149,14 @@ struct Entry {
 pub struct StateOwner {
     settings: Arc<Settings>,
     geo: Option<Arc<GeoDb>>,
-    entries: HashMap<BackendKey, Entry>,
+    checks: HashMap<BackendKey, CheckState>,
+    book: AgentBook,
+    agents: BTreeMap<String, AgentEntry>,
+    changes: HashMap<BackendKey, (Effective, SystemTime)>,
     last_healthy: HashMap<String, Vec<IpAddr>>,
     generation: u64,
     rtt_dirty: bool,
+    last_rtt_publish: Instant,
     tx: watch::Sender<Arc<View>>,
 }
 
@@ -124,6 +187,7 @@ impl StateOwner {
             settings: settings.clone(),
             geo: geo.clone(),
             backends: Vec::new(),
+            agents: Vec::new(),
             last_healthy: HashMap::new(),
             generation: 0,
         });
@@ -131,13 +195,17 @@ impl StateOwner {
         let mut owner = StateOwner {
             settings,
             geo,
-            entries: HashMap::new(),
+            checks: HashMap::new(),
+            book: AgentBook::default(),
+            agents: BTreeMap::new(),
+            changes: HashMap::new(),
             last_healthy: HashMap::new(),
             generation: 0,
             rtt_dirty: false,
+            last_rtt_publish: Instant::now(),
             tx,
         };
-        owner.sync_entries();
+        owner.sync_checks();
         owner.publish();
         (owner, rx)
     }
@@ -149,107 +217,306 @@ impl StateOwner {
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
     ) {
-        let mut rtt_tick = tokio::time::interval(RTT_PUBLISH_PERIOD);
-        rtt_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
-                Some(command) = commands.recv() => match command {
-                    Command::Reload(settings, geo) => {
-                        self.settings = settings;
-                        self.geo = geo;
-                        self.sync_entries();
-                        self.publish();
-                    }
-                },
+                Some(command) = commands.recv() => self.command(command),
                 Some(report) = reports.recv() => {
-                    if self.apply(&report) {
+                    if self.apply_check(&report) {
                         self.publish();
                     }
                 }
-                _ = rtt_tick.tick() => {
-                    if self.rtt_dirty {
-                        self.publish();
-                    }
-                }
+                _ = tick.tick() => self.tick(Instant::now()),
             }
         }
     }
 
-    /// Applies one check result; true when the effective status of the backend changed.
-    pub fn apply(&mut self, report: &CheckReport) -> bool {
+    /// Handles one command (public for tests and benchmarks that drive the owner directly).
+    pub fn command(&mut self, command: Command) {
+        match command {
+            Command::Reload(settings, geo) => {
+                self.settings = settings;
+                self.geo = geo;
+                self.sync_checks();
+                self.publish();
+            }
+            Command::Gossip(event) => {
+                if self.gossip(event, Instant::now(), SystemTime::now()) {
+                    self.publish();
+                }
+            }
+            Command::ForgetAgent(agent_id, reply) => {
+                let existed = self.book.forget(&agent_id);
+                let had_backends = self.agents.remove(&agent_id).is_some();
+                if existed || had_backends {
+                    tracing::info!(%agent_id, "agent forgotten: pin dropped, it may register again");
+                    self.publish();
+                }
+                let _ = reply.send(existed);
+            }
+        }
+    }
+
+    /// Applies a gossip event; true when something visible changed.
+    fn gossip(&mut self, event: Event, now: Instant, wall: SystemTime) -> bool {
+        match event {
+            Event::Report(signed) => {
+                match self.book.admit(&signed, &self.settings.agent_tokens, wall) {
+                    Ok(Admitted::New(report)) => {
+                        if report.leaving {
+                            tracing::info!(agent_id = %report.agent_id, "agent left: its backends leave DNS now");
+                        }
+                        self.agents.insert(
+                            report.agent_id.clone(),
+                            AgentEntry {
+                                report,
+                                received: now,
+                                received_at: wall,
+                                member_down: false,
+                            },
+                        );
+                        true
+                    }
+                    Ok(Admitted::Duplicate) => false,
+                    Err(rejection) => {
+                        let claimed = postcard::from_bytes::<StatusReport>(&signed.report)
+                            .map(|r| r.agent_id)
+                            .unwrap_or_else(|_| "?".into());
+                        metrics::counter!("opengslb_gossip_reports_rejected_total", "reason" => rejection.reason()).increment(1);
+                        tracing::warn!(agent_id = %claimed, reason = %rejection, "agent report rejected");
+                        false
+                    }
+                }
+            }
+            Event::MemberDown(id) if id.role == Role::Agent => {
+                self.agents.get_mut(&id.name).is_some_and(|a| {
+                    let changed = !a.member_down;
+                    a.member_down = true;
+                    changed
+                })
+            }
+            Event::MemberUp(id) if id.role == Role::Agent => {
+                self.agents.get_mut(&id.name).is_some_and(|a| {
+                    let changed = a.member_down;
+                    a.member_down = false;
+                    changed
+                })
+            }
+            Event::MemberUp(_) | Event::MemberDown(_) => false,
+        }
+    }
+
+    /// Staleness and removal as time passes; publishes when a status changed.
+    pub fn tick(&mut self, now: Instant) {
+        let remove_after = self.settings.stale.remove_after;
+        let before = self.agents.len();
+        self.agents.retain(|id, a| {
+            let keep = now.duration_since(a.received) < remove_after;
+            if !keep {
+                tracing::info!(agent_id = %id, "agent removed after remove_after without a report");
+            }
+            keep
+        });
+        let removed = self.agents.len() != before;
+        let views = self.compute(now);
+        let status_changed = views.iter().any(|b| {
+            self.changes
+                .get(&b.key)
+                .is_none_or(|(e, _)| *e != b.effective)
+        });
+        let rtt_due = self.rtt_dirty && self.last_rtt_publish.elapsed() >= RTT_PUBLISH_PERIOD;
+        if removed || status_changed || rtt_due {
+            self.publish();
+        }
+    }
+
+    /// Applies one check result; true when the verdict of the check changed.
+    pub fn apply_check(&mut self, report: &CheckReport) -> bool {
         let Some(region) = self
             .settings
             .regions
             .iter()
             .find(|r| r.name == report.key.region)
         else {
-            return false; // a check of a backend that a reload removed
+            return false;
         };
         let Some(check) = &region.check else {
             return false;
         };
-        let Some(entry) = self.entries.get_mut(&report.key) else {
+        let Some(state) = self.checks.get_mut(&report.key) else {
             return false;
         };
-        let changed = entry
-            .check
-            .record(&report.outcome, check.rise, check.fall, report.at);
         self.rtt_dirty |= report.outcome.is_ok();
-        if changed {
-            let (effective, reason) = effective(&layers(&entry.check, true));
-            if effective != entry.effective {
-                tracing::info!(backend = %display_key(&report.key), status = effective.name(), %reason, "backend status changed");
-                entry.effective = effective;
-                entry.last_change = report.at;
-                return true;
-            }
-        }
-        false
+        state.record(&report.outcome, check.rise, check.fall, report.at)
     }
 
-    /// Adds entries for new backends, drops removed ones, keeps the rest as they were.
-    fn sync_entries(&mut self) {
-        let now = SystemTime::now();
+    /// Keeps check state of backends still configured; new ones start unchecked.
+    fn sync_checks(&mut self) {
         let mut next = HashMap::new();
-        for (region, key, _) in backend_keys(&self.settings) {
-            let checked = self.settings.regions[region].check.is_some();
-            let entry = self.entries.remove(&key).unwrap_or_else(|| {
-                let check = CheckState::new();
-                Entry {
-                    effective: effective(&layers(&check, checked)).0,
-                    check,
-                    last_change: now,
-                }
-            });
-            next.insert(key, entry);
+        for (_, key, _) in backend_keys(&self.settings) {
+            let state = self.checks.remove(&key).unwrap_or_default();
+            next.insert(key, state);
         }
-        self.entries = next;
+        self.checks = next;
+    }
+
+    /// Every backend with its layers, at `now`.
+    fn compute(&self, now: Instant) -> Vec<BackendView> {
+        let threshold = self.settings.stale.threshold;
+        let agent_layer = |a: &AgentEntry, i: usize| {
+            let b = &a.report.backends[i];
+            AgentLayer {
+                agent_id: a.report.agent_id.clone(),
+                admin: b.admin,
+                health: b.health.clone(),
+                weight_pct: b.weight_pct,
+                last_seen: a.received_at,
+                stale: a.member_down || now.duration_since(a.received) > threshold,
+                left: a.report.leaving,
+            }
+        };
+        // Agent claims by (service, address, port); with several, the freshest report wins.
+        let mut claims: HashMap<(String, IpAddr, u16), (AgentLayer, u32, &str)> = HashMap::new();
+        for a in self.agents.values() {
+            for (i, b) in a.report.backends.iter().enumerate() {
+                let layer = agent_layer(a, i);
+                let slot = claims.entry((b.service.clone(), b.address, b.port));
+                match slot {
+                    std::collections::hash_map::Entry::Occupied(mut o)
+                        if o.get().0.last_seen < layer.last_seen =>
+                    {
+                        o.insert((layer, b.weight, a.report.region.as_str()));
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {}
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert((layer, b.weight, a.report.region.as_str()));
+                    }
+                }
+            }
+        }
+        let mut views = Vec::new();
+        for (region, key, weight) in backend_keys(&self.settings) {
+            let checked = self.settings.regions[region].check.is_some();
+            let check = self.checks.get(&key).cloned().unwrap_or_default();
+            let agent = claims
+                .remove(&(key.service.clone(), key.address, key.port))
+                .map(|(l, _, _)| l);
+            views.push(self.view(key, region, weight, check, checked, agent, true));
+        }
+        let mut agent_only: Vec<_> = claims.into_iter().collect();
+        agent_only.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((service, address, port), (layer, weight, region_name)) in agent_only {
+            let Some(region) = self
+                .settings
+                .regions
+                .iter()
+                .position(|r| r.name == region_name)
+            else {
+                continue; // an agent in a region this node does not route: not answerable
+            };
+            let key = BackendKey {
+                region: region_name.to_owned(),
+                service,
+                address,
+                port,
+            };
+            views.push(self.view(
+                key,
+                region,
+                weight,
+                CheckState::default(),
+                false,
+                Some(layer),
+                false,
+            ));
+        }
+        views
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn view(
+        &self,
+        key: BackendKey,
+        region: usize,
+        weight: u32,
+        check: CheckState,
+        checked: bool,
+        agent: Option<AgentLayer>,
+        configured: bool,
+    ) -> BackendView {
+        let validation = match (checked, check.healthy) {
+            (false, _) => Validation::Disabled,
+            (true, None) => Validation::Pending,
+            (true, Some(true)) => Validation::Healthy,
+            (true, Some(false)) => {
+                Validation::Unhealthy(check.last_error.clone().unwrap_or_else(|| "failing".into()))
+            }
+        };
+        let claim = agent.as_ref().map(|a| AgentClaim {
+            draining: a.left || a.admin != AdminState::Ready,
+            healthy: !matches!(a.health, HealthState::Down(_)),
+            fresh: !a.stale,
+        });
+        let (effective, reason) = effective(&Layers {
+            override_: None,
+            agent: claim,
+            validation: validation.clone(),
+        });
+        let reason = match &agent {
+            Some(a) if a.left => "agent left the cluster".to_owned(),
+            Some(a) if a.stale && effective == Effective::Stale => {
+                format!("agent {} stale", a.agent_id)
+            }
+            _ => reason,
+        };
+        let weight = match &agent {
+            Some(a) if weight > 0 => {
+                (u64::from(weight) * u64::from(a.weight_pct) / 100).max(1) as u32
+            }
+            _ => weight,
+        };
+        let last_change = self
+            .changes
+            .get(&key)
+            .filter(|(e, _)| *e == effective)
+            .map_or_else(SystemTime::now, |(_, t)| *t);
+        BackendView {
+            key,
+            region,
+            weight,
+            check,
+            validation,
+            agent,
+            configured,
+            effective,
+            reason,
+            last_change,
+        }
     }
 
     fn publish(&mut self) {
         self.generation += 1;
         self.rtt_dirty = false;
-        let backends: Vec<BackendView> = backend_keys(&self.settings)
-            .into_iter()
-            .filter_map(|(region, key, weight)| {
-                let entry = self.entries.get(&key)?;
-                let checked = self.settings.regions[region].check.is_some();
-                let l = layers(&entry.check, checked);
-                let (effective, reason) = effective(&l);
-                Some(BackendView {
-                    key,
-                    region,
-                    weight,
-                    check: entry.check.clone(),
-                    validation: l.validation,
-                    effective,
-                    reason,
-                    last_change: entry.last_change,
-                })
-            })
-            .collect();
+        self.last_rtt_publish = Instant::now();
+        let backends = self.compute(Instant::now());
+        let mut changes = HashMap::new();
+        for b in &backends {
+            match self.changes.get(&b.key) {
+                Some((e, t)) if *e == b.effective => {
+                    changes.insert(b.key.clone(), (*e, *t));
+                }
+                previous => {
+                    if previous.is_some() {
+                        tracing::info!(backend = %display_key(&b.key), status = b.effective.name(), reason = %b.reason, "backend status changed");
+                    }
+                    changes.insert(b.key.clone(), (b.effective, b.last_change));
+                }
+            }
+        }
+        self.changes = changes;
         for domain in &self.settings.domains {
             let healthy: Vec<IpAddr> = backends
                 .iter()
@@ -267,43 +534,55 @@ impl StateOwner {
                 .set(total as f64);
             metrics::gauge!("opengslb_backends_healthy", "service" => service).set(healthy as f64);
         }
+        let now = Instant::now();
+        let agents: Vec<AgentView> = self
+            .book
+            .pins()
+            .iter()
+            .map(|(id, pin)| {
+                let entry = self.agents.get(id);
+                AgentView {
+                    agent_id: id.clone(),
+                    region: pin.region.clone(),
+                    fingerprint: pin.fingerprint.clone(),
+                    services: pin.services.iter().cloned().collect(),
+                    backends: entry.map_or(0, |a| a.report.backends.len()),
+                    last_seen: entry.map(|a| crate::api::rfc3339(a.received_at)),
+                    stale: entry.is_none_or(|a| {
+                        a.member_down
+                            || now.duration_since(a.received) > self.settings.stale.threshold
+                    }),
+                    left: entry.is_some_and(|a| a.report.leaving),
+                    version: pin.version,
+                }
+            })
+            .collect();
+        metrics::gauge!("opengslb_overwatch_agents_registered").set(agents.len() as f64);
+        metrics::gauge!("opengslb_overwatch_stale_agents")
+            .set(agents.iter().filter(|a| a.stale && !a.left).count() as f64);
         self.tx.send_replace(Arc::new(View {
             settings: self.settings.clone(),
             geo: self.geo.clone(),
             backends,
+            agents,
             last_healthy: self.last_healthy.clone(),
             generation: self.generation,
         }));
     }
 }
 
-fn layers(check: &CheckState, checked: bool) -> Layers {
-    let validation = match (checked, check.healthy) {
-        (false, _) => Validation::Disabled,
-        (true, None) => Validation::Pending,
-        (true, Some(true)) => Validation::Healthy,
-        (true, Some(false)) => {
-            Validation::Unhealthy(check.last_error.clone().unwrap_or_else(|| "failing".into()))
-        }
-    };
-    Layers {
-        override_: None,
-        agent: None,
-        validation,
-    }
-}
-
 /// `service/address:port` for logs.
 pub fn display_key(key: &BackendKey) -> String {
-    let addr = std::net::SocketAddr::new(key.address, key.port);
-    format!("{}/{}", key.service, addr)
+    format!(
+        "{}/{}",
+        key.service,
+        std::net::SocketAddr::new(key.address, key.port)
+    )
 }
 
 /// Per service: (total, healthy).
-pub fn service_counts(
-    backends: &[BackendView],
-) -> std::collections::BTreeMap<String, (usize, usize)> {
-    let mut counts = std::collections::BTreeMap::new();
+pub fn service_counts(backends: &[BackendView]) -> BTreeMap<String, (usize, usize)> {
+    let mut counts = BTreeMap::new();
     for b in backends {
         let e: &mut (usize, usize) = counts.entry(b.key.service.clone()).or_default();
         e.0 += 1;

@@ -49,10 +49,26 @@ enum Command {
     Stats,
     /// Load-balanced names and what they answer now.
     Domains,
+    /// Agents and their certificate pins.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
     /// Configuration files.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// Every pinned agent.
+    List,
+    /// Drop an agent's pin (and its backends) so it can register again.
+    Delete {
+        /// The agent id (`{region}-{12 hex}`).
+        agent_id: String,
     },
 }
 
@@ -128,6 +144,35 @@ async fn run(cli: &Cli) -> Result<String, String> {
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let base = cli.api.trim_end_matches('/');
+    if let Command::Agents {
+        command: AgentsCommand::Delete { agent_id },
+    } = &cli.command
+    {
+        let url = format!("{base}/api/v1/overwatch/agents/{agent_id}");
+        let response = client
+            .delete(&url)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the API at {base}: {}", cause(&e)))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("{url}: the answer is not JSON: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{url}: {status}: {}",
+                body.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no message")
+            ));
+        }
+        return Ok(if cli.json {
+            format!("{body}\n")
+        } else {
+            format!("deleted agent {agent_id}; it registers again with its next report\n")
+        });
+    }
     let (path, query): (&str, Vec<(&str, &String)>) = match &cli.command {
         Command::Servers {
             status,
@@ -142,6 +187,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
         ),
         Command::Stats => ("/api/v1/overwatch/stats", Vec::new()),
         Command::Domains => ("/api/v1/domains", Vec::new()),
+        Command::Agents { .. } => ("/api/v1/overwatch/agents", Vec::new()),
         Command::Config { .. } => return Err("config commands run offline".into()),
     };
     let url = format!("{base}{path}");
@@ -173,6 +219,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
         Command::Servers { .. } => servers_table(&body),
         Command::Stats => stats_text(&body),
         Command::Domains => domains_table(&body),
+        Command::Agents { .. } => agents_table(&body),
         Command::Config { .. } => String::new(),
     })
 }
@@ -278,6 +325,46 @@ fn domains_table(body: &Value) -> String {
     )
 }
 
+fn agents_table(body: &Value) -> String {
+    let rows: Vec<Vec<String>> = body
+        .get("agents")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|a| {
+                    let state = if a["left"] == true {
+                        "left"
+                    } else if a["stale"] == true {
+                        "stale"
+                    } else {
+                        "active"
+                    };
+                    let fingerprint = field(a, "fingerprint");
+                    vec![
+                        field(a, "agent_id"),
+                        field(a, "region"),
+                        state.to_owned(),
+                        field(a, "backends"),
+                        field(a, "last_seen"),
+                        fingerprint.chars().take(16).collect(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        &[
+            "AGENT_ID",
+            "REGION",
+            "STATE",
+            "BACKENDS",
+            "LAST_SEEN",
+            "PIN",
+        ],
+        &rows,
+    )
+}
+
 fn stats_text(body: &Value) -> String {
     [
         "total_backends",
@@ -286,6 +373,7 @@ fn stats_text(body: &Value) -> String {
         "stale_backends",
         "draining_backends",
         "active_agents",
+        "registered_agents",
         "active_overrides",
         "validation_enabled",
     ]

@@ -55,6 +55,70 @@ pub struct RawOverwatch {
     /// Service → token an agent must present to report backends of that service.
     #[serde(default)]
     pub agent_tokens: std::collections::BTreeMap<String, Spanned<String>>,
+    /// Encrypted gossip with agents (and other overwatch nodes).
+    #[serde(default)]
+    pub gossip: Option<RawGossip>,
+    /// When an agent that stopped reporting is stale, and when its backends go.
+    #[serde(default)]
+    pub stale: RawStale,
+}
+
+/// `overwatch.gossip`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGossip {
+    /// UDP address (default `0.0.0.0:7946`).
+    #[serde(default = "default_gossip_bind")]
+    pub bind_address: Spanned<String>,
+    /// Address announced to members (default: the bound one).
+    #[serde(default)]
+    pub advertise_address: Option<Spanned<String>>,
+    /// base64 of 32 bytes; required: gossip is never plaintext.
+    #[serde(default)]
+    pub encryption_key: Option<Spanned<String>>,
+    /// SWIM probe period (default 1s).
+    #[serde(default)]
+    pub probe_interval: Option<Spanned<HumanDuration>>,
+    /// Probe answer timeout (default 500ms).
+    #[serde(default)]
+    pub probe_timeout: Option<Spanned<HumanDuration>>,
+    /// Accepted for OpenGSLB compatibility; foca paces its own gossip.
+    #[serde(default, rename = "gossip_interval")]
+    pub _gossip_interval: Option<Spanned<HumanDuration>>,
+    /// Other overwatch nodes to join through.
+    #[serde(default)]
+    pub seeds: Vec<Spanned<String>>,
+}
+
+/// `overwatch.stale`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStale {
+    /// No fresh report for this long → stale (default 30s; gossip failure detection is faster).
+    #[serde(default = "default_stale_threshold")]
+    pub threshold: Spanned<HumanDuration>,
+    /// A stale agent's backends leave the registry after this long (default 5m).
+    #[serde(default = "default_remove_after")]
+    pub remove_after: Spanned<HumanDuration>,
+}
+
+impl Default for RawStale {
+    fn default() -> Self {
+        RawStale {
+            threshold: default_stale_threshold(),
+            remove_after: default_remove_after(),
+        }
+    }
+}
+
+fn default_gossip_bind() -> Spanned<String> {
+    unplaced("0.0.0.0:7946".into())
+}
+fn default_stale_threshold() -> Spanned<HumanDuration> {
+    unplaced(HumanDuration::secs(30))
+}
+fn default_remove_after() -> Spanned<HumanDuration> {
+    unplaced(HumanDuration::secs(300))
 }
 
 /// `overwatch.identity`

@@ -20,6 +20,10 @@ pub struct Settings {
     pub geo: GeoSettings,
     /// Service → the token agents must present for it.
     pub agent_tokens: std::collections::BTreeMap<String, String>,
+    /// Gossip with agents (`None`: not configured; agents then cannot report).
+    pub gossip: Option<GossipSettings>,
+    /// Staleness of agents.
+    pub stale: StaleSettings,
     /// DNS server and zones.
     pub dns: DnsSettings,
     /// Regions, in file order; domains refer to them by index.
@@ -32,6 +36,32 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Logging.
     pub logging: LoggingSettings,
+}
+
+/// `overwatch.gossip`
+#[derive(Debug, Clone, PartialEq)]
+pub struct GossipSettings {
+    /// UDP bind address.
+    pub bind: SocketAddr,
+    /// Announced address.
+    pub advertise: Option<SocketAddr>,
+    /// The cluster key, base64 (checked by validation).
+    pub encryption_key: String,
+    /// Probe period.
+    pub probe_interval: Duration,
+    /// Probe timeout.
+    pub probe_timeout: Duration,
+    /// Other overwatch nodes.
+    pub seeds: Vec<SocketAddr>,
+}
+
+/// `overwatch.stale`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleSettings {
+    /// No fresh report for this long → stale.
+    pub threshold: Duration,
+    /// Stale for this long → removed.
+    pub remove_after: Duration,
 }
 
 /// `overwatch.validation`

@@ -274,6 +274,47 @@ fn agent_tokens_are_read_and_short_ones_rejected() {
 }
 
 #[test]
+fn gossip_needs_a_valid_key_and_stale_defaults_apply() {
+    let text = GOOD.replace(
+        "overwatch:\n",
+        "overwatch:\n  gossip:\n    bind_address: 127.0.0.1:0\n",
+    );
+    let p = problems(&text);
+    assert!(
+        p[0].contains("overwatch.gossip.encryption_key is missing"),
+        "{p:?}"
+    );
+    let p = problems(&text.replace(
+        "bind_address: 127.0.0.1:0\n",
+        "bind_address: 127.0.0.1:0\n    encryption_key: c2hvcnQ=\n",
+    ));
+    assert!(
+        p[0].starts_with(
+            "ow.yaml:5:21: overwatch.gossip.encryption_key must decode to 32 bytes, got 5"
+        ),
+        "{p:?}"
+    );
+    let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let s = parse(
+        "ow.yaml",
+        &text.replace(
+            "bind_address: 127.0.0.1:0\n",
+            &format!("bind_address: 127.0.0.1:0\n    encryption_key: {key}\n"),
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let g = s.gossip.expect("gossip");
+    assert_eq!(
+        (g.bind, g.probe_interval),
+        ("127.0.0.1:0".parse().expect("addr"), Duration::from_secs(1))
+    );
+    assert_eq!(
+        (s.stale.threshold, s.stale.remove_after),
+        (Duration::from_secs(30), Duration::from_secs(300))
+    );
+}
+
+#[test]
 fn the_shipped_example_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/overwatch.yaml");
     load(&path).unwrap_or_else(|e| panic!("{e}"));

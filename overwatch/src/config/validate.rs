@@ -205,6 +205,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
             default_ttl.unwrap_or(60),
             raw.dns.return_last_healthy,
             &geo,
+            raw.overwatch.gossip.is_some(),
         ) {
             if !seen_domains.insert(d.name.clone()) {
                 c.at(
@@ -287,6 +288,58 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         agent_tokens.insert(service.clone(), token.value.trim().to_owned());
     }
 
+    let gossip = raw.overwatch.gossip.as_ref().and_then(|g| {
+        let key = match &g.encryption_key {
+            None => {
+                c.problems.push(Problem { line: 0, column: 0, message: "overwatch.gossip.encryption_key is missing: gossip is always encrypted; generate one with `head -c 32 /dev/urandom | base64`".into() });
+                None
+            }
+            Some(k) => match opengslb_agent::gossip::seal::ClusterKey::from_base64(Some(&k.value)) {
+                Ok(_) => Some(k.value.trim().to_owned()),
+                Err(e) => {
+                    c.at(k, format!("overwatch.{e}"));
+                    None
+                }
+            },
+        };
+        let bind = listen_address(&mut c, &g.bind_address, "overwatch.gossip.bind_address");
+        let advertise = g.advertise_address.as_ref().and_then(|a| listen_address(&mut c, a, "overwatch.gossip.advertise_address"));
+        let mut seeds = Vec::new();
+        for seed in &g.seeds {
+            match std::net::ToSocketAddrs::to_socket_addrs(seed.value.as_str()).map(|mut a| a.next()) {
+                Ok(Some(addr)) => seeds.push(addr),
+                _ => c.at(seed, format!("overwatch.gossip.seeds: {:?} is not HOST:PORT", seed.value)),
+            }
+        }
+        let positive = |c: &mut Collector, d: &Option<Spanned<super::HumanDuration>>, key: &str, default: Duration| match d {
+            Some(v) if v.value.0.is_zero() => {
+                c.at(v, format!("{key}: must be more than 0"));
+                default
+            }
+            Some(v) => v.value.0,
+            None => default,
+        };
+        let probe_interval = positive(&mut c, &g.probe_interval, "overwatch.gossip.probe_interval", Duration::from_secs(1));
+        let probe_timeout = positive(&mut c, &g.probe_timeout, "overwatch.gossip.probe_timeout", Duration::from_millis(500));
+        Some(GossipSettings { bind: bind?, advertise, encryption_key: key?, probe_interval, probe_timeout, seeds })
+    });
+    let stale = StaleSettings {
+        threshold: raw.overwatch.stale.threshold.value.0,
+        remove_after: raw.overwatch.stale.remove_after.value.0,
+    };
+    if stale.threshold.is_zero() {
+        c.at(
+            &raw.overwatch.stale.threshold,
+            "overwatch.stale.threshold: must be more than 0",
+        );
+    }
+    if stale.remove_after < stale.threshold {
+        c.at(
+            &raw.overwatch.stale.remove_after,
+            "overwatch.stale.remove_after: must not be shorter than the threshold",
+        );
+    }
+
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|p| (p.line, p.column));
         return Err(c.problems);
@@ -304,6 +357,8 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         },
         geo,
         agent_tokens,
+        gossip,
+        stale,
         dns: DnsSettings {
             listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 53))),
             zones: zone_settings,
@@ -499,6 +554,7 @@ fn domain_settings(
     default_ttl: u32,
     return_last_healthy: bool,
     geo: &GeoSettings,
+    agents_may_report: bool,
 ) -> Option<DomainSettings> {
     let name = dns_name(c, &domain.name, "domains[].name")?;
     let zone = zones.iter().position(|z| is_within(&name, z));
@@ -546,10 +602,13 @@ fn domain_settings(
             &domain.name,
             format!("domains[{name}].regions: at least one region is needed"),
         );
-    } else if !region_ids.is_empty() && region_ids.iter().all(|&i| regions[i].servers.is_empty()) {
+    } else if !agents_may_report
+        && !region_ids.is_empty()
+        && region_ids.iter().all(|&i| regions[i].servers.is_empty())
+    {
         c.at(
             &domain.regions[0],
-            format!("domains[{name}].regions: none of them has a server"),
+            format!("domains[{name}].regions: none of them has a server (and without overwatch.gossip no agent can report one)"),
         );
     }
     if algorithm == Some(Algorithm::Geolocation)
