@@ -33,6 +33,8 @@ pub struct Overwatch {
     pub api: Option<SocketAddr>,
     /// Metrics, if enabled.
     pub metrics: Option<SocketAddr>,
+    /// Gossip (UDP), if configured.
+    pub gossip: Option<SocketAddr>,
     /// The config file (rewrite it, then SIGHUP).
     pub config: PathBuf,
 }
@@ -61,7 +63,11 @@ impl Overwatch {
         let metrics = yaml
             .contains("\nmetrics:")
             .then(|| addr_of("metrics listening"));
+        let gossip = yaml
+            .contains("\n  gossip:")
+            .then(|| addr_of("gossip listening"));
         Overwatch {
+            gossip,
             process,
             dns,
             api,

@@ -1,0 +1,273 @@
+//! End to end, both halves: agents in daemon mode beside their HTTP backends, gossiping to
+//! two overwatch nodes, with a real haproxy checking the same agents.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml};
+use opengslb_tests::haproxy::{ADMIN_FDRAIN, Haproxy, OP_RUNNING};
+use opengslb_tests::overwatch::{Backend, Overwatch, http_get};
+use opengslb_tests::{TempDir, poll_until, remove, touch};
+
+/// What `app.gslb.test A` answers on a node.
+fn answers(node: &Overwatch) -> BTreeSet<String> {
+    node.dig(&["app.gslb.test", "A"])
+        .data("A")
+        .into_iter()
+        .collect()
+}
+
+fn set(ips: &[&str]) -> BTreeSet<String> {
+    ips.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn haproxy_config(dir: &TempDir, agents: &[&AgentDaemon], backends: &[&Backend]) -> String {
+    let servers: String = agents
+        .iter()
+        .zip(backends)
+        .enumerate()
+        .map(|(i, (a, b))| {
+            format!(
+                "    server s{} {} weight 100 check inter 300ms agent-check agent-addr 127.0.0.1 agent-port {} agent-inter 300ms\n",
+                i + 1,
+                b.addr,
+                a.agent_check.port()
+            )
+        })
+        .collect();
+    format!(
+        "global\n    stats socket {d}/admin.sock level admin\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\nfrontend fe\n    bind unix@{d}/fe.sock\n    default_backend app\nbackend app\n    balance roundrobin\n{servers}",
+        d = dir.path().display()
+    )
+}
+
+#[test]
+fn one_status_reaches_haproxy_and_every_overwatch() {
+    let dir = TempDir::new("gslb");
+    let key = cluster_key(7);
+    let ow1 = Overwatch::start(&dir, &overwatch_yaml("ow-1", &key, &[]));
+    let dir2 = TempDir::new("gslb-ow2");
+    let mut ow2 = Overwatch::start(
+        &dir2,
+        &overwatch_yaml("ow-2", &key, &[ow1.gossip.expect("gossip")]),
+    );
+    let seeds = [ow1.gossip.expect("gossip"), ow2.gossip.expect("gossip")];
+    let backends = [
+        Backend::start("127.0.0.1"),
+        Backend::start("127.0.0.2"),
+        Backend::start("127.0.0.3"),
+    ];
+    let agents: Vec<AgentDaemon> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| AgentDaemon::start(&dir, &format!("a{}", i + 1), b.addr, &seeds, &key, TOKEN))
+        .collect();
+    let all = set(&["127.0.0.1", "127.0.0.2", "127.0.0.3"]);
+    for node in [&ow1, &ow2] {
+        poll_until(
+            Duration::from_secs(15),
+            "every agent's backend in the answers",
+            || (answers(node) == all).then_some(()),
+        );
+    }
+    let haproxy = Haproxy::start(
+        dir.path(),
+        &haproxy_config(
+            &dir,
+            &[&agents[0], &agents[1], &agents[2]],
+            &[&backends[0], &backends[1], &backends[2]],
+        ),
+    );
+    // L7OK: haproxy parsed the agent's "NN% ready up" as a successful agent check.
+    poll_until(
+        Duration::from_secs(10),
+        "haproxy: all servers UP, agent checks L7OK",
+        || {
+            let servers = haproxy.servers("app");
+            let up = servers.len() == 3
+                && servers
+                    .values()
+                    .all(|s| s.op_state == OP_RUNNING && s.admin_state == 0);
+            (up && ["s1", "s2", "s3"]
+                .iter()
+                .all(|s| haproxy.stat("app", s)["agent_status"] == "L7OK"))
+            .then_some(())
+        },
+    );
+
+    // Drain agent 1: out of every overwatch's answers and DRAIN in haproxy, while the
+    // application itself still answers 200.
+    touch(&agents[0].drain);
+    let t = Instant::now();
+    for node in [&ow1, &ow2] {
+        poll_until(Duration::from_secs(3), "drained backend out of DNS", || {
+            (answers(node) == set(&["127.0.0.2", "127.0.0.3"])).then_some(())
+        });
+    }
+    eprintln!("drain left DNS on both nodes after {:?}", t.elapsed());
+    poll_until(Duration::from_secs(3), "haproxy shows s1 DRAIN", || {
+        (haproxy.servers("app")["s1"].admin_state & ADMIN_FDRAIN != 0).then_some(())
+    });
+    assert_eq!(
+        http_get(backends[0].addr, "/").0,
+        200,
+        "the drained server still serves"
+    );
+    let (_, drained) = ow1.get("/api/v1/overwatch/backends?status=draining");
+    assert_eq!(drained["backends"][0]["address"], "127.0.0.1");
+    assert_eq!(drained["backends"][0]["agent_admin"], "drain");
+    assert_eq!(
+        drained["backends"][0]["agent_id"],
+        agents[0].agent_id.as_str()
+    );
+    remove(&agents[0].drain);
+    for node in [&ow1, &ow2] {
+        poll_until(Duration::from_secs(3), "undrained backend back", || {
+            (answers(node) == all).then_some(())
+        });
+    }
+    poll_until(Duration::from_secs(3), "haproxy s1 READY again", || {
+        (haproxy.servers("app")["s1"].admin_state == 0).then_some(())
+    });
+
+    // The application behind agent 3 fails its local check: haproxy DOWN, overwatch out.
+    backends[2].set_healthy(false);
+    poll_until(
+        Duration::from_secs(3),
+        "haproxy s3 DOWN by the agent",
+        || (haproxy.servers("app")["s3"].op_state != OP_RUNNING).then_some(()),
+    );
+    // `down #reason`: haproxy keeps the text after `#` as the last agent check's contents.
+    let stat = haproxy.stat("app", "s3");
+    let last = &stat["last_agt"];
+    assert!(
+        last.starts_with("via agent : down (app 127.0.0.3:")
+            && last.ends_with("http /: 503 Service Unavailable)"),
+        "{last:?}"
+    );
+    assert_eq!(stat["agent_status"], "L7STS", "the agent's `down`");
+    for node in [&ow1, &ow2] {
+        poll_until(Duration::from_secs(3), "unhealthy backend out", || {
+            (answers(node) == set(&["127.0.0.1", "127.0.0.2"])).then_some(())
+        });
+    }
+    backends[2].set_healthy(true);
+    for node in [&ow1, &ow2] {
+        poll_until(Duration::from_secs(3), "healthy again", || {
+            (answers(node) == all).then_some(())
+        });
+    }
+
+    // Intruders: a wrong cluster key never joins; a wrong token is rejected and counted.
+    let wrong_key = AgentDaemon::start(
+        &dir,
+        "intruder-key",
+        backends[0].addr,
+        &seeds,
+        &cluster_key(8),
+        TOKEN,
+    );
+    let wrong_token = AgentDaemon::start(
+        &dir,
+        "intruder-token",
+        backends[1].addr,
+        &seeds,
+        &key,
+        "not-the-app-token-xx",
+    );
+
+    // kill -9 agent 2: its backend goes stale and leaves DNS within the detection time.
+    agents[1].process.signal(libc::SIGKILL);
+    let t = Instant::now();
+    for node in [&ow1, &ow2] {
+        poll_until(Duration::from_secs(8), "dead agent's backend out", || {
+            (answers(node) == set(&["127.0.0.1", "127.0.0.3"])).then_some(())
+        });
+    }
+    eprintln!("dead agent removed from DNS after {:?}", t.elapsed());
+    let (_, stale) = ow1.get("/api/v1/overwatch/backends?status=stale");
+    assert_eq!(stale["backends"][0]["address"], "127.0.0.2", "{stale}");
+    let (_, stats) = ow1.get("/api/v1/overwatch/stats");
+    assert_eq!(
+        (
+            stats["stale_backends"].as_u64(),
+            stats["active_agents"].as_u64(),
+            stats["registered_agents"].as_u64()
+        ),
+        (Some(1), Some(2), Some(3)),
+        "{stats}"
+    );
+
+    let (_, listed) = ow1.get("/api/v1/overwatch/agents");
+    let ids: BTreeSet<String> = listed["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        agents.iter().map(|a| a.agent_id.clone()).collect(),
+        "intruders never appear"
+    );
+    assert!(!ids.contains(&wrong_key.agent_id) && !ids.contains(&wrong_token.agent_id));
+    let (_, metrics) = http_get(ow1.metrics.expect("metrics"), "/metrics");
+    assert!(
+        metrics.contains("opengslb_gossip_reports_rejected_total{reason=\"token\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("opengslb_gossip_decrypt_failures_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("opengslb_overwatch_agents_registered 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("opengslb_overwatch_stale_agents 1"),
+        "{metrics}"
+    );
+
+    // Restart overwatch 2 with its config: it relearns every live agent.
+    ow2.process.signal(libc::SIGTERM);
+    ow2.process.wait_exit(Duration::from_secs(10));
+    let yaml = std::fs::read_to_string(&ow2.config).expect("config");
+    let restarted = restart_on(&dir2, &yaml, seeds[1]);
+    poll_until(
+        Duration::from_secs(15),
+        "restarted node relearns the live agents",
+        || (answers(&restarted) == set(&["127.0.0.1", "127.0.0.3"])).then_some(()),
+    );
+
+    // SIGTERM agent 3: it leaves at once (not after a timeout) and exits 0.
+    let mut agents = agents;
+    let mut leaving = agents.pop().expect("agent 3"); // the others stay alive (dropping one stops it)
+    leaving.process.signal(libc::SIGTERM);
+    let t = Instant::now();
+    for node in [&ow1, &restarted] {
+        poll_until(
+            Duration::from_secs(2),
+            "leaving agent's backend out",
+            || (answers(node) == set(&["127.0.0.1"])).then_some(()),
+        );
+    }
+    eprintln!("graceful leave left DNS after {:?}", t.elapsed());
+    let status = leaving.process.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", leaving.process.output());
+    drop((ow2, agents));
+}
+
+/// Starts a node again on the same gossip port, so agents that know it find it.
+fn restart_on(dir: &TempDir, yaml: &str, gossip: std::net::SocketAddr) -> Overwatch {
+    let pinned = yaml.replace(
+        "bind_address: \"127.0.0.1:0\"",
+        &format!("bind_address: \"{gossip}\""),
+    );
+    poll_until(
+        Duration::from_secs(5),
+        "the old gossip port to be free",
+        || std::net::UdpSocket::bind(gossip).ok().map(drop),
+    );
+    Overwatch::start(dir, &pinned)
+}
