@@ -204,12 +204,14 @@ pub fn dig(server: SocketAddr, args: &[&str]) -> Dig {
     dig
 }
 
-/// An HTTP backend on `ip` answering 200 while healthy, 503 otherwise.
+/// An HTTP backend on `ip` answering 200 while healthy, 503 otherwise; `stop` closes its
+/// listener so further connections are refused.
 #[derive(Debug, Clone)]
 pub struct Backend {
     /// Where it listens.
     pub addr: SocketAddr,
     healthy: Arc<AtomicBool>,
+    running: Arc<AtomicBool>,
 }
 
 impl Backend {
@@ -218,10 +220,21 @@ impl Backend {
         let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
         let addr = listener.local_addr().expect("addr");
         let healthy = Arc::new(AtomicBool::new(true));
+        let running = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&healthy);
+        let alive = Arc::clone(&running);
+        listener.set_nonblocking(true).expect("nonblocking");
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+            while alive.load(Ordering::Relaxed) {
+                let mut stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let _ = stream.set_nonblocking(false);
                 let up = flag.load(Ordering::Relaxed);
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -239,7 +252,25 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, healthy }
+        Backend {
+            addr,
+            healthy,
+            running,
+        }
+    }
+
+    /// Stops it: the listener closes (within a millisecond) and connections are refused.
+    pub fn stop(&self) {
+        self.running.store(false, Ordering::Relaxed);
+        crate::poll_until(
+            Duration::from_secs(2),
+            "the backend's listener to close",
+            || {
+                std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(100))
+                    .is_err()
+                    .then_some(())
+            },
+        );
     }
 
     /// Makes its health endpoint pass or fail.
@@ -279,6 +310,49 @@ pub fn udp_exchange(server: SocketAddr, packet: &[u8], timeout: Duration) -> Opt
     let mut buf = [0u8; 4096];
     let (n, _) = socket.recv_from(&mut buf).ok()?;
     Some(buf[..n].to_vec())
+}
+
+/// The A records of a response (in order); empty for anything it cannot follow.
+pub fn a_records(response: &[u8]) -> Vec<std::net::Ipv4Addr> {
+    let count = |at: usize| {
+        response
+            .get(at..at + 2)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    };
+    let (questions, answers) = (count(4), count(6));
+    let skip_name = |mut at: usize| -> Option<usize> {
+        loop {
+            let len = *response.get(at)? as usize;
+            if len == 0 {
+                return Some(at + 1);
+            }
+            if len & 0xc0 == 0xc0 {
+                return Some(at + 2);
+            }
+            at += 1 + len;
+        }
+    };
+    let mut at = 12;
+    for _ in 0..questions {
+        let Some(end) = skip_name(at) else {
+            return Vec::new();
+        };
+        at = end + 4;
+    }
+    let mut out = Vec::new();
+    for _ in 0..answers {
+        let Some(end) = skip_name(at) else { break };
+        let rtype = count(end);
+        let rdlen = count(end + 8);
+        let data = end + 10;
+        if rtype == 1 && rdlen == 4 {
+            if let Some(ip) = response.get(data..data + 4) {
+                out.push(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]));
+            }
+        }
+        at = data + rdlen;
+    }
+    out
 }
 
 /// The RCODE of a response (low 4 bits of byte 3).

@@ -271,3 +271,151 @@ fn restart_on(dir: &TempDir, yaml: &str, gossip: std::net::SocketAddr) -> Overwa
     );
     Overwatch::start(dir, &pinned)
 }
+
+/// What the client saw.
+#[derive(Debug, Default)]
+struct ClientLog {
+    ok: u64,
+    failed: Vec<String>,
+    /// When the cached answer was last fetched, and what it held.
+    resolved: Option<(Instant, Vec<std::net::Ipv4Addr>)>,
+    per_backend: std::collections::BTreeMap<std::net::Ipv4Addr, u64>,
+}
+
+#[test]
+fn zero_failed_requests_while_a_backend_is_drained_then_stopped() {
+    use opengslb_tests::overwatch::{a_records, query_packet, udp_exchange};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = TempDir::new("gslb-zero");
+    let key = cluster_key(9);
+    let ow = Overwatch::start(&dir, &overwatch_yaml("ow-1", &key, &[]));
+    let seeds = [ow.gossip.expect("gossip")];
+    let backends = [Backend::start("127.0.0.1"), Backend::start("127.0.0.2")];
+    let agents: Vec<AgentDaemon> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| AgentDaemon::start(&dir, &format!("z{i}"), b.addr, &seeds, &key, TOKEN))
+        .collect();
+    let both = set(&["127.0.0.1", "127.0.0.2"]);
+    poll_until(Duration::from_secs(15), "both backends in DNS", || {
+        (answers(&ow) == both).then_some(())
+    });
+
+    // The client: resolve through overwatch, keep the answer for its TTL (1 s), send each
+    // request to the next cached address. Test backends listen on free ports, so the
+    // client maps an answered address to its backend's port (a real client uses :80).
+    let ports: std::collections::BTreeMap<std::net::Ipv4Addr, u16> = backends
+        .iter()
+        .map(|b| match b.addr.ip() {
+            std::net::IpAddr::V4(ip) => (ip, b.addr.port()),
+            std::net::IpAddr::V6(_) => unreachable!("IPv4 backends"),
+        })
+        .collect();
+    let log = Arc::new(Mutex::new(ClientLog::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (log, stop, dns) = (log.clone(), stop.clone(), ow.dns);
+        std::thread::spawn(move || {
+            let (mut cached, mut fetched, mut next, mut id) = (
+                Vec::new(),
+                Instant::now() - Duration::from_secs(10),
+                0usize,
+                0u16,
+            );
+            while !stop.load(Ordering::Relaxed) {
+                if fetched.elapsed() >= Duration::from_secs(1) || cached.is_empty() {
+                    id = id.wrapping_add(1);
+                    if let Some(reply) = udp_exchange(
+                        dns,
+                        &query_packet(id, "app.gslb.test", 1, false),
+                        Duration::from_secs(1),
+                    ) {
+                        cached = a_records(&reply);
+                        fetched = Instant::now();
+                        log.lock().expect("log").resolved = Some((fetched, cached.clone()));
+                    }
+                    if cached.is_empty() {
+                        log.lock()
+                            .expect("log")
+                            .failed
+                            .push("no answer from DNS".into());
+                        continue;
+                    }
+                }
+                next = (next + 1) % cached.len();
+                let ip = cached[next];
+                let addr = std::net::SocketAddr::from((ip, ports[&ip]));
+                let result = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                    .and_then(|mut s| {
+                        use std::io::{Read, Write};
+                        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                        s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                        let mut response = String::new();
+                        s.read_to_string(&mut response)?;
+                        Ok(response)
+                    });
+                let mut log = log.lock().expect("log");
+                match result {
+                    Ok(r) if r.starts_with("HTTP/1.1 200") => {
+                        log.ok += 1;
+                        *log.per_backend.entry(ip).or_default() += 1;
+                    }
+                    Ok(r) => log
+                        .failed
+                        .push(format!("{addr}: {}", r.lines().next().unwrap_or(""))),
+                    Err(e) => log.failed.push(format!("{addr}: {e}")),
+                }
+            }
+        })
+    };
+    let requests = || log.lock().expect("log").ok;
+    poll_until(Duration::from_secs(5), "the client to be busy", || {
+        (requests() > 100).then_some(())
+    });
+
+    touch(&agents[0].drain);
+    let drained_at = poll_until(Duration::from_secs(3), "127.0.0.1 out of DNS", || {
+        (answers(&ow) == set(&["127.0.0.2"])).then(Instant::now)
+    });
+    // Stop the drained server only once the client's cached answer is one fetched after
+    // the drain, i.e. after one TTL: no client still has its address.
+    poll_until(
+        Duration::from_secs(5),
+        "the client's cache to expire past the drain",
+        || {
+            let log = log.lock().expect("log");
+            log.resolved
+                .as_ref()
+                .filter(|(at, ips)| {
+                    *at > drained_at && !ips.contains(&std::net::Ipv4Addr::new(127, 0, 0, 1))
+                })
+                .map(drop)
+        },
+    );
+    backends[0].stop();
+    let before = requests();
+    poll_until(
+        Duration::from_secs(5),
+        "more requests after the stop",
+        || (requests() > before + 200).then_some(()),
+    );
+    stop.store(true, Ordering::Relaxed);
+    client.join().expect("client");
+
+    let log = log.lock().expect("log");
+    eprintln!(
+        "{} requests, {} failed, per backend {:?}",
+        log.ok,
+        log.failed.len(),
+        log.per_backend
+    );
+    assert!(log.failed.is_empty(), "failed requests: {:?}", log.failed);
+    assert!(
+        log.per_backend.values().all(|&n| n > 50),
+        "both backends served before the drain: {:?}",
+        log.per_backend
+    );
+    drop(agents);
+}
