@@ -644,6 +644,19 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agent.yaml");
+        let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.region.as_str(), c.backends.len(), c.overwatch_nodes.len()),
+            ("us-east", 1, 3)
+        );
+        assert!(c.predictive.cpu.is_some() && c.predictive.error_rate.is_some());
+        crate::gossip::seal::ClusterKey::from_base64(c.encryption_key.as_deref())
+            .expect("the example key is well-formed");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));

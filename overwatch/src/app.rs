@@ -94,7 +94,8 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
     let tracker = TaskTracker::new();
     let (owner, view_rx) = StateOwner::new(settings.clone(), prepared.geo.clone());
     let (report_tx, report_rx) = mpsc::channel(1024);
-    let (command_tx, command_rx) = mpsc::channel(8);
+    // Room for a burst of gossip events (each agent's report is one) between batches.
+    let (command_tx, command_rx) = mpsc::channel(4096);
     tracker.spawn(owner.run(report_rx, command_rx, shutdown.clone()));
     let mut checks = shutdown.child_token();
     spawn_checks(

@@ -219,43 +219,58 @@ impl StateOwner {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A burst (a thousand agents changing at once, a round of checks) is applied as one
+        // batch and published once: publishing rebuilds every backend's view and the DNS
+        // snapshot, so once per message would be quadratic in a burst.
         loop {
-            tokio::select! {
+            let dirty = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
-                Some(command) = commands.recv() => self.command(command),
-                Some(report) = reports.recv() => {
-                    if self.apply_check(&report) {
-                        self.publish();
+                Some(command) = commands.recv() => {
+                    let mut dirty = self.command(command);
+                    while let Ok(command) = commands.try_recv() {
+                        dirty |= self.command(command);
                     }
+                    dirty
                 }
-                _ = tick.tick() => self.tick(Instant::now()),
+                Some(report) = reports.recv() => {
+                    let mut dirty = self.apply_check(&report);
+                    while let Ok(report) = reports.try_recv() {
+                        dirty |= self.apply_check(&report);
+                    }
+                    dirty
+                }
+                _ = tick.tick() => {
+                    self.tick(Instant::now());
+                    false
+                }
+            };
+            if dirty {
+                self.publish();
             }
         }
     }
 
-    /// Handles one command (public for tests and benchmarks that drive the owner directly).
-    pub fn command(&mut self, command: Command) {
+    /// Applies one command; true when a publication is due.
+    fn command(&mut self, command: Command) -> bool {
         match command {
             Command::Reload(settings, geo) => {
                 self.settings = settings;
                 self.geo = geo;
                 self.sync_checks();
-                self.publish();
+                true
             }
-            Command::Gossip(event) => {
-                if self.gossip(event, Instant::now(), SystemTime::now()) {
-                    self.publish();
-                }
-            }
+            Command::Gossip(event) => self.gossip(event, Instant::now(), SystemTime::now()),
             Command::ForgetAgent(agent_id, reply) => {
                 let existed = self.book.forget(&agent_id);
                 let had_backends = self.agents.remove(&agent_id).is_some();
                 if existed || had_backends {
                     tracing::info!(%agent_id, "agent forgotten: pin dropped, it may register again");
+                    // Published before answering, so the caller's next read sees it gone.
                     self.publish();
                 }
                 let _ = reply.send(existed);
+                false
             }
         }
     }

@@ -16,6 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use opengslb_tests::bench::{knob, memory, percentile};
 use opengslb_tests::process::Spawned;
 use opengslb_tests::{
     TempDir, agent_binary, listening_addr, parse_reply, poll_until, remove, touch,
@@ -31,8 +32,8 @@ fn main() {
         return;
     }
     // cargo bench passes `--bench`; nothing else is accepted.
-    let secs = env_u64("BENCH_SECS", 5);
-    let clients = env_u64("BENCH_CLIENTS", 8) as usize;
+    let secs = knob("BENCH_SECS", 5);
+    let clients = knob("BENCH_CLIENTS", 8) as usize;
     let phase = Duration::from_secs(secs);
     let pinned = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
     if pinned {
@@ -143,16 +144,6 @@ impl Load {
     fn pct(&self, p: f64) -> f64 {
         percentile(&self.latencies, p)
     }
-}
-
-fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// One check as haproxy does it: connect, read one line, close.
@@ -281,27 +272,6 @@ fn pin_to(cpu: usize) {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
-}
-
-/// (VmRSS, VmHWM) in KiB.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// The reference: the least a correct agent-check responder must do. Two threads accept

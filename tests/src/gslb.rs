@@ -73,11 +73,25 @@ impl AgentDaemon {
 }
 
 /// An overwatch config with gossip for agents of region `eu` reporting service `app`;
-/// `seeds` are other overwatch gossip addresses.
+/// `seeds` are other overwatch gossip addresses. Tests probe twice as often as the
+/// defaults and call an agent stale after 10 s without a report.
 pub fn overwatch_yaml(node: &str, key: &str, seeds: &[SocketAddr]) -> String {
+    overwatch_yaml_defaults(node, key, seeds)
+        .replace(
+            "    seeds:",
+            "    probe_interval: 500ms\n    probe_timeout: 250ms\n    seeds:",
+        )
+        .replace(
+            "  stale:\n    threshold: 30s\n",
+            "  stale:\n    threshold: 10s\n",
+        )
+}
+
+/// The same with overwatch's default gossip timings (probe every 1 s, stale after 30 s).
+pub fn overwatch_yaml_defaults(node: &str, key: &str, seeds: &[SocketAddr]) -> String {
     let seeds: Vec<String> = seeds.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
-        "overwatch:\n  identity:\n    node_id: {node}\n  agent_tokens:\n    app: {TOKEN}\n  gossip:\n    bind_address: \"127.0.0.1:0\"\n    encryption_key: \"{key}\"\n    probe_interval: 500ms\n    probe_timeout: 250ms\n    seeds: [{seeds}]\n  stale:\n    threshold: 10s\n    remove_after: 60s\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n",
+        "overwatch:\n  identity:\n    node_id: {node}\n  agent_tokens:\n    app: {TOKEN}\n  gossip:\n    bind_address: \"127.0.0.1:0\"\n    encryption_key: \"{key}\"\n    seeds: [{seeds}]\n  stale:\n    threshold: 30s\n    remove_after: 60s\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n",
         seeds = seeds.join(", ")
     )
 }

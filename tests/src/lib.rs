@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests and benchmarks: runs the built binaries and real
 //! third-party programs (haproxy), reads what they log, and cleans every process up.
 
+pub mod bench;
 pub mod gslb;
 pub mod haproxy;
 pub mod overwatch;

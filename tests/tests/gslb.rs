@@ -229,6 +229,44 @@ fn one_status_reaches_haproxy_and_every_overwatch() {
         "{metrics}"
     );
 
+    // The CLI lists the agents and deletes the dead one's pin.
+    let api = format!("http://{}", ow1.api.expect("api"));
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(opengslb_tests::overwatch::cli_binary())
+            .args(args)
+            .args(["--api", &api])
+            .output()
+            .expect("cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, table, _) = cli(&["agents", "list"]);
+    assert_eq!(code, Some(0));
+    let dead_row = table
+        .lines()
+        .find(|l| l.starts_with(&agents[1].agent_id))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(dead_row.contains(" stale "), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" active ")).count(),
+        2,
+        "{table}"
+    );
+    let (code, out, err) = cli(&["agents", "delete", &agents[1].agent_id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("deleted agent {}", agents[1].agent_id)),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["agents", "delete", &agents[1].agent_id]);
+    assert_eq!(code, Some(1), "a second delete finds nothing");
+    assert!(err.contains("404") && err.contains("no agent"), "{err}");
+    let (_, table, _) = cli(&["agents", "list"]);
+    assert!(!table.contains(&agents[1].agent_id), "{table}");
+
     // Restart overwatch 2 with its config: it relearns every live agent.
     ow2.process.signal(libc::SIGTERM);
     ow2.process.wait_exit(Duration::from_secs(10));

@@ -395,10 +395,7 @@ impl Member {
                 targets.push(*seed);
             }
         }
-        let mut payload = Vec::with_capacity(bytes.len() + 1);
-        payload.push(KIND_DIRECT);
-        payload.extend_from_slice(&bytes);
-        let packet = self.envelope.seal(&payload, now_ms());
+        let packet = seal_direct(&self.envelope, &bytes);
         for target in targets {
             self.send(&packet, target).await;
         }
@@ -506,6 +503,15 @@ impl Member {
             tracing::debug!(%to, error = %err, "gossip send failed");
         }
     }
+}
+
+/// A sealed packet carrying one encoded `Message` straight to a member (not through
+/// foca): how reports reach overwatch at once.
+pub fn seal_direct(envelope: &Envelope, message: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(message.len() + 1);
+    payload.push(KIND_DIRECT);
+    payload.extend_from_slice(message);
+    envelope.seal(&payload, now_ms())
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -1,0 +1,268 @@
+//! GSLB propagation and scale benchmark (a program, not a test).
+//!
+//! Run: `cargo build --release --bins && cargo bench -p opengslb-tests --bench gslb`
+//! Knobs: `BENCH_TRIALS` (drain trials, default 60), `BENCH_KILLS` (kill -9 trials,
+//! default 5), `BENCH_AGENTS` (simulated agents, default 1000).
+//!
+//! 1. Drain: an agent daemon's drain file is created → time until its backend has left
+//!    the DNS answers of both overwatch nodes (default gossip settings).
+//! 2. Dead agent: `kill -9` → time until its backend has left both nodes' answers.
+//! 3. Scale: one overwatch fed by N simulated agents (one process, real signed and sealed
+//!    reports): time until all N backends are in, until all N drains are seen, and until
+//!    all are back; overwatch CPU and memory.
+
+// A benchmark's output is its figures.
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use opengslb_agent::gossip::identity::AgentIdentity;
+use opengslb_agent::gossip::runtime::seal_direct;
+use opengslb_agent::gossip::seal::{ClusterKey, Envelope};
+use opengslb_agent::gossip::wire::{
+    AdminState, BackendReport, HealthState, Message, MessageV1, SignedReport, StatusReport,
+    VersionClock,
+};
+use opengslb_tests::bench::{cpu_ms, knob, memory, percentile as pct};
+use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml_defaults};
+use opengslb_tests::overwatch::{
+    Backend, Overwatch, a_records, http_get, query_packet, udp_exchange,
+};
+use opengslb_tests::{TempDir, poll_until, remove, touch};
+
+fn main() {
+    let trials = knob("BENCH_TRIALS", 60);
+    let kills = knob("BENCH_KILLS", 5);
+    let simulated = knob("BENCH_AGENTS", 1000) as usize;
+
+    let key = cluster_key(5);
+    let dir = TempDir::new("bench-gslb");
+    let ow1 = Overwatch::start(&dir, &overwatch_yaml_defaults("ow-1", &key, &[]));
+    let dir2 = TempDir::new("bench-gslb-2");
+    let ow2 = Overwatch::start(
+        &dir2,
+        &overwatch_yaml_defaults("ow-2", &key, &[ow1.gossip.expect("gossip")]),
+    );
+    let seeds = [ow1.gossip.expect("gossip"), ow2.gossip.expect("gossip")];
+    let backend = Backend::start("127.0.0.1");
+    let agent = AgentDaemon::start(&dir, "bench", backend.addr, &seeds, &key, TOKEN);
+    let target = Ipv4Addr::new(127, 0, 0, 1);
+    let in_both = |present: bool| {
+        [ow1.dns, ow2.dns]
+            .iter()
+            .all(|dns| a_set(*dns).contains(&target) == present)
+    };
+    poll_until(
+        Duration::from_secs(20),
+        "the agent's backend in both nodes",
+        || in_both(true).then_some(()),
+    );
+
+    let mut drain = Vec::new();
+    for _ in 0..trials {
+        let t = Instant::now();
+        touch(&agent.drain);
+        poll_until(Duration::from_secs(10), "drain seen", || {
+            in_both(false).then_some(())
+        });
+        drain.push(t.elapsed().as_secs_f64() * 1e3);
+        remove(&agent.drain);
+        poll_until(Duration::from_secs(10), "undrain seen", || {
+            in_both(true).then_some(())
+        });
+    }
+    drop(agent);
+
+    let mut dead = Vec::new();
+    for i in 0..kills {
+        let victim = AgentDaemon::start(
+            &dir,
+            &format!("victim{i}"),
+            backend.addr,
+            &seeds,
+            &key,
+            TOKEN,
+        );
+        poll_until(Duration::from_secs(20), "victim in both", || {
+            in_both(true).then_some(())
+        });
+        victim.process.signal(libc::SIGKILL);
+        let t = Instant::now();
+        poll_until(Duration::from_secs(30), "dead agent out of both", || {
+            in_both(false).then_some(())
+        });
+        dead.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+
+    let scale = scale(simulated, &key);
+
+    println!();
+    println!(
+        "GSLB propagation (2 overwatch nodes, default gossip settings: probe 1 s, suspicion 2 s; loopback)"
+    );
+    println!(
+        "  drain file → out of both nodes' DNS, {} trials: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        drain.len(),
+        pct(&drain, 50.0),
+        pct(&drain, 99.0),
+        pct(&drain, 100.0)
+    );
+    println!(
+        "  kill -9 agent → out of both nodes' DNS, {} trials: p50 {:.0} ms, max {:.0} ms",
+        dead.len(),
+        pct(&dead, 50.0),
+        pct(&dead, 100.0)
+    );
+    println!(
+        "Scale: one overwatch, {simulated} simulated agents (signed, sealed reports; one backend each)"
+    );
+    println!("  all registered and in DNS: {:.0} ms", scale.register_ms);
+    println!(
+        "  all drained (every agent reports drain at once): {:.0} ms",
+        scale.drain_ms
+    );
+    println!("  all back: {:.0} ms", scale.ready_ms);
+    println!(
+        "  overwatch CPU for the {} status changes: {:.0} ms ({:.1} µs per report)",
+        2 * simulated,
+        scale.cpu_ms,
+        scale.cpu_ms * 1e3 / (2 * simulated) as f64
+    );
+    println!(
+        "  overwatch memory: RSS {} KiB, peak {} KiB (idle with no agents: {} KiB)",
+        scale.rss_kib, scale.hwm_kib, scale.idle_rss_kib
+    );
+}
+
+struct Scale {
+    register_ms: f64,
+    drain_ms: f64,
+    ready_ms: f64,
+    cpu_ms: f64,
+    rss_kib: u64,
+    hwm_kib: u64,
+    idle_rss_kib: u64,
+}
+
+fn scale(n: usize, key_b64: &str) -> Scale {
+    let dir = TempDir::new("bench-scale");
+    let node = Overwatch::start(&dir, &overwatch_yaml_defaults("ow-scale", key_b64, &[]));
+    let pid = node.process.pid();
+    let idle_rss_kib = memory(pid).0;
+    let gossip = node.gossip.expect("gossip");
+    let identities: Vec<AgentIdentity> = (0..n)
+        .map(|i| {
+            AgentIdentity::load_or_create(
+                &dir.join(&format!("s{i}.crt")),
+                &dir.join(&format!("s{i}.key")),
+                "eu",
+            )
+            .expect("identity")
+        })
+        .collect();
+    let envelope = Envelope::new(
+        &ClusterKey::from_base64(Some(key_b64)).expect("key"),
+        Duration::from_secs(60),
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut clock = VersionClock::default();
+    let send_all = |clock: &mut VersionClock, admin: AdminState| {
+        for (i, identity) in identities.iter().enumerate() {
+            let backend = BackendReport {
+                service: "app".into(),
+                address: std::net::IpAddr::V4(Ipv4Addr::new(
+                    10,
+                    (i >> 16) as u8,
+                    (i >> 8) as u8,
+                    i as u8,
+                )),
+                port: 80,
+                weight: 100,
+                weight_pct: 100,
+                admin,
+                health: HealthState::Up,
+            };
+            let version = clock.next(opengslb_agent::gossip::runtime::now_us());
+            let report = StatusReport {
+                agent_id: identity.agent_id().to_owned(),
+                region: "eu".into(),
+                version,
+                backends: vec![backend],
+                leaving: false,
+            };
+            let message = Message::V1(MessageV1::Report(SignedReport::sign(
+                &report, identity, TOKEN,
+            )))
+            .encode();
+            let _ = socket.send_to(&seal_direct(&envelope, &message), gossip);
+            // Pace like a real fleet's burst: a little under one report per 50 µs.
+            if i % 100 == 99 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    let stats = |field: &str| -> u64 {
+        let (_, body) = http_get(node.api.expect("api"), "/api/v1/overwatch/stats");
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v[field].as_u64())
+            .unwrap_or(0)
+    };
+    // Like real agents: publish on the change, then again every heartbeat (here 1 s) —
+    // UDP may drop part of a burst; the next heartbeat repairs it.
+    let converge = |clock: &mut VersionClock, admin: AdminState, field: &str, what: &str| {
+        let t = Instant::now();
+        let mut last_send = Instant::now();
+        send_all(clock, admin);
+        poll_until(Duration::from_secs(60), what, || {
+            if last_send.elapsed() >= Duration::from_secs(1) {
+                send_all(clock, admin);
+                last_send = Instant::now();
+            }
+            (stats(field) == n as u64).then_some(())
+        });
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let register_ms = converge(
+        &mut clock,
+        AdminState::Ready,
+        "healthy_backends",
+        "all simulated agents registered",
+    );
+    let cpu_before = cpu_ms(pid);
+    let drain_ms = converge(
+        &mut clock,
+        AdminState::Drain,
+        "draining_backends",
+        "all drained",
+    );
+    let ready_ms = converge(
+        &mut clock,
+        AdminState::Ready,
+        "healthy_backends",
+        "all back",
+    );
+    let cpu_ms = cpu_ms(pid) - cpu_before;
+    let (rss_kib, hwm_kib) = memory(pid);
+    Scale {
+        register_ms,
+        drain_ms,
+        ready_ms,
+        cpu_ms,
+        rss_kib,
+        hwm_kib,
+        idle_rss_kib,
+    }
+}
+
+fn a_set(dns: SocketAddr) -> BTreeSet<Ipv4Addr> {
+    udp_exchange(
+        dns,
+        &query_packet(1, "app.gslb.test", 1, false),
+        Duration::from_secs(1),
+    )
+    .map(|r| a_records(&r).into_iter().collect())
+    .unwrap_or_default()
+}
