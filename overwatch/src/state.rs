@@ -605,3 +605,111 @@ pub fn service_counts(backends: &[BackendView]) -> BTreeMap<String, (usize, usiz
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opengslb_agent::gossip::identity::AgentIdentity;
+    use opengslb_agent::gossip::runtime::MemberId;
+    use opengslb_agent::gossip::wire::{BackendReport, SignedReport};
+
+    const TOKEN: &str = "app-token-0123456789";
+
+    fn owner() -> StateOwner {
+        let yaml = format!(
+            "overwatch:\n  agent_tokens: {{app: {TOKEN}}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"}}\n  stale: {{threshold: 10s, remove_after: 60s}}\ndns:\n  zones: [t.test]\nregions:\n  - name: eu\ndomains:\n  - {{name: app.t.test, routing_algorithm: round-robin, regions: [eu]}}\n"
+        );
+        let settings =
+            Arc::new(crate::config::parse("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}")));
+        StateOwner::new(settings, None).0
+    }
+
+    fn agent() -> AgentIdentity {
+        let d = std::env::temp_dir().join(format!("opengslb-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        AgentIdentity::load_or_create(&d.join("a.crt"), &d.join("a.key"), "eu").expect("identity")
+    }
+
+    fn report(agent: &AgentIdentity, version: u64, admin: AdminState, leaving: bool) -> Event {
+        let backends = vec![BackendReport {
+            service: "app".into(),
+            address: "10.0.0.1".parse().expect("ip"),
+            port: 80,
+            weight: 100,
+            weight_pct: 50,
+            admin,
+            health: HealthState::Up,
+        }];
+        let r = StatusReport {
+            agent_id: agent.agent_id().into(),
+            region: "eu".into(),
+            version,
+            backends,
+            leaving,
+        };
+        Event::Report(SignedReport::sign(&r, agent, TOKEN))
+    }
+
+    fn member(agent: &AgentIdentity) -> MemberId {
+        MemberId {
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            role: Role::Agent,
+            name: agent.agent_id().into(),
+            bump: 0,
+        }
+    }
+
+    fn status(owner: &StateOwner, at: Instant) -> Vec<(Effective, u32)> {
+        owner
+            .compute(at)
+            .iter()
+            .map(|b| (b.effective, b.weight))
+            .collect()
+    }
+
+    #[test]
+    fn agent_backends_go_stale_drain_and_leave_the_registry_on_time() {
+        let (mut o, a, t0, wall) = (owner(), agent(), Instant::now(), SystemTime::now());
+        assert!(o.gossip(report(&a, 1, AdminState::Ready, false), t0, wall));
+        assert_eq!(
+            status(&o, t0),
+            [(Effective::Healthy, 50)],
+            "in rotation, weight scaled by the CPU percentage"
+        );
+        assert_eq!(
+            status(&o, t0 + Duration::from_secs(9)),
+            [(Effective::Healthy, 50)]
+        );
+        assert_eq!(
+            status(&o, t0 + Duration::from_secs(11)),
+            [(Effective::Stale, 50)],
+            "no report within the threshold"
+        );
+        assert!(o.gossip(Event::MemberDown(member(&a)), t0, wall));
+        assert_eq!(
+            status(&o, t0),
+            [(Effective::Stale, 50)],
+            "gossip says down: stale at once"
+        );
+        assert!(o.gossip(Event::MemberUp(member(&a)), t0, wall));
+        assert_eq!(status(&o, t0), [(Effective::Healthy, 50)]);
+        assert!(
+            !o.gossip(report(&a, 1, AdminState::Drain, false), t0, wall),
+            "the same version again changes nothing"
+        );
+        assert!(o.gossip(report(&a, 2, AdminState::Drain, false), t0, wall));
+        assert_eq!(status(&o, t0)[0].0, Effective::Draining);
+        assert!(o.gossip(report(&a, 3, AdminState::Ready, true), t0, wall));
+        assert_eq!(
+            status(&o, t0)[0].0,
+            Effective::Draining,
+            "a leaving agent's backends are out at once"
+        );
+        o.tick(t0 + Duration::from_secs(61));
+        assert!(
+            status(&o, t0 + Duration::from_secs(61)).is_empty(),
+            "gone after remove_after"
+        );
+        assert_eq!(o.book.pins().len(), 1, "the pin stays until deleted");
+    }
+}

@@ -100,7 +100,7 @@ fn main() {
 
     println!();
     println!(
-        "GSLB propagation (2 overwatch nodes, default gossip settings: probe 1 s, suspicion 2 s; loopback)"
+        "GSLB propagation (2 overwatch nodes, default gossip settings: probe 1 s, suspicion 1.5 s; loopback)"
     );
     println!(
         "  drain file → out of both nodes' DNS, {} trials: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
