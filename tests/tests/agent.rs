@@ -444,3 +444,61 @@ fn checkers_that_reset_at_once_do_not_hurt_the_agent() {
     let reply = agent_check(agent.addr, b"").expect("still answering");
     assert!(parse_reply(&reply).is_some(), "{reply:?}");
 }
+
+fn daemon_config(dir: &TempDir, key_line: &str) -> std::path::PathBuf {
+    let config = dir.join("agent.yaml");
+    let yaml = format!(
+        "identity:\n  service_token: app-token-0123456789\n  region: eu\n  cert_path: {d}/a.crt\n  key_path: {d}/a.key\nbackends:\n  - service: app\n    address: 127.0.0.1\n    port: 1\ngossip:\n{key_line}  overwatch_nodes: [\"127.0.0.1:9\"]\n  bind_address: \"127.0.0.1:0\"\nagent_check:\n  listen: \"127.0.0.1:1\"\n",
+        d = dir.path().display()
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    config
+}
+
+#[test]
+fn daemon_mode_refuses_to_gossip_without_a_key() {
+    let dir = TempDir::new("daemon-nokey");
+    let config = daemon_config(&dir, "");
+    let (code, stdout, all) = one_shot(&["--config", config.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{all}");
+    assert!(stdout.is_empty());
+    assert!(all.contains("gossip.encryption_key is missing"), "{all}");
+    let config = daemon_config(&dir, "  encryption_key: \"c2hvcnQ=\"\n");
+    let (code, _, all) = one_shot(&["--config", config.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{all}");
+    assert!(
+        all.contains("gossip.encryption_key must decode to 32 bytes, got 5"),
+        "{all}"
+    );
+    assert!(
+        !dir.join("a.key").exists(),
+        "nothing is created before the configuration is usable"
+    );
+}
+
+#[test]
+fn single_dash_flags_override_the_daemon_config() {
+    let dir = TempDir::new("daemon-flags");
+    let config = daemon_config(
+        &dir,
+        "  encryption_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n",
+    );
+    let drain = dir.join("drain");
+    // The file says 127.0.0.1:1 (privileged, unusable here); the flags say a free port.
+    let agent = start_agent(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "-port",
+        "0",
+        "--listen",
+        "127.0.0.1",
+        "-drain-file",
+        drain.to_str().expect("utf-8"),
+    ]);
+    assert_ne!(agent.addr.port(), 1);
+    touch(&drain);
+    poll_until(Duration::from_secs(2), "the flag's drain file", || {
+        let reply = agent_check(agent.addr, b"").ok()?;
+        reply.contains(" drain").then_some(())
+    });
+}
