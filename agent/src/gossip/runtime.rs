@@ -595,6 +595,26 @@ mod tests {
         SignedReport::sign(&report, agent, "token-0123456789abcdef")
     }
 
+    async fn publish(member: &GossipHandle, report: &SignedReport) {
+        member
+            .commands
+            .send(Command::Publish(report.clone()))
+            .await
+            .expect("publish");
+    }
+
+    /// The next report delivered within 2 s.
+    async fn next_report(events: &mut mpsc::Receiver<Event>) -> Option<SignedReport> {
+        match next_event(events, Duration::from_secs(2), |e| {
+            matches!(e, Event::Report(_))
+        })
+        .await
+        {
+            Some(Event::Report(r)) => Some(r),
+            _ => None,
+        }
+    }
+
     /// The next event matching `want`, within `limit`.
     async fn next_event(
         events: &mut mpsc::Receiver<Event>,
@@ -641,38 +661,20 @@ mod tests {
         let me = identity("reach");
         let mut clock = VersionClock::default();
         let first = report(&me, clock.next(now_us()));
-        agent
-            .commands
-            .send(Command::Publish(first.clone()))
-            .await
-            .expect("publish");
-        let got = next_event(&mut overwatch.events, Duration::from_secs(2), |e| {
-            matches!(e, Event::Report(_))
-        })
-        .await;
-        assert!(
-            matches!(got, Some(Event::Report(r)) if r == first),
+        publish(&agent, &first).await;
+        assert_eq!(
+            next_report(&mut overwatch.events).await,
+            Some(first.clone()),
             "delivered as sent"
         );
-        // Sending the same version again delivers nothing new.
-        agent
-            .commands
-            .send(Command::Publish(first.clone()))
-            .await
-            .expect("publish");
+        // Sending the same version again delivers nothing new; the newer one arrives.
+        publish(&agent, &first).await;
         let newer = report(&me, clock.next(now_us()));
-        agent
-            .commands
-            .send(Command::Publish(newer.clone()))
-            .await
-            .expect("publish");
-        let got = next_event(&mut overwatch.events, Duration::from_secs(2), |e| {
-            matches!(e, Event::Report(_))
-        })
-        .await;
-        assert!(
-            matches!(got, Some(Event::Report(r)) if r == newer),
-            "the duplicate was not delivered; the newer one was"
+        publish(&agent, &newer).await;
+        assert_eq!(
+            next_report(&mut overwatch.events).await,
+            Some(newer),
+            "the duplicate was not delivered"
         );
 
         let left = std::time::Instant::now();

@@ -247,27 +247,27 @@ fn field(v: &Value, key: &str) -> String {
     }
 }
 
-fn servers_table(body: &Value) -> String {
-    let rows: Vec<Vec<String>> = body
-        .get("backends")
+/// The objects of `body[key]`, one table row each.
+fn rows(body: &Value, key: &str, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    body.get(key)
         .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|b| {
-                    vec![
-                        field(b, "service"),
-                        format!("{}:{}", field(b, "address"), field(b, "port")),
-                        field(b, "region"),
-                        field(b, "effective_status"),
-                        field(b, "validation_state"),
-                        field(b, "rtt_ms"),
-                        field(b, "last_change"),
-                        field(b, "effective_reason"),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .map(|list| list.iter().map(row).collect())
+        .unwrap_or_default()
+}
+
+fn servers_table(body: &Value) -> String {
+    let rows = rows(body, "backends", |b| {
+        vec![
+            field(b, "service"),
+            format!("{}:{}", field(b, "address"), field(b, "port")),
+            field(b, "region"),
+            field(b, "effective_status"),
+            field(b, "validation_state"),
+            field(b, "rtt_ms"),
+            field(b, "last_change"),
+            field(b, "effective_reason"),
+        ]
+    });
     table(
         &[
             "SERVICE",
@@ -284,41 +284,28 @@ fn servers_table(body: &Value) -> String {
 }
 
 fn domains_table(body: &Value) -> String {
-    let rows: Vec<Vec<String>> = body
-        .get("domains")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|d| {
-                    let addresses = d
-                        .get("healthy_addresses")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        })
-                        .unwrap_or_default();
-                    vec![
-                        field(d, "name"),
-                        field(d, "routing_algorithm"),
-                        format!(
-                            "{}/{}",
-                            field(d, "healthy_backends"),
-                            field(d, "total_backends")
-                        ),
-                        field(d, "ttl"),
-                        if addresses.is_empty() {
-                            "-".into()
-                        } else {
-                            addresses
-                        },
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = rows(body, "domains", |d| {
+        let addresses: Vec<&str> = d
+            .get("healthy_addresses")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        vec![
+            field(d, "name"),
+            field(d, "routing_algorithm"),
+            format!(
+                "{}/{}",
+                field(d, "healthy_backends"),
+                field(d, "total_backends")
+            ),
+            field(d, "ttl"),
+            if addresses.is_empty() {
+                "-".into()
+            } else {
+                addresses.join(",")
+            },
+        ]
+    });
     table(
         &["DOMAIN", "ALGORITHM", "HEALTHY", "TTL", "IN_ROTATION"],
         &rows,
@@ -326,32 +313,23 @@ fn domains_table(body: &Value) -> String {
 }
 
 fn agents_table(body: &Value) -> String {
-    let rows: Vec<Vec<String>> = body
-        .get("agents")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|a| {
-                    let state = if a["left"] == true {
-                        "left"
-                    } else if a["stale"] == true {
-                        "stale"
-                    } else {
-                        "active"
-                    };
-                    let fingerprint = field(a, "fingerprint");
-                    vec![
-                        field(a, "agent_id"),
-                        field(a, "region"),
-                        state.to_owned(),
-                        field(a, "backends"),
-                        field(a, "last_seen"),
-                        fingerprint.chars().take(16).collect(),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = rows(body, "agents", |a| {
+        let state = if a["left"] == true {
+            "left"
+        } else if a["stale"] == true {
+            "stale"
+        } else {
+            "active"
+        };
+        vec![
+            field(a, "agent_id"),
+            field(a, "region"),
+            state.to_owned(),
+            field(a, "backends"),
+            field(a, "last_seen"),
+            field(a, "fingerprint").chars().take(16).collect(),
+        ]
+    });
     table(
         &[
             "AGENT_ID",
