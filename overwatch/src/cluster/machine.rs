@@ -1,0 +1,418 @@
+//! The replicated state machine: the only durable state of an overwatch cluster
+//! (design.md, "Raft cluster"). Pure: `apply` is deterministic (no clocks, no I/O), so
+//! every node that applies the same log holds the same state.
+//!
+//! It holds operator overrides, agent pins (and their revocation), and the backend
+//! registry with each backend's last effective status transition. Heartbeats never come
+//! here; transitions do.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// An override's target: a service's server, `address:port` as operators write it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OverrideKey {
+    /// Service name.
+    pub service: String,
+    /// Server address and port.
+    pub address: SocketAddr,
+}
+
+/// An operator's decision about one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    /// Forced healthy (true) or unhealthy (false).
+    pub healthy: bool,
+    /// Why, in the operator's words.
+    pub reason: String,
+    /// Who: the API token's name, never a header a client can set.
+    pub author: String,
+    /// When it was written (ms since the epoch, stamped by the node that accepted it).
+    pub set_at_ms: u64,
+    /// When it stops applying, if ever.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Override {
+    /// Whether it applies at `now_ms`. Expiry is read, not applied, so `apply` stays pure.
+    pub fn active(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|end| now_ms < end)
+    }
+}
+
+/// An agent pinned to its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRecord {
+    /// SHA-256 of the certificate, hex.
+    pub fingerprint: String,
+    /// The agent's region.
+    pub region: String,
+    /// Services it was admitted for.
+    pub services: BTreeSet<String>,
+    /// When it was pinned (ms since the epoch).
+    pub pinned_at_ms: u64,
+}
+
+/// A backend registry entry's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RegistryKey {
+    /// Region name.
+    pub region: String,
+    /// Service name.
+    pub service: String,
+    /// Address and port.
+    pub address: SocketAddr,
+}
+
+/// A backend as the cluster remembers it across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryRecord {
+    /// Configured or reported weight.
+    pub weight: u32,
+    /// The agent that reports it, if any.
+    pub agent_id: Option<String>,
+    /// Last effective status: healthy, unhealthy, stale, draining.
+    pub status: String,
+    /// When that status began (ms since the epoch).
+    pub changed_at_ms: u64,
+}
+
+/// A change to the replicated state: what the Raft log carries. Versioned from day one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Version 1.
+    V1(RequestV1),
+}
+
+/// Version 1 requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestV1 {
+    /// Set (or replace) an override.
+    SetOverride {
+        /// Target.
+        key: OverrideKey,
+        /// Decision.
+        value: Override,
+    },
+    /// Remove an override.
+    ClearOverride {
+        /// Target.
+        key: OverrideKey,
+    },
+    /// Pin an agent id to a certificate (first pin wins until revoked).
+    PinAgent {
+        /// The agent id.
+        agent_id: String,
+        /// The pin.
+        pin: PinRecord,
+    },
+    /// Drop an agent's pin, so it may register again.
+    RevokeAgent {
+        /// The agent id.
+        agent_id: String,
+    },
+    /// Record a backend and its status transition.
+    RecordBackend {
+        /// Identity.
+        key: RegistryKey,
+        /// State.
+        record: RegistryRecord,
+    },
+    /// Remove a backend from the registry (stale for `remove_after`).
+    RemoveBackend {
+        /// Identity.
+        key: RegistryKey,
+    },
+}
+
+/// What applying a request did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Applied.
+    Applied,
+    /// Nothing to remove or revoke.
+    NotFound,
+    /// Refused, deterministically on every node.
+    Conflict(String),
+}
+
+/// The state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Operator overrides.
+    pub overrides: BTreeMap<OverrideKey, Override>,
+    /// Agent pins.
+    pub pins: BTreeMap<String, PinRecord>,
+    /// Backend registry.
+    pub backends: BTreeMap<RegistryKey, RegistryRecord>,
+}
+
+/// Snapshot encoding, versioned like the log.
+#[derive(Serialize, Deserialize)]
+enum Snapshot {
+    V1(Machine),
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable state machine snapshot: {0}")]
+pub struct SnapshotError(String);
+
+impl Machine {
+    /// Applies one request. Deterministic: the same log gives the same state everywhere.
+    pub fn apply(&mut self, request: &Request) -> Response {
+        let Request::V1(request) = request;
+        match request {
+            RequestV1::SetOverride { key, value } => {
+                self.overrides.insert(key.clone(), value.clone());
+                Response::Applied
+            }
+            RequestV1::ClearOverride { key } => removed(self.overrides.remove(key).is_some()),
+            RequestV1::PinAgent { agent_id, pin } => match self.pins.get(agent_id) {
+                Some(existing) if existing.fingerprint != pin.fingerprint => {
+                    Response::Conflict(format!(
+                        "agent {agent_id} is pinned to another certificate ({}); revoke it first",
+                        &existing.fingerprint[..existing.fingerprint.len().min(12)]
+                    ))
+                }
+                _ => {
+                    self.pins.insert(agent_id.clone(), pin.clone());
+                    Response::Applied
+                }
+            },
+            RequestV1::RevokeAgent { agent_id } => removed(self.pins.remove(agent_id).is_some()),
+            RequestV1::RecordBackend { key, record } => {
+                self.backends.insert(key.clone(), record.clone());
+                Response::Applied
+            }
+            RequestV1::RemoveBackend { key } => removed(self.backends.remove(key).is_some()),
+        }
+    }
+
+    /// The overrides in force at `now_ms`.
+    pub fn active_overrides(&self, now_ms: u64) -> impl Iterator<Item = (&OverrideKey, &Override)> {
+        self.overrides.iter().filter(move |(_, o)| o.active(now_ms))
+    }
+
+    /// Encodes the whole state.
+    pub fn snapshot(&self) -> Vec<u8> {
+        postcard::to_allocvec(&Snapshot::V1(self.clone())).unwrap_or_default()
+    }
+
+    /// Decodes a snapshot.
+    pub fn restore(bytes: &[u8]) -> Result<Machine, SnapshotError> {
+        match postcard::from_bytes::<Snapshot>(bytes) {
+            Ok(Snapshot::V1(machine)) => Ok(machine),
+            Err(e) => Err(SnapshotError(e.to_string())),
+        }
+    }
+}
+
+fn removed(existed: bool) -> Response {
+    if existed {
+        Response::Applied
+    } else {
+        Response::NotFound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(service: &str, addr: &str) -> OverrideKey {
+        OverrideKey {
+            service: service.into(),
+            address: addr.parse().expect("addr"),
+        }
+    }
+
+    fn set(k: OverrideKey, healthy: bool, expires: Option<u64>) -> Request {
+        Request::V1(RequestV1::SetOverride {
+            key: k,
+            value: Override {
+                healthy,
+                reason: "maintenance".into(),
+                author: "ops".into(),
+                set_at_ms: 1_000,
+                expires_at_ms: expires,
+            },
+        })
+    }
+
+    fn pin(agent: &str, fingerprint: &str) -> Request {
+        Request::V1(RequestV1::PinAgent {
+            agent_id: agent.into(),
+            pin: PinRecord {
+                fingerprint: fingerprint.into(),
+                region: "eu".into(),
+                services: BTreeSet::from(["app".into()]),
+                pinned_at_ms: 1,
+            },
+        })
+    }
+
+    #[test]
+    fn overrides_are_set_replaced_cleared_and_expire_on_read() {
+        let mut m = Machine::default();
+        let k = key("app", "10.0.1.10:8080");
+        assert_eq!(m.apply(&set(k.clone(), false, None)), Response::Applied);
+        assert_eq!(
+            m.apply(&set(k.clone(), true, Some(5_000))),
+            Response::Applied,
+            "replace"
+        );
+        assert_eq!(m.overrides[&k].healthy, true);
+        assert_eq!(m.active_overrides(4_999).count(), 1);
+        assert_eq!(
+            m.active_overrides(5_000).count(),
+            0,
+            "expired overrides stop applying"
+        );
+        assert_eq!(
+            m.overrides.len(),
+            1,
+            "…but stay until cleared, identically on every node"
+        );
+        assert_eq!(
+            m.apply(&Request::V1(RequestV1::ClearOverride { key: k.clone() })),
+            Response::Applied
+        );
+        assert_eq!(
+            m.apply(&Request::V1(RequestV1::ClearOverride { key: k })),
+            Response::NotFound
+        );
+    }
+
+    #[test]
+    fn the_first_pin_wins_until_revoked() {
+        let mut m = Machine::default();
+        assert_eq!(m.apply(&pin("eu-abc", "aaaa")), Response::Applied);
+        assert_eq!(
+            m.apply(&pin("eu-abc", "aaaa")),
+            Response::Applied,
+            "re-pinning the same certificate is harmless"
+        );
+        assert!(
+            matches!(m.apply(&pin("eu-abc", "bbbb")), Response::Conflict(msg) if msg.contains("revoke it first"))
+        );
+        assert_eq!(m.pins["eu-abc"].fingerprint, "aaaa");
+        assert_eq!(
+            m.apply(&Request::V1(RequestV1::RevokeAgent {
+                agent_id: "eu-abc".into()
+            })),
+            Response::Applied
+        );
+        assert_eq!(m.apply(&pin("eu-abc", "bbbb")), Response::Applied);
+        assert_eq!(
+            m.apply(&Request::V1(RequestV1::RevokeAgent {
+                agent_id: "nobody".into()
+            })),
+            Response::NotFound
+        );
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_garbage_is_refused() {
+        let mut m = Machine::default();
+        m.apply(&set(key("app", "10.0.1.10:8080"), false, Some(9)));
+        m.apply(&pin("eu-abc", "aaaa"));
+        m.apply(&Request::V1(RequestV1::RecordBackend {
+            key: RegistryKey {
+                region: "eu".into(),
+                service: "app".into(),
+                address: "10.0.1.10:8080".parse().expect("addr"),
+            },
+            record: RegistryRecord {
+                weight: 100,
+                agent_id: Some("eu-abc".into()),
+                status: "draining".into(),
+                changed_at_ms: 7,
+            },
+        }));
+        let restored = Machine::restore(&m.snapshot()).expect("restore");
+        assert_eq!(restored, m);
+        assert!(Machine::restore(b"\xff\x00garbage").is_err());
+    }
+
+    fn arbitrary_request() -> impl Strategy<Value = Request> {
+        let addr = (0u8..4, 1u16..3).prop_map(|(h, p)| SocketAddr::from(([10, 0, 0, h], p)));
+        let service = prop_oneof![Just("app".to_owned()), Just("db".to_owned())];
+        let agent = prop_oneof![Just("eu-a".to_owned()), Just("eu-b".to_owned())];
+        let fp = prop_oneof![Just("aa".to_owned()), Just("bb".to_owned())];
+        prop_oneof![
+            (
+                service.clone(),
+                addr.clone(),
+                any::<bool>(),
+                proptest::option::of(0u64..100)
+            )
+                .prop_map(|(s, a, h, e)| set(
+                    OverrideKey {
+                        service: s,
+                        address: a
+                    },
+                    h,
+                    e
+                )),
+            (service.clone(), addr.clone()).prop_map(|(s, a)| Request::V1(
+                RequestV1::ClearOverride {
+                    key: OverrideKey {
+                        service: s,
+                        address: a
+                    }
+                }
+            )),
+            (agent.clone(), fp).prop_map(|(a, f)| pin(&a, &f)),
+            agent.prop_map(|a| Request::V1(RequestV1::RevokeAgent { agent_id: a })),
+            (service.clone(), addr.clone(), 0u64..100).prop_map(|(s, a, t)| Request::V1(
+                RequestV1::RecordBackend {
+                    key: RegistryKey {
+                        region: "eu".into(),
+                        service: s,
+                        address: a
+                    },
+                    record: RegistryRecord {
+                        weight: 100,
+                        agent_id: None,
+                        status: "healthy".into(),
+                        changed_at_ms: t
+                    },
+                }
+            )),
+            (service, addr).prop_map(|(s, a)| Request::V1(RequestV1::RemoveBackend {
+                key: RegistryKey {
+                    region: "eu".into(),
+                    service: s,
+                    address: a
+                }
+            })),
+        ]
+    }
+
+    proptest! {
+        /// Two nodes applying the same log agree; a node restored from a snapshot taken
+        /// part-way and then applying the rest of the log agrees too.
+        #[test]
+        fn same_log_same_state_also_through_a_snapshot(log in proptest::collection::vec(arbitrary_request(), 0..60), cut in any::<prop::sample::Index>()) {
+            let (mut a, mut b) = (Machine::default(), Machine::default());
+            let responses_a: Vec<Response> = log.iter().map(|r| a.apply(r)).collect();
+            let responses_b: Vec<Response> = log.iter().map(|r| b.apply(r)).collect();
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(responses_a, responses_b);
+            let cut = cut.index(log.len() + 1);
+            let mut early = Machine::default();
+            for r in &log[..cut] {
+                early.apply(r);
+            }
+            let mut joined = Machine::restore(&early.snapshot()).expect("restore");
+            for r in &log[cut..] {
+                joined.apply(r);
+            }
+            prop_assert_eq!(joined, a);
+        }
+    }
+}
