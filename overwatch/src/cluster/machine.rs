@@ -265,7 +265,7 @@ mod tests {
             Response::Applied,
             "replace"
         );
-        assert_eq!(m.overrides[&k].healthy, true);
+        assert!(m.overrides[&k].healthy);
         assert_eq!(m.active_overrides(4_999).count(), 1);
         assert_eq!(
             m.active_overrides(5_000).count(),
