@@ -4,3 +4,4 @@
 //! (openraft with redb storage, RPC between nodes) is built around it.
 
 pub mod machine;
+pub mod store;
