@@ -4,4 +4,5 @@
 //! (openraft with redb storage, RPC between nodes) is built around it.
 
 pub mod machine;
+pub mod network;
 pub mod store;

@@ -1,0 +1,378 @@
+//! Raft RPC between overwatch nodes: HTTP/JSON on `cluster.listen`, every call carrying
+//! the cluster secret as a bearer token; a call without it is refused (401).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::store::{NodeId, TypeConfig};
+
+/// Creates connections to peers.
+#[derive(Debug, Clone)]
+pub struct Network {
+    client: reqwest::Client,
+    secret: Arc<String>,
+}
+
+impl Network {
+    /// A network that authenticates with `secret`.
+    pub fn new(secret: &str) -> Result<Network, reqwest::Error> {
+        crate::health::install_crypto_provider();
+        Ok(Network {
+            client: reqwest::Client::builder().no_proxy().build()?,
+            secret: Arc::new(secret.to_owned()),
+        })
+    }
+}
+
+/// One peer.
+#[derive(Debug)]
+pub struct Connection {
+    network: Network,
+    target: NodeId,
+    node: BasicNode,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            network: self.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let url = format!("http://{}/raft/{path}", self.node.addr);
+        let response = self
+            .network
+            .client
+            .post(&url)
+            .bearer_auth(self.network.secret.as_str())
+            .timeout(option.hard_ttl())
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let err = std::io::Error::other(format!("{url}: {status}"));
+            return Err(RPCError::Network(NetworkError::new(&err)));
+        }
+        let result: Result<Resp, RaftError<NodeId, E>> = response
+            .json()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("vote", &rpc, &option).await
+    }
+}
+
+/// The RPC endpoints a peer calls, for `raft`, refusing calls without `secret` before
+/// anything else looks at the request.
+pub fn router(raft: Raft<TypeConfig>, secret: &str) -> Router {
+    let secret = Arc::new(secret.to_owned());
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let secret = Arc::clone(&secret);
+                async move {
+                    if authorized(&secret, request.headers()) {
+                        next.run(request).await
+                    } else {
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            Json(serde_json::json!({ "error": "cluster secret missing or wrong" })),
+                        )
+                            .into_response()
+                    }
+                }
+            },
+        ))
+        .with_state(raft)
+}
+
+/// Constant-time comparison of the presented bearer token with the secret.
+fn authorized(secret: &str, headers: &HeaderMap) -> bool {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    presented.is_some_and(|p| {
+        p.len() == secret.len()
+            && p.bytes()
+                .zip(secret.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
+async fn append(
+    State(raft): State<Raft<TypeConfig>>,
+    Json(rpc): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Response {
+    Json(raft.append_entries(rpc).await).into_response()
+}
+
+async fn vote(
+    State(raft): State<Raft<TypeConfig>>,
+    Json(rpc): Json<VoteRequest<NodeId>>,
+) -> Response {
+    Json(raft.vote(rpc).await).into_response()
+}
+
+async fn snapshot(
+    State(raft): State<Raft<TypeConfig>>,
+    Json(rpc): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Response {
+    Json(raft.install_snapshot(rpc).await).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use openraft::Config;
+
+    use super::*;
+    use crate::cluster::machine::{Override, OverrideKey, Request, RequestV1};
+    use crate::cluster::store::{StateMachineStore, open};
+
+    const SECRET: &str = "cluster-secret-0123456789";
+
+    struct Node {
+        raft: Raft<TypeConfig>,
+        machine: StateMachineStore,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(id: NodeId, dir: &std::path::Path, listener: tokio::net::TcpListener) -> Node {
+        let config = Arc::new(
+            Config {
+                heartbeat_interval: 100,
+                election_timeout_min: 300,
+                election_timeout_max: 600,
+                ..Config::default()
+            }
+            .validate()
+            .expect("config"),
+        );
+        let (logs, machine) = open(&dir.join(format!("node{id}.redb"))).expect("open");
+        let raft = Raft::new(
+            id,
+            config,
+            Network::new(SECRET).expect("network"),
+            logs,
+            machine.clone(),
+        )
+        .await
+        .expect("raft");
+        let app = router(raft.clone(), SECRET);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Node {
+            raft,
+            machine,
+            server,
+        }
+    }
+
+    fn set(service: &str, healthy: bool) -> Request {
+        Request::V1(RequestV1::SetOverride {
+            key: OverrideKey {
+                service: service.into(),
+                address: "10.0.1.10:8080".parse().expect("addr"),
+            },
+            value: Override {
+                healthy,
+                reason: "test".into(),
+                author: "ops".into(),
+                set_at_ms: 1,
+                expires_at_ms: None,
+            },
+        })
+    }
+
+    async fn leader(nodes: &BTreeMap<NodeId, Node>) -> NodeId {
+        for _ in 0..100 {
+            if let Some(l) = nodes
+                .values()
+                .find_map(|n| n.raft.metrics().borrow().current_leader)
+                .filter(|l| nodes.contains_key(l))
+            {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader elected within 5 s");
+    }
+
+    async fn converged(nodes: &BTreeMap<NodeId, Node>, services: usize) {
+        for _ in 0..100 {
+            let mut all = true;
+            for n in nodes.values() {
+                all &= n.machine.machine().await.overrides.len() == services;
+            }
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("state machines did not converge on {services} overrides");
+    }
+
+    /// Three real Raft nodes over HTTP on loopback: election, replication, failover, and a
+    /// restarted node catching up from its own redb file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
+        let dir =
+            std::env::temp_dir().join(format!("opengslb-raft-cluster-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut addrs = BTreeMap::new();
+        let mut listeners = BTreeMap::new();
+        for id in 1..=3u64 {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            addrs.insert(id, l.local_addr().expect("addr"));
+            listeners.insert(id, l);
+        }
+        let mut nodes = BTreeMap::new();
+        for (id, l) in listeners {
+            nodes.insert(id, start(id, &dir, l).await);
+        }
+        let members: BTreeMap<NodeId, BasicNode> = addrs
+            .iter()
+            .map(|(id, a)| (*id, BasicNode::new(a.to_string())))
+            .collect();
+        nodes[&1]
+            .raft
+            .initialize(members)
+            .await
+            .expect("initialize");
+
+        let first = leader(&nodes).await;
+        nodes[&first]
+            .raft
+            .client_write(set("app", false))
+            .await
+            .expect("write through the leader");
+        converged(&nodes, 1).await;
+
+        // An unauthenticated peer is refused.
+        let denied = reqwest::Client::new()
+            .post(format!("http://{}/raft/vote", addrs[&first]))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .expect("http");
+        assert_eq!(denied.status(), reqwest::StatusCode::UNAUTHORIZED);
+
+        // The leader dies; the other two elect a new one and keep accepting writes.
+        let Node {
+            raft,
+            machine,
+            server,
+        } = nodes.remove(&first).expect("leader");
+        raft.shutdown().await.expect("shutdown");
+        server.abort();
+        let _ = server.await;
+        // redb locks its file: every handle must go before the node restarts on it.
+        drop((raft, machine));
+        let second = leader(&nodes).await;
+        assert_ne!(second, first);
+        nodes[&second]
+            .raft
+            .client_write(set("db", true))
+            .await
+            .expect("write after failover");
+        converged(&nodes, 2).await;
+
+        // The old leader restarts from its redb file and catches up.
+        let listener = tokio::net::TcpListener::bind(addrs[&first])
+            .await
+            .expect("rebind");
+        nodes.insert(first, start(first, &dir, listener).await);
+        converged(&nodes, 2).await;
+        for n in nodes.values() {
+            n.raft.shutdown().await.expect("shutdown");
+            n.server.abort();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
