@@ -58,7 +58,7 @@ pub fn built_binary(name: &str, crate_dir: &str) -> PathBuf {
                 bin.display()
             )
         });
-    let newest_source = newest_mtime(&workspace_root().join(crate_dir).join("src"));
+    let newest_source = newest_mtime(&workspace_root().join(crate_dir).join("src"), name);
     assert!(
         newest_source <= built,
         "{} is older than the sources in {crate_dir}/src: rebuild it (cargo build --workspace --bins)",
@@ -67,15 +67,23 @@ pub fn built_binary(name: &str, crate_dir: &str) -> PathBuf {
     bin
 }
 
-fn newest_mtime(dir: &Path) -> SystemTime {
+/// The newest source file that `binary` is built from: everything under `dir` except the
+/// entry files of the crate's *other* binaries (`src/bin/OTHER.rs`), which cargo rightly
+/// does not relink this binary for.
+fn newest_mtime(dir: &Path, binary: &str) -> SystemTime {
     let mut newest = SystemTime::UNIX_EPOCH;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return newest;
     };
     for entry in entries.flatten() {
         let path = entry.path();
+        let other_binary = dir.file_name().is_some_and(|d| d == "bin")
+            && path.file_stem().is_some_and(|stem| stem != binary);
+        if other_binary {
+            continue;
+        }
         let mtime = if path.is_dir() {
-            newest_mtime(&path)
+            newest_mtime(&path, binary)
         } else {
             entry
                 .metadata()
