@@ -149,24 +149,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
     } = &cli.command
     {
         let url = format!("{base}/api/v1/overwatch/agents/{agent_id}");
-        let response = client
-            .delete(&url)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the API at {base}: {}", cause(&e)))?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("{url}: the answer is not JSON: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "{url}: {status}: {}",
-                body.get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no message")
-            ));
-        }
+        let body = exchange(client.delete(&url), base, &url).await?;
         return Ok(if cli.json {
             format!("{body}\n")
         } else {
@@ -191,9 +174,30 @@ async fn run(cli: &Cli) -> Result<String, String> {
         Command::Config { .. } => return Err("config commands run offline".into()),
     };
     let url = format!("{base}{path}");
-    let response = client
-        .get(&url)
-        .query(&query)
+    let body = exchange(client.get(&url).query(&query), base, &url).await?;
+    if cli.json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        ));
+    }
+    Ok(match &cli.command {
+        Command::Servers { .. } => servers_table(&body),
+        Command::Stats => stats_text(&body),
+        Command::Domains => domains_table(&body),
+        Command::Agents { .. } => agents_table(&body),
+        Command::Config { .. } => String::new(),
+    })
+}
+
+/// Sends a request; the JSON body of a success, or one line saying what went wrong
+/// (unreachable, not JSON, or the API's own error message with the status).
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    base: &str,
+    url: &str,
+) -> Result<Value, String> {
+    let response = request
         .send()
         .await
         .map_err(|e| format!("cannot reach the API at {base}: {}", cause(&e)))?;
@@ -209,19 +213,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
             .unwrap_or("no message");
         return Err(format!("{url}: {status}: {message}"));
     }
-    if cli.json {
-        return Ok(format!(
-            "{}\n",
-            serde_json::to_string_pretty(&body).unwrap_or_default()
-        ));
-    }
-    Ok(match &cli.command {
-        Command::Servers { .. } => servers_table(&body),
-        Command::Stats => stats_text(&body),
-        Command::Domains => domains_table(&body),
-        Command::Agents { .. } => agents_table(&body),
-        Command::Config { .. } => String::new(),
-    })
+    Ok(body)
 }
 
 /// The innermost cause, which says what actually went wrong (refused, timed out, DNS).
