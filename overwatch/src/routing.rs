@@ -47,34 +47,49 @@ pub struct Decision {
 
 /// Chooses healthy candidates by `algorithm`. An empty `chosen` means none is healthy.
 pub fn decide(algorithm: Algorithm, candidates: &[Candidate], q: &Query) -> Decision {
-    let healthy: Vec<usize> = (0..candidates.len())
+    decide_among(algorithm, candidates, &healthy_indices(candidates), q)
+}
+
+/// The indexes of the healthy candidates, in order: computed once per snapshot, not per
+/// query.
+pub fn healthy_indices(candidates: &[Candidate]) -> Vec<usize> {
+    (0..candidates.len())
         .filter(|&i| candidates[i].healthy)
-        .collect();
+        .collect()
+}
+
+/// [`decide`] with the healthy indexes already known.
+pub fn decide_among(
+    algorithm: Algorithm,
+    candidates: &[Candidate],
+    healthy: &[usize],
+    q: &Query,
+) -> Decision {
     let not_client_dependent = |chosen| Decision { chosen, scope: 0 };
     if healthy.is_empty() {
         return not_client_dependent(Vec::new());
     }
     match algorithm {
-        Algorithm::RoundRobin => not_client_dependent(rotate(&healthy, q.entropy, q.max_records)),
+        Algorithm::RoundRobin => not_client_dependent(rotate(healthy, q.entropy, q.max_records)),
         Algorithm::Weighted => {
-            not_client_dependent(weighted(candidates, &healthy, q.entropy, q.max_records))
+            not_client_dependent(weighted(candidates, healthy, q.entropy, q.max_records))
         }
         Algorithm::Failover => not_client_dependent(first_healthy_region(
             candidates,
-            &healthy,
+            healthy,
             None,
             q.max_records,
         )),
         Algorithm::Geolocation => {
-            let chosen = first_healthy_region(candidates, &healthy, q.client_region, q.max_records);
+            let chosen = first_healthy_region(candidates, healthy, q.client_region, q.max_records);
             Decision {
                 chosen,
                 scope: q.client_prefix,
             }
         }
         Algorithm::Latency => not_client_dependent(
-            fastest_region(candidates, &healthy, q)
-                .unwrap_or_else(|| rotate(&healthy, q.entropy, q.max_records)),
+            fastest_region(candidates, healthy, q)
+                .unwrap_or_else(|| rotate(healthy, q.entropy, q.max_records)),
         ),
     }
 }

@@ -7,16 +7,17 @@ use std::time::Instant;
 
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use metrics::SharedString;
 use tokio::sync::watch;
 
 use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind};
 use crate::config::AllDownPolicy;
 use crate::geo::locate;
-use crate::routing::{Query, decide};
+use crate::routing::{Query, decide_among};
 
 /// UDP payload we advertise and accept in responses (RFC 9715 / DNS flag day 2020).
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -39,6 +40,9 @@ impl Handler {
     }
 }
 
+/// Metrics label for queries that name no configured zone or domain.
+static NO_DOMAIN: SharedString = SharedString::const_str("-");
+
 /// What one query resolves to.
 struct Answer<'s> {
     rcode: ResponseCode,
@@ -46,11 +50,11 @@ struct Answer<'s> {
     soa: Option<&'s Record>,
     ecs_scope: Option<u8>,
     /// Metrics label: a configured domain or zone, never the raw query name.
-    label: &'s str,
+    label: &'s SharedString,
 }
 
 impl<'s> Answer<'s> {
-    fn empty(rcode: ResponseCode, soa: Option<&'s Record>, label: &'s str) -> Self {
+    fn empty(rcode: ResponseCode, soa: Option<&'s Record>, label: &'s SharedString) -> Self {
         Answer {
             rcode,
             answers: Vec::new(),
@@ -79,35 +83,37 @@ impl RequestHandler for Handler {
         let snapshot = Arc::clone(&self.snapshots.borrow());
         let entropy = self.counter.fetch_add(1, Ordering::Relaxed);
         let request_edns = request.edns.as_ref();
-        let ecs = request_edns.and_then(|e| match e.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(s)) => Some((s.addr(), s.source_prefix())),
-            _ => None,
-        });
+        // The client subnet, when the resolver sent one and we use ECS.
+        let ecs = request_edns
+            .and_then(|e| match e.option(EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(s)) => Some((s.addr(), s.source_prefix())),
+                _ => None,
+            })
+            .filter(|_| snapshot.geo.ecs_enabled);
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let queries = request.queries.queries();
         let mut qtype_label = "other";
         let answer = if request.metadata.message_type != MessageType::Query {
-            Answer::empty(ResponseCode::FormErr, None, "-")
+            Answer::empty(ResponseCode::FormErr, None, &NO_DOMAIN)
         } else if request.metadata.op_code != OpCode::Query {
-            Answer::empty(ResponseCode::NotImp, None, "-")
+            Answer::empty(ResponseCode::NotImp, None, &NO_DOMAIN)
         } else if queries.len() != 1 {
-            Answer::empty(ResponseCode::FormErr, None, "-")
+            Answer::empty(ResponseCode::FormErr, None, &NO_DOMAIN)
         } else if request_edns.is_some_and(|e| e.version() > 0) {
-            Answer::empty(ResponseCode::BADVERS, None, "-")
+            Answer::empty(ResponseCode::BADVERS, None, &NO_DOMAIN)
         } else {
             let query = &queries[0];
             qtype_label = type_label(query.query_type());
-            let ecs_client = ecs.filter(|_| snapshot.geo.ecs_enabled);
             let client = Client {
-                ip: ecs_client
+                ip: ecs
                     .filter(|(_, prefix)| *prefix > 0)
                     .map_or(request.src().ip(), |(ip, _)| ip),
-                ecs: ecs_client,
+                ecs,
             };
             resolve(
                 &snapshot,
-                query.name().to_string().as_str(),
+                query.name(),
                 query.query_type(),
                 query.query_class(),
                 client,
@@ -125,7 +131,7 @@ impl RequestHandler for Handler {
             edns.set_rcode_high(answer.rcode.high());
             edns.set_dnssec_ok(false);
             // Echo the client subnet with the scope the answer deserves (RFC 7871 §7.2.1).
-            if let (Some((addr, source)), true) = (ecs, snapshot.geo.ecs_enabled) {
+            if let Some((addr, source)) = ecs {
                 let scope = answer.ecs_scope.unwrap_or(0).min(max_prefix(addr));
                 edns.options_mut()
                     .insert(EdnsOption::Subnet(ClientSubnet::new(addr, source, scope)));
@@ -157,7 +163,7 @@ impl RequestHandler for Handler {
         };
         metrics::counter!(
             "opengslb_dns_queries_total",
-            "domain" => answer.label.to_owned(),
+            "domain" => answer.label.clone(),
             "type" => qtype_label,
             "rcode" => rcode_label(answer.rcode),
         )
@@ -171,24 +177,23 @@ impl RequestHandler for Handler {
 /// Answers a well-formed single question.
 fn resolve<'s>(
     snapshot: &'s DnsSnapshot,
-    qname: &str,
+    name: &LowerName,
     qtype: RecordType,
     qclass: DNSClass,
     client: Client,
     entropy: u64,
 ) -> Answer<'s> {
-    let name = qname.trim_end_matches('.');
     let Some(zone) = snapshot.zone_of(name) else {
-        return Answer::empty(ResponseCode::Refused, None, "-");
+        return Answer::empty(ResponseCode::Refused, None, &NO_DOMAIN);
     };
     if qclass != DNSClass::IN {
-        return Answer::empty(ResponseCode::Refused, None, zone.apex.as_str());
+        return Answer::empty(ResponseCode::Refused, None, &zone.label);
     }
     let soa = Some(&zone.soa);
     match snapshot.names.get(name) {
-        None => Answer::empty(ResponseCode::NXDomain, soa, zone.apex.as_str()),
+        None => Answer::empty(ResponseCode::NXDomain, soa, &zone.label),
         Some(NameKind::EmptyNonTerminal(_)) => {
-            Answer::empty(ResponseCode::NoError, soa, zone.apex.as_str())
+            Answer::empty(ResponseCode::NoError, soa, &zone.label)
         }
         Some(NameKind::Apex(_)) => match qtype {
             RecordType::SOA => Answer {
@@ -196,27 +201,27 @@ fn resolve<'s>(
                 answers: vec![&zone.soa],
                 soa: None,
                 ecs_scope: None,
-                label: &zone.apex,
+                label: &zone.label,
             },
             RecordType::NS => Answer {
                 rcode: ResponseCode::NoError,
                 answers: zone.ns.iter().collect(),
                 soa: None,
                 ecs_scope: None,
-                label: &zone.apex,
+                label: &zone.label,
             },
-            _ => Answer::empty(ResponseCode::NoError, soa, zone.apex.as_str()),
+            _ => Answer::empty(ResponseCode::NoError, soa, &zone.label),
         },
         Some(NameKind::Domain(d, _)) => {
             let domain = &snapshot.domains[*d];
             let family = match qtype {
                 RecordType::A => &domain.v4,
                 RecordType::AAAA => &domain.v6,
-                _ => return Answer::empty(ResponseCode::NoError, soa, domain.name.as_str()),
+                _ => return Answer::empty(ResponseCode::NoError, soa, &domain.label),
             };
             if family.records.is_empty() {
                 // No server of this family is configured: the name has no such records.
-                return Answer::empty(ResponseCode::NoError, soa, domain.name.as_str());
+                return Answer::empty(ResponseCode::NoError, soa, &domain.label);
             }
             route(snapshot, domain, family, client, entropy)
         }
@@ -248,9 +253,14 @@ fn route<'s>(
         max_latency: domain.max_latency,
         min_samples: domain.min_samples,
     };
-    let decision = decide(domain.algorithm, &family.candidates, &query);
+    let decision = decide_among(
+        domain.algorithm,
+        &family.candidates,
+        &family.healthy,
+        &query,
+    );
     let chosen: Vec<usize> = if !decision.chosen.is_empty() {
-        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.name.clone(), "algorithm" => domain.algorithm.name(), "outcome" => "healthy").increment(1);
+        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => "healthy").increment(1);
         decision.chosen
     } else {
         let fallback: Vec<usize> = match domain.policy {
@@ -270,9 +280,9 @@ fn route<'s>(
         } else {
             domain.policy.name()
         };
-        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.name.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome).increment(1);
+        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome).increment(1);
         if fallback.is_empty() {
-            return Answer::empty(ResponseCode::ServFail, None, domain.name.as_str());
+            return Answer::empty(ResponseCode::ServFail, None, &domain.label);
         }
         fallback
     };
@@ -281,7 +291,7 @@ fn route<'s>(
         answers: chosen.into_iter().map(|i| &family.records[i]).collect(),
         soa: None,
         ecs_scope: client.ecs.map(|_| decision.scope),
-        label: domain.name.as_str(),
+        label: &domain.label,
     }
 }
 

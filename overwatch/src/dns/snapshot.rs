@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{LowerName, Name, RData, Record};
+use metrics::SharedString;
 
 use crate::config::{Algorithm, AllDownPolicy, GeoSettings, RegionSettings, is_within};
 use crate::geo::GeoDb;
-use crate::routing::Candidate;
+use crate::routing::{Candidate, healthy_indices};
 use crate::state::View;
 
 /// SOA timers (seconds): refresh, retry, expire. There are no secondaries to use them;
@@ -35,8 +36,10 @@ pub enum NameKind {
 /// One zone's fixed records.
 #[derive(Debug)]
 pub struct Zone {
-    /// Apex, lower case, no trailing dot.
-    pub apex: String,
+    /// Apex, as queries name it (lower case).
+    pub apex: LowerName,
+    /// Apex as a metrics label (shared: no allocation per query).
+    pub label: SharedString,
     /// The SOA record.
     pub soa: Record,
     /// NS records at the apex.
@@ -46,10 +49,12 @@ pub struct Zone {
 /// One address family of a domain.
 #[derive(Debug, Default)]
 pub struct Family {
-    /// One record per server, in config order.
+    /// One record per server, in the domain's region priority order (then config order).
     pub records: Vec<Record>,
     /// Routing view of the same servers.
     pub candidates: Vec<Candidate>,
+    /// Indexes of the candidates in rotation now: computed here, not per query.
+    pub healthy: Vec<usize>,
     /// Indexes of the servers that were in rotation most recently.
     pub last_healthy: Vec<usize>,
 }
@@ -57,8 +62,8 @@ pub struct Family {
 /// One domain, ready to answer.
 #[derive(Debug)]
 pub struct DomainAnswers {
-    /// Name (also the metrics label).
-    pub name: String,
+    /// Name as a metrics label (shared: no allocation per query).
+    pub label: SharedString,
     /// Routing algorithm.
     pub algorithm: Algorithm,
     /// Most records per answer.
@@ -82,8 +87,8 @@ pub struct DomainAnswers {
 pub struct DnsSnapshot {
     /// Zones, longest apex first (so the most specific zone matches first).
     pub zones: Vec<Zone>,
-    /// Every name that exists in our zones.
-    pub names: HashMap<String, NameKind>,
+    /// Every name that exists in our zones, keyed as queries carry it.
+    pub names: HashMap<LowerName, NameKind>,
     /// Domains by index.
     pub domains: Vec<DomainAnswers>,
     /// Geolocation inputs.
@@ -122,8 +127,9 @@ impl DnsSnapshot {
                     z.ttl,
                 );
                 let zone = Zone {
-                    apex: z.apex.clone(),
+                    label: SharedString::from_shared(Arc::from(z.apex.as_str())),
                     soa: Record::from_rdata(apex.clone(), z.ttl, RData::SOA(soa)),
+                    apex: LowerName::from(apex.clone()),
                     ns: ns_names
                         .into_iter()
                         .map(|n| Record::from_rdata(apex.clone(), z.ttl, RData::NS(NS(n))))
@@ -136,6 +142,7 @@ impl DnsSnapshot {
         for (i, zone) in &zones {
             names.insert(zone.apex.clone(), NameKind::Apex(*i));
         }
+        let lower = |name: &str| LowerName::from(fqdn(name));
         let mut domains = Vec::new();
         for (d, domain) in settings.domains.iter().enumerate() {
             let zone_apex = &settings.dns.zones[domain.zone].apex;
@@ -146,52 +153,45 @@ impl DnsSnapshot {
                     break;
                 }
                 names
-                    .entry(rest.to_owned())
+                    .entry(lower(rest))
                     .or_insert(NameKind::EmptyNonTerminal(domain.zone));
                 parent = rest;
             }
-            names.insert(domain.name.clone(), NameKind::Domain(d, domain.zone));
+            names.insert(lower(&domain.name), NameKind::Domain(d, domain.zone));
 
             let owner = fqdn(&domain.name);
             let last = view.last_healthy.get(&domain.name);
             let (mut v4, mut v6) = (Family::default(), Family::default());
-            for b in view
-                .backends
-                .iter()
-                .filter(|b| domain.regions.contains(&b.region))
-            {
-                let region_pos = domain
-                    .regions
-                    .iter()
-                    .position(|r| *r == b.region)
-                    .unwrap_or(0);
-                let family = if b.key.address.is_ipv4() {
-                    &mut v4
-                } else {
-                    &mut v6
-                };
-                let rdata = match b.key.address {
-                    IpAddr::V4(ip) => RData::A(A(ip)),
-                    IpAddr::V6(ip) => RData::AAAA(AAAA(ip)),
-                };
-                if last.is_some_and(|l| l.contains(&b.key.address)) {
-                    family.last_healthy.push(family.records.len());
+            // Region by region in the domain's priority order: routing relies on it.
+            for (region_pos, region) in domain.regions.iter().enumerate() {
+                for b in view.backends.iter().filter(|b| b.region == *region) {
+                    let family = if b.key.address.is_ipv4() {
+                        &mut v4
+                    } else {
+                        &mut v6
+                    };
+                    let rdata = match b.key.address {
+                        IpAddr::V4(ip) => RData::A(A(ip)),
+                        IpAddr::V6(ip) => RData::AAAA(AAAA(ip)),
+                    };
+                    if last.is_some_and(|l| l.contains(&b.key.address)) {
+                        family.last_healthy.push(family.records.len());
+                    }
+                    family
+                        .records
+                        .push(Record::from_rdata(owner.clone(), domain.ttl, rdata));
+                    family.candidates.push(Candidate {
+                        region_pos,
+                        healthy: b.effective.in_rotation(),
+                        weight: b.weight,
+                        rtt: b.check.srtt.map(|rtt| (rtt, b.check.samples)),
+                    });
                 }
-                family
-                    .records
-                    .push(Record::from_rdata(owner.clone(), domain.ttl, rdata));
-                family.candidates.push(Candidate {
-                    region_pos,
-                    healthy: b.effective.in_rotation(),
-                    weight: b.weight,
-                    rtt: b.check.srtt.map(|rtt| (rtt, b.check.samples)),
-                });
             }
-            // Candidates must follow the domain's region priority, not config order.
-            sort_by_region(&mut v4);
-            sort_by_region(&mut v6);
+            v4.healthy = healthy_indices(&v4.candidates);
+            v6.healthy = healthy_indices(&v6.candidates);
             domains.push(DomainAnswers {
-                name: domain.name.clone(),
+                label: SharedString::from_shared(Arc::from(domain.name.as_str())),
                 algorithm: domain.algorithm,
                 max_records: domain.max_records,
                 policy: domain.when_all_unhealthy,
@@ -202,7 +202,7 @@ impl DnsSnapshot {
                 v6,
             });
         }
-        zones.sort_by_key(|(_, z)| std::cmp::Reverse(z.apex.len()));
+        zones.sort_by_key(|(_, z)| std::cmp::Reverse(z.apex.num_labels()));
         DnsSnapshot {
             zones: zones.into_iter().map(|(_, z)| z).collect(),
             names,
@@ -214,29 +214,10 @@ impl DnsSnapshot {
         }
     }
 
-    /// The zone a name (lower case, no trailing dot) belongs to.
-    pub fn zone_of(&self, name: &str) -> Option<&Zone> {
-        self.zones.iter().find(|z| is_within(name, &z.apex))
+    /// The zone a query name belongs to (the most specific one).
+    pub fn zone_of(&self, name: &LowerName) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.apex.zone_of(name))
     }
-}
-
-fn sort_by_region(family: &mut Family) {
-    let mut order: Vec<usize> = (0..family.records.len()).collect();
-    order.sort_by_key(|&i| family.candidates[i].region_pos); // stable: config order within a region
-    let position: Vec<usize> = {
-        let mut p = vec![0; order.len()];
-        for (new, &old) in order.iter().enumerate() {
-            p[old] = new;
-        }
-        p
-    };
-    family.records = order.iter().map(|&i| family.records[i].clone()).collect();
-    family.candidates = order
-        .iter()
-        .map(|&i| family.candidates[i].clone())
-        .collect();
-    family.last_healthy = family.last_healthy.iter().map(|&i| position[i]).collect();
-    family.last_healthy.sort_unstable();
 }
 
 /// A validated name as an absolute DNS name. Names were checked by config validation.
