@@ -344,7 +344,7 @@ impl StateOwner {
         });
         let rtt_due = self.rtt_dirty && self.last_rtt_publish.elapsed() >= RTT_PUBLISH_PERIOD;
         if removed || status_changed || rtt_due {
-            self.publish();
+            self.publish_views(views);
         }
     }
 
@@ -471,7 +471,8 @@ impl StateOwner {
             }
         };
         let claim = agent.as_ref().map(|a| AgentClaim {
-            draining: a.left || a.admin != AdminState::Ready,
+            left: a.left,
+            draining: a.admin != AdminState::Ready,
             healthy: !matches!(a.health, HealthState::Down(_)),
             fresh: !a.stale,
         });
@@ -481,7 +482,6 @@ impl StateOwner {
             validation: validation.clone(),
         });
         let reason = match &agent {
-            Some(a) if a.left => "agent left the cluster".to_owned(),
             Some(a) if a.stale && effective == Effective::Stale => {
                 format!("agent {} stale", a.agent_id)
             }
@@ -513,10 +513,15 @@ impl StateOwner {
     }
 
     fn publish(&mut self) {
+        let views = self.compute(Instant::now());
+        self.publish_views(views);
+    }
+
+    /// Publishes views already computed (the tick computes them to see whether to publish).
+    fn publish_views(&mut self, backends: Vec<BackendView>) {
         self.generation += 1;
         self.rtt_dirty = false;
         self.last_rtt_publish = Instant::now();
-        let backends = self.compute(Instant::now());
         let mut changes = HashMap::new();
         for b in &backends {
             match self.changes.get(&b.key) {

@@ -59,6 +59,8 @@ pub struct AgentClaim {
     pub healthy: bool,
     /// Heard from within the stale threshold.
     pub fresh: bool,
+    /// It announced its departure (a signed leaving report): out at once, like a drain.
+    pub left: bool,
 }
 
 /// An operator's decision.
@@ -92,6 +94,9 @@ pub fn effective(layers: &Layers) -> (Effective, String) {
         return (status, format!("operator override: {}", o.reason));
     }
     if let Some(agent) = &layers.agent {
+        if agent.left {
+            return (Effective::Draining, "agent left the cluster".into());
+        }
         if agent.draining {
             return (Effective::Draining, "agent: drain or maint".into());
         }
@@ -133,6 +138,7 @@ mod tests {
                 reason: "test".into(),
             }),
             agent: agent.map(|(draining, healthy, fresh)| AgentClaim {
+                left: false,
                 draining,
                 healthy,
                 fresh,
