@@ -1,7 +1,7 @@
 //! Daemon mode (`--config agent.yaml`): the same status said to HAProxy (agent-check) and to
 //! overwatch (signed reports over encrypted gossip).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,8 +109,7 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
         .map_err(|e| {
             DaemonError::Startup(format!("gossip.bind_address {}: {e}", cfg.gossip_bind))
         })?;
-    let gossip_addr = advertised(gossip.identity.addr, &cfg.overwatch_nodes);
-    tracing::info!(addr = %gossip_addr, overwatch = ?cfg.overwatch_nodes, "gossip started");
+    tracing::info!(addr = %gossip.identity.addr, overwatch = ?cfg.overwatch_nodes, "gossip started");
     let publisher = tokio::spawn(publish_reports(
         snapshots.clone(),
         cfg.clone(),
@@ -202,20 +201,6 @@ fn apply_flag_overrides(cfg: &mut AgentConfig, args: &Args) {
     if args.timeframe != 2000 {
         cfg.timeframe = args.timeframe();
     }
-}
-
-/// The address overwatch should use for us: the bound one, or (when bound to all
-/// addresses) the local address the kernel picks to reach the first overwatch node.
-fn advertised(bound: SocketAddr, overwatch: &[SocketAddr]) -> SocketAddr {
-    if !bound.ip().is_unspecified() {
-        return bound;
-    }
-    let local = overwatch.first().and_then(|target| {
-        let probe = UdpSocket::bind(SocketAddr::new(bound.ip(), 0)).ok()?;
-        probe.connect(target).ok()?;
-        probe.local_addr().ok()
-    });
-    local.map_or(bound, |l| SocketAddr::new(l.ip(), bound.port()))
 }
 
 /// Publishes a report whenever the status changes, and again every heartbeat.

@@ -170,8 +170,15 @@ pub async fn start(
 ) -> io::Result<GossipHandle> {
     let socket = bind_udp(settings.bind)?;
     let local = socket.local_addr()?;
+    let addr = match settings.advertise {
+        Some(addr) => addr,
+        None => routable(local, &settings.seeds),
+    };
+    if addr.ip().is_unspecified() {
+        tracing::warn!(%addr, "gossip is bound to all addresses and no seed shows which one others reach; set the advertise address");
+    }
     let identity = MemberId {
-        addr: settings.advertise.unwrap_or(local),
+        addr,
         role: settings.role,
         name: settings.name.clone(),
         bump: now_ms(),
@@ -186,6 +193,21 @@ pub async fn start(
         identity,
         task,
     })
+}
+
+/// The address members should use for us: the bound one, or (when bound to all
+/// addresses) the local address the kernel picks to reach the first seed, with our port.
+/// Announcing 0.0.0.0 would make every other host talk to itself.
+fn routable(local: SocketAddr, seeds: &[SocketAddr]) -> SocketAddr {
+    if !local.ip().is_unspecified() {
+        return local;
+    }
+    let picked = seeds.first().and_then(|seed| {
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0)).ok()?;
+        probe.connect(seed).ok()?;
+        probe.local_addr().ok()
+    });
+    picked.map_or(local, |p| SocketAddr::new(p.ip(), local.port()))
 }
 
 /// Receive buffer asked for: a fleet changing status at once sends one report per agent in
@@ -632,6 +654,27 @@ mod tests {
         .await
         .ok()
         .flatten()
+    }
+
+    #[test]
+    fn an_all_addresses_bind_announces_the_address_that_reaches_the_seeds() {
+        let any: SocketAddr = "0.0.0.0:7946".parse().expect("addr");
+        let seed: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        assert_eq!(
+            routable(any, &[seed]),
+            "127.0.0.1:7946".parse::<SocketAddr>().expect("addr")
+        );
+        let bound: SocketAddr = "127.0.0.5:7000".parse().expect("addr");
+        assert_eq!(
+            routable(bound, &[seed]),
+            bound,
+            "a specific bind is announced as it is"
+        );
+        assert_eq!(
+            routable(any, &[]),
+            any,
+            "no seed to tell: unchanged (and a warning)"
+        );
     }
 
     #[tokio::test]
