@@ -69,15 +69,14 @@ pub struct Args {
     )]
     pub systemd: bool,
 
-    /// CPU measurement window in milliseconds (10 to 3600000).
+    /// CPU measurement window in milliseconds, 10 to 3600000 (default 2000).
     #[arg(
         long,
         value_name = "MS",
-        default_value_t = 2000,
         allow_hyphen_values = true,
         value_parser = clap::value_parser!(u64).range(10..=3_600_000)
     )]
-    pub timeframe: u64,
+    pub timeframe: Option<u64>,
 
     /// Log every request: peer address and the reply.
     #[arg(
@@ -91,6 +90,9 @@ pub struct Args {
     )]
     pub log_requests: bool,
 }
+
+/// `-timeframe` when not given (haproxy_agent's default).
+pub const DEFAULT_TIMEFRAME_MS: u64 = 2000;
 
 /// How the agent runs, decided by the flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +137,7 @@ impl Args {
 
     /// The CPU window.
     pub fn timeframe(&self) -> Duration {
-        Duration::from_millis(self.timeframe)
+        Duration::from_millis(self.timeframe.unwrap_or(DEFAULT_TIMEFRAME_MS))
     }
 
     /// The drain and maint files.
@@ -251,7 +253,7 @@ mod tests {
     fn defaults_match_haproxy_agent() {
         let args = ok(&[]);
         assert_eq!(args.mode(), Mode::OneShot);
-        assert_eq!(args.timeframe, 2000);
+        assert_eq!(args.timeframe(), Duration::from_millis(2000));
         assert!(!args.log_requests);
         assert_eq!(args.admin_files(), AdminFiles::default());
     }

@@ -198,7 +198,7 @@ fn apply_flag_overrides(cfg: &mut AgentConfig, args: &Args) {
     if args.log_requests {
         cfg.log_requests = true;
     }
-    if args.timeframe != 2000 {
+    if args.timeframe.is_some() {
         cfg.timeframe = args.timeframe();
     }
 }
