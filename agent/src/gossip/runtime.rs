@@ -320,7 +320,6 @@ struct Member {
     timers: BinaryHeap<Reverse<Due>>,
     seq: u64,
     seeds: Vec<SocketAddr>,
-    role: Role,
     decrypt_failures: u64,
     last_failure_log: Option<std::time::Instant>,
     delivered: Arc<Mutex<Vec<SignedReport>>>,
@@ -362,7 +361,6 @@ impl Member {
             timers: BinaryHeap::new(),
             seq: 0,
             seeds: settings.seeds.clone(),
-            role: settings.role,
             decrypt_failures: 0,
             last_failure_log: None,
             delivered,
@@ -531,9 +529,6 @@ impl Member {
     }
 
     fn emit(&mut self, event: Event) {
-        if self.role != Role::Overwatch && matches!(event, Event::Report(_)) {
-            return;
-        }
         if self.events.try_send(event).is_err() {
             // The consumer is behind or gone; membership keeps converging without it, and
             // the next periodic report repairs what it missed.
@@ -597,6 +592,19 @@ mod tests {
         s.probe_timeout = Duration::from_millis(100);
         s.suspect_to_down = Duration::from_millis(400);
         s
+    }
+
+    /// Starts a member with test timers; panics naming it if it cannot bind.
+    async fn member(
+        role: Role,
+        name: &str,
+        seeds: Vec<SocketAddr>,
+        key: u8,
+        stop: CancellationToken,
+    ) -> GossipHandle {
+        start(settings(role, name, seeds, key), stop)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
     fn identity(name: &str) -> AgentIdentity {
@@ -680,19 +688,16 @@ mod tests {
     #[tokio::test]
     async fn reports_reach_overwatch_and_a_leaving_agent_is_down_at_once() {
         let shutdown = CancellationToken::new();
-        let mut overwatch = start(
-            settings(Role::Overwatch, "ow-1", vec![], 7),
-            shutdown.clone(),
-        )
-        .await
-        .expect("overwatch");
+        let mut overwatch = member(Role::Overwatch, "ow-1", vec![], 7, shutdown.clone()).await;
         let agent_stop = shutdown.child_token();
-        let agent = start(
-            settings(Role::Agent, "eu-agent", vec![overwatch.identity.addr], 7),
+        let agent = member(
+            Role::Agent,
+            "eu-agent",
+            vec![overwatch.identity.addr],
+            7,
             agent_stop.clone(),
         )
-        .await
-        .expect("agent");
+        .await;
         let up = next_event(
             &mut overwatch.events,
             Duration::from_secs(5),
@@ -741,25 +746,24 @@ mod tests {
     #[tokio::test]
     async fn a_dead_member_is_detected_and_a_wrong_key_never_joins() {
         let shutdown = CancellationToken::new();
-        let mut overwatch = start(
-            settings(Role::Overwatch, "ow-1", vec![], 7),
+        let mut overwatch = member(Role::Overwatch, "ow-1", vec![], 7, shutdown.clone()).await;
+        let stranger = member(
+            Role::Agent,
+            "stranger",
+            vec![overwatch.identity.addr],
+            8,
             shutdown.clone(),
         )
-        .await
-        .expect("overwatch");
-        let stranger = start(
-            settings(Role::Agent, "stranger", vec![overwatch.identity.addr], 8),
-            shutdown.clone(),
-        )
-        .await
-        .expect("stranger");
+        .await;
         let dead = CancellationToken::new();
-        let agent = start(
-            settings(Role::Agent, "mortal", vec![overwatch.identity.addr], 7),
+        let agent = member(
+            Role::Agent,
+            "mortal",
+            vec![overwatch.identity.addr],
+            7,
             dead.clone(),
         )
-        .await
-        .expect("agent");
+        .await;
         let up = next_event(
             &mut overwatch.events,
             Duration::from_secs(5),
