@@ -223,18 +223,13 @@ impl Backend {
         let running = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&healthy);
         let alive = Arc::clone(&running);
-        listener.set_nonblocking(true).expect("nonblocking");
         std::thread::spawn(move || {
-            while alive.load(Ordering::Relaxed) {
-                let mut stream = match listener.accept() {
-                    Ok((stream, _)) => stream,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(1));
-                        continue;
-                    }
-                    Err(_) => continue,
-                };
-                let _ = stream.set_nonblocking(false);
+            for stream in listener.incoming() {
+                // stop() clears `alive`, then connects once to wake this accept.
+                if !alive.load(Ordering::Relaxed) {
+                    break; // dropping the listener: further connections are refused
+                }
+                let Ok(mut stream) = stream else { continue };
                 let up = flag.load(Ordering::Relaxed);
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -259,9 +254,10 @@ impl Backend {
         }
     }
 
-    /// Stops it: the listener closes (within a millisecond) and connections are refused.
+    /// Stops it: the listener closes and further connections are refused.
     pub fn stop(&self) {
         self.running.store(false, Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         crate::poll_until(
             Duration::from_secs(2),
             "the backend's listener to close",
