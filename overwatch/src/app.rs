@@ -136,8 +136,6 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
     tracing::info!(addr = %dns_addr, zones = settings.dns.zones.len(), domains = settings.domains.len(), "dns listening (udp+tcp)");
 
     if let Some(api_settings) = &settings.api {
-        let listener = bind_tcp("api.address", api_settings.address).await?;
-        tracing::info!(addr = %local(&listener), "api listening");
         let state = ApiState {
             commands: command_tx.clone(),
             view: view_rx.clone(),
@@ -145,20 +143,17 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
             allowed: Arc::new(api_settings.allowed_networks.clone()),
             trust_proxy_headers: api_settings.trust_proxy_headers,
         };
-        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "api server failed");
-            }
-        });
+        serve_http(
+            "api",
+            "api.address",
+            api_settings.address,
+            api::router(state),
+            &shutdown,
+            &tracker,
+        )
+        .await?;
     }
     if let Some(addr) = settings.metrics {
-        let listener = bind_tcp("metrics.address", addr).await?;
-        tracing::info!(addr = %local(&listener), "metrics listening");
         let render = metrics.clone();
         let app = Router::new().route(
             "/metrics",
@@ -175,15 +170,7 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
                 }
             }),
         );
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "metrics server failed");
-            }
-        });
+        serve_http("metrics", "metrics.address", addr, app, &shutdown, &tracker).await?;
     }
     let upkeep = metrics.clone();
     let stop = shutdown.clone();
@@ -325,6 +312,31 @@ fn warn_restart_needed(old: &Settings, new: &Settings) {
             tracing::warn!(key, "changed in the file; it takes effect after a restart");
         }
     }
+}
+
+/// Binds `addr` (config key `key`) and serves `app` there until shutdown; clients' socket
+/// addresses reach the handlers (the API checks them against allowed_networks).
+async fn serve_http(
+    name: &'static str,
+    key: &'static str,
+    addr: SocketAddr,
+    app: Router,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), RunError> {
+    let listener = bind_tcp(key, addr).await?;
+    tracing::info!(addr = %local(&listener), "{name} listening");
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "{name} server failed");
+        }
+    });
+    Ok(())
 }
 
 async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
