@@ -219,6 +219,8 @@ async fn publish_reports(
         if commands.send(Command::Publish(signed)).await.is_err() {
             return;
         }
+        // The heartbeat bounds the time since the last report, whatever sent it.
+        heartbeat.reset();
         tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
