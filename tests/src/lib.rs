@@ -251,6 +251,21 @@ pub fn listening_addr(process: &process::Spawned) -> SocketAddr {
         .unwrap_or_else(|| panic!("no addr= in {line:?}"))
 }
 
+/// Reads an HTTP request head to its blank line; false if the client closed first (a TCP
+/// health check) or the read failed. Answering before the whole request is read would
+/// close the socket with unread input, which resets the client's connection.
+pub fn read_request_head(stream: &mut impl Read) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// A minimal HTTP server on 127.0.0.1 that answers every request with `name` as the body.
 /// It lives on a thread until the test process ends.
 pub fn http_backend(name: &str) -> SocketAddr {
@@ -263,14 +278,8 @@ pub fn http_backend(name: &str) -> SocketAddr {
             let body = body.clone();
             std::thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                // Read the request head (health checks may send nothing and just close).
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_request_head(&mut stream) {
+                    return;
                 }
                 let _ = write!(
                     stream,

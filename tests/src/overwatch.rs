@@ -97,7 +97,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("send");
+    // One write: a request sent in pieces can reach a server that answers the first piece.
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let status = response
@@ -233,8 +236,9 @@ impl Backend {
                 let up = flag.load(Ordering::Relaxed);
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut buf = [0u8; 2048];
-                    let _ = stream.read(&mut buf);
+                    if !crate::read_request_head(&mut stream) {
+                        return; // a TCP check: connected and closed
+                    }
                     let status = if up {
                         "200 OK"
                     } else {
