@@ -126,6 +126,11 @@ impl AgentBook {
         }
     }
 
+    /// Sets a pin the cluster agreed on (replacing one held only here).
+    pub fn insert(&mut self, agent_id: String, pin: Pin) {
+        self.pins.insert(agent_id, pin);
+    }
+
     /// Drops a pin; `false` if there was none.
     pub fn forget(&mut self, agent_id: &str) -> bool {
         self.pins.remove(agent_id).is_some()
@@ -138,7 +143,7 @@ impl AgentBook {
 }
 
 /// Compares secrets without an early exit that would leak how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

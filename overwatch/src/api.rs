@@ -1,22 +1,28 @@
-//! The HTTP API (read-only in this release): OpenGSLB's paths, JSON in and out, limited
-//! to `api.allowed_networks`.
+//! The HTTP API: OpenGSLB's paths, JSON in and out, limited to `api.allowed_networks`.
+//! Mutations need a bearer token from `api.tokens`; the token's name is the author.
+//! Writes go through the Raft cluster and are acknowledged only once committed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::cluster::machine::{
+    Override, OverrideKey, Request as RaftRequest, RequestV1, Response as RaftResponse,
+};
+use crate::cluster::node::{Cluster, Write, WriteError};
 use crate::dns::DnsSnapshot;
 use crate::state::{BackendView, ViewRx, service_counts};
 use crate::status::{Effective, Validation};
@@ -24,6 +30,10 @@ use crate::status::{Effective, Validation};
 /// What the handlers read, and where mutations go.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The Raft node: overrides, pins, membership.
+    pub cluster: Cluster,
+    /// `api.tokens`: name → token.
+    pub tokens: Arc<std::collections::BTreeMap<String, String>>,
     /// The state owner's command channel (agent deletion).
     pub commands: tokio::sync::mpsc::Sender<crate::state::Command>,
     /// Backend state.
@@ -58,6 +68,14 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/overwatch/agents/{id}",
             get(agent).delete(delete_agent),
         )
+        .route("/api/v1/overrides", get(overrides))
+        .route(
+            "/api/v1/overrides/{service}/{address}",
+            get(get_override).put(put_override).delete(delete_override),
+        )
+        .route("/api/v1/cluster/status", get(cluster_status))
+        .route("/api/v1/cluster/members", axum::routing::post(add_member))
+        .route("/api/v1/cluster/members/{id}", delete(remove_member))
         .route("/api/v1/ready", get(ready))
         .route("/api/v1/live", get(live))
         .fallback(not_found)
@@ -163,6 +181,8 @@ pub struct BackendJson {
     pub override_status: Option<bool>,
     /// Override reason.
     pub override_reason: Option<String>,
+    /// Who set the override (an `api.tokens` name).
+    pub override_author: Option<String>,
 }
 
 fn backend_json(b: &BackendView) -> BackendJson {
@@ -205,8 +225,9 @@ fn backend_json(b: &BackendView) -> BackendJson {
         validation_last_check: b.check.last_check.map(rfc3339),
         validation_error,
         rtt_ms: b.check.srtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
-        override_status: None,
-        override_reason: None,
+        override_status: b.override_.as_ref().map(|o| o.healthy),
+        override_reason: b.override_.as_ref().map(|o| o.reason.clone()),
+        override_author: b.override_.as_ref().map(|o| o.author.clone()),
     }
 }
 
@@ -289,7 +310,7 @@ async fn stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
         "draining_backends": count(Effective::Draining),
         "active_agents": view.agents.iter().filter(|a| !a.stale && !a.left).count(),
         "registered_agents": view.agents.len(),
-        "active_overrides": 0,
+        "active_overrides": view.replicated.active_overrides(crate::state::wall_ms(SystemTime::now())).count(),
         "validation_enabled": view.settings.validation.enabled,
         "services": services,
     }))
@@ -346,8 +367,21 @@ async fn agent(
 
 async fn delete_agent(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    let revoked = commit(
+        &state,
+        RequestV1::RevokeAgent {
+            agent_id: id.clone(),
+        },
+    )
+    .await?;
+    if revoked == RaftResponse::Applied {
+        tracing::info!(agent_id = %id, %author, "agent pin revoked");
+    }
+    // Also drops a pin this node holds that the cluster has not written yet.
     let (reply, answer) = tokio::sync::oneshot::channel();
     state
         .commands
@@ -355,13 +389,329 @@ async fn delete_agent(
         .await
         .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
     match answer.await {
-        Ok(true) => Ok(Json(json!({ "deleted": id }))),
-        Ok(false) => Err(ApiError(StatusCode::NOT_FOUND, format!("no agent {id:?}"))),
+        Ok(existed) if existed || revoked == RaftResponse::Applied => {
+            Ok(Json(json!({ "deleted": id })))
+        }
+        Ok(_) => Err(ApiError(StatusCode::NOT_FOUND, format!("no agent {id:?}"))),
         Err(_) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down".into(),
         )),
     }
+}
+
+/// The name of the `api.tokens` entry whose token the request carries.
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
+    if state.tokens.is_empty() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "changes are disabled: no api.tokens are configured".into(),
+        ));
+    }
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a change needs `Authorization: Bearer TOKEN` with a token from api.tokens".into(),
+            )
+        })?;
+    // Every token is compared in full, so timing tells nothing about which one nearly matched.
+    let mut found = None;
+    for (name, token) in state.tokens.iter() {
+        if crate::agents::constant_time_eq(token.as_bytes(), presented.as_bytes()) {
+            found = Some(name.clone());
+        }
+    }
+    found.ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown API token".into()))
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::NoQuorum(why) => ApiError(StatusCode::SERVICE_UNAVAILABLE, why),
+        WriteError::Invalid(why) => ApiError(StatusCode::CONFLICT, why),
+        WriteError::NotLeader(id) => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("node {id} stopped leading during the write; read it back before retrying"),
+        ),
+    }
+}
+
+/// Commits `request` and waits (briefly) until this node has applied it, so the caller's
+/// next read here sees it.
+async fn commit(state: &ApiState, request: RequestV1) -> Result<RaftResponse, ApiError> {
+    let written = state
+        .cluster
+        .write(Write::Request(RaftRequest::V1(request)))
+        .await
+        .map_err(write_error)?;
+    if !state
+        .cluster
+        .wait_applied(written.index, Duration::from_secs(2))
+        .await
+    {
+        tracing::warn!(
+            index = written.index,
+            "committed, but not yet applied on this node"
+        );
+    }
+    match written.response {
+        RaftResponse::Conflict(why) => Err(ApiError(StatusCode::CONFLICT, why)),
+        other => Ok(other),
+    }
+}
+
+#[derive(Serialize)]
+struct OverrideJson {
+    service: String,
+    address: SocketAddr,
+    healthy: bool,
+    reason: String,
+    author: String,
+    set_at: String,
+    expires_at: Option<String>,
+    active: bool,
+}
+
+fn override_json(key: &OverrideKey, o: &Override, now_ms: u64) -> OverrideJson {
+    let at = |ms: u64| rfc3339(UNIX_EPOCH + Duration::from_millis(ms));
+    OverrideJson {
+        service: key.service.clone(),
+        address: key.address,
+        healthy: o.healthy,
+        reason: o.reason.clone(),
+        author: o.author.clone(),
+        set_at: at(o.set_at_ms),
+        expires_at: o.expires_at_ms.map(at),
+        active: o.active(now_ms),
+    }
+}
+
+async fn overrides(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let machine = state.cluster.machine().borrow().clone();
+    let now = crate::state::wall_ms(SystemTime::now());
+    let list: Vec<OverrideJson> = machine
+        .overrides
+        .iter()
+        .filter(|(_, o)| o.active(now))
+        .map(|(k, o)| override_json(k, o, now))
+        .collect();
+    Json(json!({ "overrides": list, "total": list.len() }))
+}
+
+fn override_key(service: &str, address: &str) -> Result<OverrideKey, ApiError> {
+    if service.trim().is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "service must not be empty".into(),
+        ));
+    }
+    let address = address.parse::<SocketAddr>().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("address {address:?} is not IP:PORT or [IPv6]:PORT"),
+        )
+    })?;
+    Ok(OverrideKey {
+        service: service.trim().to_owned(),
+        address,
+    })
+}
+
+async fn get_override(
+    State(state): State<ApiState>,
+    axum::extract::Path((service, address)): axum::extract::Path<(String, String)>,
+) -> Result<Json<OverrideJson>, ApiError> {
+    let key = override_key(&service, &address)?;
+    let machine = state.cluster.machine().borrow().clone();
+    let now = crate::state::wall_ms(SystemTime::now());
+    machine
+        .overrides
+        .get(&key)
+        .filter(|o| o.active(now))
+        .map(|o| Json(override_json(&key, o, now)))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no override for {service} {address}"),
+            )
+        })
+}
+
+/// `PUT /api/v1/overrides/{service}/{address}` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideBody {
+    healthy: bool,
+    reason: String,
+    /// `"1h"`, `"90s"`, or a number of seconds.
+    #[serde(default)]
+    ttl: Option<Ttl>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum Ttl {
+    Seconds(u64),
+    Text(String),
+}
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("request body: {}", e.body_text()),
+        )
+    })
+}
+
+async fn put_override(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path((service, address)): axum::extract::Path<(String, String)>,
+    request: Result<Json<OverrideBody>, JsonRejection>,
+) -> Result<Json<OverrideJson>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    let key = override_key(&service, &address)?;
+    let request = body(request)?;
+    if request.reason.trim().is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "reason must say why (it is shown to every operator)".into(),
+        ));
+    }
+    let ttl = match request.ttl {
+        None => None,
+        Some(Ttl::Seconds(0)) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "ttl must be more than 0".into(),
+            ));
+        }
+        Some(Ttl::Seconds(s)) => Some(Duration::from_secs(s)),
+        Some(Ttl::Text(text)) => Some(
+            crate::config::parse_duration(&text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("ttl {text:?} is not a duration like 90s, 30m or 1h"),
+                    )
+                })?,
+        ),
+    };
+    let now = crate::state::wall_ms(SystemTime::now());
+    let value = Override {
+        healthy: request.healthy,
+        reason: request.reason.trim().to_owned(),
+        author,
+        set_at_ms: now,
+        expires_at_ms: ttl
+            .map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+    };
+    commit(
+        &state,
+        RequestV1::SetOverride {
+            key: key.clone(),
+            value: value.clone(),
+        },
+    )
+    .await?;
+    tracing::info!(service = %key.service, address = %key.address, healthy = value.healthy, author = %value.author, reason = %value.reason, "override set");
+    Ok(Json(override_json(&key, &value, now)))
+}
+
+async fn delete_override(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path((service, address)): axum::extract::Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    let key = override_key(&service, &address)?;
+    match commit(&state, RequestV1::ClearOverride { key: key.clone() }).await? {
+        RaftResponse::NotFound => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no override for {service} {address}"),
+        )),
+        _ => {
+            tracing::info!(service = %key.service, address = %key.address, %author, "override cleared");
+            Ok(Json(
+                json!({ "cleared": { "service": key.service, "address": key.address } }),
+            ))
+        }
+    }
+}
+
+async fn cluster_status(
+    State(state): State<ApiState>,
+) -> Json<crate::cluster::node::ClusterStatus> {
+    Json(state.cluster.status().await)
+}
+
+/// `POST /api/v1/cluster/members` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    id: u64,
+    address: String,
+}
+
+async fn add_member(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Result<Json<MemberBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    let request = body(request)?;
+    if request.id == 0 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "id: node ids start at 1".into(),
+        ));
+    }
+    let valid = request
+        .address
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !valid {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "address {:?} is not HOST:PORT of the node's cluster.listen",
+                request.address
+            ),
+        ));
+    }
+    state
+        .cluster
+        .write(Write::AddMember {
+            id: request.id,
+            address: request.address.clone(),
+        })
+        .await
+        .map_err(write_error)?;
+    tracing::info!(node = request.id, address = %request.address, %author, "cluster member added");
+    Ok(Json(
+        json!({ "added": { "id": request.id, "address": request.address } }),
+    ))
+}
+
+async fn remove_member(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    state
+        .cluster
+        .write(Write::RemoveMember { id })
+        .await
+        .map_err(write_error)?;
+    tracing::info!(node = id, %author, "cluster member removed");
+    Ok(Json(json!({ "removed": id })))
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {

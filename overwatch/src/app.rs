@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
+use crate::cluster::node::Cluster;
 use crate::config::{self, ConfigError, Problem, Settings};
 use crate::dns::{self, DnsSnapshot};
 use crate::geo::GeoDb;
@@ -77,9 +78,22 @@ pub enum RunError {
     Startup(String),
 }
 
-/// Runs the node until SIGTERM or SIGINT.
-pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunError> {
-    let settings = prepared.settings.clone();
+/// Runs the node until SIGTERM or SIGINT. `data_dir` (the `--data-dir` flag) replaces
+/// `overwatch.data_dir` from the file, now and on every reload.
+pub async fn run(
+    config_path: PathBuf,
+    prepared: Prepared,
+    data_dir: Option<PathBuf>,
+) -> Result<(), RunError> {
+    let with_data_dir = |settings: Arc<Settings>| match &data_dir {
+        Some(dir) => {
+            let mut settings = (*settings).clone();
+            settings.data_dir = dir.clone();
+            Arc::new(settings)
+        }
+        None => settings,
+    };
+    let settings = with_data_dir(prepared.settings.clone());
     let metrics = install_metrics()?;
     let prober = Prober::new()
         .map_err(|e| RunError::Startup(format!("cannot build the HTTP client for checks: {e}")))?;
@@ -92,7 +106,16 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let (cluster, _rpc) = Cluster::start(
+        settings.cluster.as_ref(),
+        &settings.data_dir,
+        &shutdown,
+        &tracker,
+    )
+    .await
+    .map_err(RunError::Startup)?;
     let (owner, view_rx) = StateOwner::new(settings.clone(), prepared.geo.clone());
+    let owner = owner.with_cluster(cluster.clone());
     let (report_tx, report_rx) = mpsc::channel(1024);
     // Room for a burst of gossip events (each agent's report is one) between batches.
     let (command_tx, command_rx) = mpsc::channel(4096);
@@ -137,6 +160,8 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
 
     if let Some(api_settings) = &settings.api {
         let state = ApiState {
+            cluster: cluster.clone(),
+            tokens: Arc::new(api_settings.tokens.clone()),
             commands: command_tx.clone(),
             view: view_rx.clone(),
             dns: dns_rx.clone(),
@@ -190,7 +215,8 @@ pub async fn run(config_path: PathBuf, prepared: Prepared) -> Result<(), RunErro
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break; }
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); break; }
             _ = sighup.recv() => match prepare(&config_path) {
-                Ok(next) => {
+                Ok(mut next) => {
+                    next.settings = with_data_dir(next.settings);
                     warn_restart_needed(&running, &next.settings);
                     checks.cancel();
                     checks = shutdown.child_token();
@@ -307,6 +333,12 @@ fn warn_restart_needed(old: &Settings, new: &Settings) {
         ),
         ("logging", old.logging != new.logging),
         ("overwatch.gossip", old.gossip != new.gossip),
+        ("overwatch.data_dir", old.data_dir != new.data_dir),
+        ("cluster", old.cluster != new.cluster),
+        (
+            "api.tokens",
+            old.api.as_ref().map(|a| &a.tokens) != new.api.as_ref().map(|a| &a.tokens),
+        ),
     ] {
         if changed {
             tracing::warn!(key, "changed in the file; it takes effect after a restart");

@@ -13,7 +13,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::agents::{Admitted, AgentBook};
+use crate::agents::{Admitted, AgentBook, Pin};
+use crate::cluster::machine::{
+    Machine, Override, OverrideKey, PinRecord, RegistryKey, RegistryRecord, RequestV1,
+};
+use crate::cluster::node::{Cluster, Write};
 use crate::config::Settings;
 use crate::geo::GeoDb;
 use crate::health::{CheckReport, CheckState};
@@ -23,6 +27,8 @@ use crate::status::{AgentClaim, Effective, Layers, Validation, effective};
 const TICK: Duration = Duration::from_millis(250);
 /// How often a changed smoothed RTT alone (no status change) is published.
 const RTT_PUBLISH_PERIOD: Duration = Duration::from_secs(1);
+/// Most registry and pin changes the leader proposes in one Raft entry.
+const MAX_BATCH: usize = 1000;
 
 /// A backend's identity, stable across reloads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -79,6 +85,10 @@ pub struct BackendView {
     pub reason: String,
     /// When `effective` last changed (or the backend appeared).
     pub last_change: SystemTime,
+    /// The operator override in force, if any.
+    pub override_: Option<Override>,
+    /// Known only from the replicated registry: no report since this node started.
+    pub remembered: bool,
 }
 
 /// A known agent, for the API.
@@ -120,6 +130,8 @@ pub struct View {
     pub last_healthy: HashMap<String, Vec<IpAddr>>,
     /// Increases with every publication.
     pub generation: u64,
+    /// The replicated state this view was computed with.
+    pub replicated: Arc<Machine>,
 }
 
 /// Readers' handle on the latest view.
@@ -158,6 +170,12 @@ pub struct StateOwner {
     rtt_dirty: bool,
     last_rtt_publish: Instant,
     tx: watch::Sender<Arc<View>>,
+    cluster: Option<Cluster>,
+    replicated: Arc<Machine>,
+    replicated_pins: std::collections::BTreeSet<String>,
+    expired_agents: std::collections::HashSet<String>,
+    started: Instant,
+    proposing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The keys of every configured backend, in config order, with their region index.
@@ -190,6 +208,7 @@ impl StateOwner {
             agents: Vec::new(),
             last_healthy: HashMap::new(),
             generation: 0,
+            replicated: Arc::default(),
         });
         let (tx, rx) = watch::channel(placeholder);
         let mut owner = StateOwner {
@@ -204,10 +223,26 @@ impl StateOwner {
             rtt_dirty: false,
             last_rtt_publish: Instant::now(),
             tx,
+            cluster: None,
+            replicated: Arc::default(),
+            replicated_pins: std::collections::BTreeSet::new(),
+            expired_agents: std::collections::HashSet::new(),
+            started: Instant::now(),
+            proposing: Arc::default(),
         };
         owner.sync_checks();
         owner.publish();
         (owner, rx)
+    }
+
+    /// Follows the replicated state of `cluster` (overrides, pins, registry) and, while this
+    /// node leads, writes registry transitions and new pins to it.
+    pub fn with_cluster(mut self, cluster: Cluster) -> StateOwner {
+        let machine = cluster.machine().borrow().clone();
+        self.cluster = Some(cluster);
+        self.replicate(machine);
+        self.publish();
+        self
     }
 
     /// Applies reports and commands until `shutdown`.
@@ -217,6 +252,7 @@ impl StateOwner {
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
     ) {
+        let mut machine_rx = self.cluster.as_ref().map(Cluster::machine);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A burst (a thousand agents changing at once, a round of checks) is applied as one
@@ -240,8 +276,13 @@ impl StateOwner {
                     }
                     dirty
                 }
+                Some(machine) = next_machine(&mut machine_rx) => {
+                    self.replicate(machine);
+                    true
+                }
                 _ = tick.tick() => {
                     self.tick(Instant::now());
+                    self.propose();
                     false
                 }
             };
@@ -332,6 +373,7 @@ impl StateOwner {
             let keep = now.duration_since(a.received) < remove_after;
             if !keep {
                 tracing::info!(agent_id = %id, "agent removed after remove_after without a report");
+                self.expired_agents.insert(id.clone());
             }
             keep
         });
@@ -448,7 +490,188 @@ impl StateOwner {
                 false,
             ));
         }
+        self.remembered(&mut views, now);
         views
+    }
+
+    /// Backends the replicated registry knows and no agent has reported since this node
+    /// started: shown stale (out of DNS) until their agent reports again or they are
+    /// forgotten after `remove_after`.
+    fn remembered(&self, views: &mut Vec<BackendView>, now: Instant) {
+        if self.replicated.backends.is_empty() {
+            return;
+        }
+        let known: std::collections::HashSet<BackendKey> =
+            views.iter().map(|v| v.key.clone()).collect();
+        let forgotten = now.duration_since(self.started) >= self.settings.stale.remove_after;
+        for (rk, record) in &self.replicated.backends {
+            let Some(agent_id) = &record.agent_id else {
+                continue;
+            };
+            if forgotten || self.expired_agents.contains(agent_id) {
+                continue;
+            }
+            let key = BackendKey {
+                region: rk.region.clone(),
+                service: rk.service.clone(),
+                address: rk.address.ip(),
+                port: rk.address.port(),
+            };
+            let Some(region) = self
+                .settings
+                .regions
+                .iter()
+                .position(|r| r.name == rk.region)
+            else {
+                continue;
+            };
+            if known.contains(&key) {
+                continue;
+            }
+            let layer = AgentLayer {
+                agent_id: agent_id.clone(),
+                admin: AdminState::Ready,
+                health: HealthState::Unchecked,
+                weight_pct: 100,
+                last_seen: SystemTime::UNIX_EPOCH + Duration::from_millis(record.changed_at_ms),
+                stale: true,
+                left: false,
+            };
+            let mut view = self.view(
+                key,
+                region,
+                record.weight,
+                CheckState::default(),
+                false,
+                Some(layer),
+                false,
+            );
+            view.remembered = true;
+            views.push(view);
+        }
+    }
+
+    /// Takes in a newly applied replicated state: pins follow it (a revoked pin is dropped
+    /// with its agent's backends; a pin held only here waits for the leader to write it).
+    fn replicate(&mut self, machine: Arc<Machine>) {
+        for (agent_id, record) in &machine.pins {
+            let replace = self
+                .book
+                .pins()
+                .get(agent_id)
+                .is_none_or(|p| p.fingerprint != record.fingerprint);
+            if replace {
+                if self.book.pins().contains_key(agent_id) {
+                    tracing::warn!(%agent_id, "the cluster pinned this agent to another certificate: its reports here are dropped");
+                    self.agents.remove(agent_id);
+                }
+                self.book.insert(
+                    agent_id.clone(),
+                    Pin {
+                        fingerprint: record.fingerprint.clone(),
+                        region: record.region.clone(),
+                        services: record.services.clone(),
+                        pinned_at: SystemTime::UNIX_EPOCH
+                            + Duration::from_millis(record.pinned_at_ms),
+                        version: 0,
+                    },
+                );
+            }
+        }
+        let revoked: Vec<String> = self
+            .replicated_pins
+            .iter()
+            .filter(|id| !machine.pins.contains_key(*id))
+            .cloned()
+            .collect();
+        for agent_id in revoked {
+            if self.book.forget(&agent_id) | self.agents.remove(&agent_id).is_some() {
+                tracing::info!(%agent_id, "agent pin revoked: it may register again");
+            }
+        }
+        self.replicated_pins = machine.pins.keys().cloned().collect();
+        self.expired_agents.retain(|id| {
+            machine
+                .backends
+                .values()
+                .any(|b| b.agent_id.as_deref() == Some(id))
+        });
+        self.replicated = machine;
+    }
+
+    /// While this node leads: writes what the replicated state lacks (new pins, status
+    /// transitions, backends gone). One proposal at a time; the next tick sees its result.
+    fn propose(&mut self) {
+        use std::sync::atomic::Ordering;
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if !cluster.is_leader() || self.proposing.load(Ordering::Acquire) {
+            return;
+        }
+        let changes = self.registry_changes(&self.tx.borrow().backends);
+        if changes.is_empty() {
+            return;
+        }
+        self.proposing.store(true, Ordering::Release);
+        let (cluster, proposing) = (cluster.clone(), Arc::clone(&self.proposing));
+        let count = changes.len();
+        tokio::spawn(async move {
+            let write = Write::Request(crate::cluster::machine::Request::V1(RequestV1::Batch(
+                changes,
+            )));
+            if let Err(e) = cluster.write(write).await {
+                tracing::warn!(changes = count, error = %e, "registry update not written; retried on the next tick");
+            }
+            proposing.store(false, Ordering::Release);
+        });
+    }
+
+    /// What the leader must write so the replicated registry and pins match `views`.
+    fn registry_changes(&self, views: &[BackendView]) -> Vec<RequestV1> {
+        let machine = &self.replicated;
+        let mut changes = Vec::new();
+        for (agent_id, pin) in self.book.pins() {
+            if !machine.pins.contains_key(agent_id) {
+                changes.push(RequestV1::PinAgent {
+                    agent_id: agent_id.clone(),
+                    pin: PinRecord {
+                        fingerprint: pin.fingerprint.clone(),
+                        region: pin.region.clone(),
+                        services: pin.services.clone(),
+                        pinned_at_ms: wall_ms(pin.pinned_at),
+                    },
+                });
+            }
+        }
+        let mut shown = std::collections::HashSet::new();
+        for view in views {
+            let key = registry_key(&view.key);
+            let record = RegistryRecord {
+                weight: view.weight,
+                agent_id: view.agent.as_ref().map(|a| a.agent_id.clone()),
+                status: view.effective.name().to_owned(),
+                changed_at_ms: wall_ms(view.last_change),
+            };
+            let same = machine
+                .backends
+                .get(&key)
+                .is_some_and(|r| r.status == record.status && r.agent_id == record.agent_id);
+            if !same {
+                changes.push(RequestV1::RecordBackend {
+                    key: key.clone(),
+                    record,
+                });
+            }
+            shown.insert(key);
+        }
+        for key in machine.backends.keys() {
+            if !shown.contains(key) {
+                changes.push(RequestV1::RemoveBackend { key: key.clone() });
+            }
+        }
+        changes.truncate(MAX_BATCH);
+        changes
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -476,8 +699,20 @@ impl StateOwner {
             healthy: !matches!(a.health, HealthState::Down(_)),
             fresh: !a.stale,
         });
+        let override_ = self
+            .replicated
+            .overrides
+            .get(&OverrideKey {
+                service: key.service.clone(),
+                address: std::net::SocketAddr::new(key.address, key.port),
+            })
+            .filter(|o| o.active(wall_ms(SystemTime::now())))
+            .cloned();
         let (effective, reason) = effective(&Layers {
-            override_: None,
+            override_: override_.as_ref().map(|o| crate::status::Override {
+                healthy: o.healthy,
+                reason: format!("{} (by {})", o.reason, o.author),
+            }),
             agent: claim,
             validation: validation.clone(),
         });
@@ -509,6 +744,8 @@ impl StateOwner {
             effective,
             reason,
             last_change,
+            override_,
+            remembered: false,
         }
     }
 
@@ -587,7 +824,33 @@ impl StateOwner {
             agents,
             last_healthy: self.last_healthy.clone(),
             generation: self.generation,
+            replicated: self.replicated.clone(),
         }));
+    }
+}
+
+/// Waits for the next applied replicated state; never resolves without a cluster.
+async fn next_machine(rx: &mut Option<watch::Receiver<Arc<Machine>>>) -> Option<Arc<Machine>> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn wall_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn registry_key(key: &BackendKey) -> RegistryKey {
+    RegistryKey {
+        region: key.region.clone(),
+        service: key.service.clone(),
+        address: std::net::SocketAddr::new(key.address, key.port),
     }
 }
 

@@ -10,6 +10,8 @@ use crate::{TempDir, agent_binary, listening_addr};
 
 /// The service token the test clusters accept for `app`.
 pub const TOKEN: &str = "app-token-0123456789";
+/// The operators' API token in test configs (`api.tokens.ops`).
+pub const API_TOKEN: &str = "ops-token-0123456789abcdef";
 
 /// A cluster key (base64 of 32 bytes, all `byte`) for tests.
 pub fn cluster_key(byte: u8) -> String {
@@ -91,7 +93,7 @@ pub fn overwatch_yaml(node: &str, key: &str, seeds: &[SocketAddr]) -> String {
 pub fn overwatch_yaml_defaults(node: &str, key: &str, seeds: &[SocketAddr]) -> String {
     let seeds: Vec<String> = seeds.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
-        "overwatch:\n  identity:\n    node_id: {node}\n  agent_tokens:\n    app: {TOKEN}\n  gossip:\n    bind_address: \"127.0.0.1:0\"\n    encryption_key: \"{key}\"\n    seeds: [{seeds}]\n  stale:\n    threshold: 30s\n    remove_after: 60s\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n",
+        "overwatch:\n  identity:\n    node_id: {node}\n  agent_tokens:\n    app: {TOKEN}\n  gossip:\n    bind_address: \"127.0.0.1:0\"\n    encryption_key: \"{key}\"\n    seeds: [{seeds}]\n  stale:\n    threshold: 30s\n    remove_after: 60s\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\napi:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\n",
         seeds = seeds.join(", ")
     )
 }

@@ -46,10 +46,15 @@ impl Overwatch {
         let config = dir.join("overwatch.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let mut command = Command::new(overwatch_binary());
-        command.arg("--config").arg(&config).env(
-            "RUST_LOG",
-            "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn",
-        );
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env(
+                "RUST_LOG",
+                "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn",
+            );
         let process = Spawned::start("opengslb-overwatch", command);
         let addr_of = |needle: &str| {
             let line = process.wait_for_line(needle, Duration::from_secs(15));

@@ -255,13 +255,33 @@ fn one_status_reaches_haproxy_and_every_overwatch() {
         2,
         "{table}"
     );
-    let (code, out, err) = cli(&["agents", "delete", &agents[1].agent_id]);
+    let (code, _, err) = cli(&["agents", "delete", &agents[1].agent_id]);
+    assert_eq!(code, Some(1), "a change without a token is refused");
+    assert!(err.contains("needs a token"), "{err}");
+    let (code, _, err) = cli(&[
+        "agents",
+        "delete",
+        &agents[1].agent_id,
+        "--token",
+        "not-the-token-0123456789",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("401") && err.contains("unknown API token"),
+        "{err}"
+    );
+    let with_token = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--token", opengslb_tests::gslb::API_TOKEN]);
+        cli(&all)
+    };
+    let (code, out, err) = with_token(&["agents", "delete", &agents[1].agent_id]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.contains(&format!("deleted agent {}", agents[1].agent_id)),
         "{out}"
     );
-    let (code, _, err) = cli(&["agents", "delete", &agents[1].agent_id]);
+    let (code, _, err) = with_token(&["agents", "delete", &agents[1].agent_id]);
     assert_eq!(code, Some(1), "a second delete finds nothing");
     assert!(err.contains("404") && err.contains("no agent"), "{err}");
     let (_, table, _) = cli(&["agents", "list"]);

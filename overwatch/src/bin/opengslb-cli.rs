@@ -24,6 +24,9 @@ struct Cli {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token for changes (a value from the server's api.tokens).
+    #[arg(long, global = true, env = "OPENGSLB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Request timeout, e.g. 5s or 500ms.
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
@@ -54,6 +57,16 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Operator overrides (replicated; they outrank everything an agent says).
+    Overrides {
+        #[command(subcommand)]
+        command: OverridesCommand,
+    },
+    /// The Raft cluster of overwatch nodes.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Configuration files.
     Config {
         #[command(subcommand)]
@@ -69,6 +82,53 @@ enum AgentsCommand {
     Delete {
         /// The agent id (`{region}-{12 hex}`).
         agent_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OverridesCommand {
+    /// Every override in force.
+    List,
+    /// Force a server in (`--healthy=true`) or out (`--healthy=false`) of DNS.
+    Set {
+        /// Service name.
+        service: String,
+        /// Server, `IP:PORT`.
+        address: String,
+        /// true: always in DNS; false: never.
+        #[arg(long, required = true, action = clap::ArgAction::Set)]
+        healthy: bool,
+        /// Why (shown to every operator).
+        #[arg(long, required = true)]
+        reason: String,
+        /// Expire after this long, e.g. 30m or 1h (default: until cleared).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Remove an override.
+    Clear {
+        /// Service name.
+        service: String,
+        /// Server, `IP:PORT`.
+        address: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Leader, term, and every member's state and applied index.
+    Status,
+    /// Add a voting member (it is caught up first).
+    AddMember {
+        /// Its cluster.node_id.
+        id: u64,
+        /// Its cluster.listen address as peers reach it, `HOST:PORT`.
+        address: String,
+    },
+    /// Remove a member.
+    RemoveMember {
+        /// Its cluster.node_id.
+        id: u64,
     },
 }
 
@@ -144,17 +204,17 @@ async fn run(cli: &Cli) -> Result<String, String> {
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let base = cli.api.trim_end_matches('/');
-    if let Command::Agents {
-        command: AgentsCommand::Delete { agent_id },
-    } = &cli.command
-    {
-        let url = format!("{base}/api/v1/overwatch/agents/{agent_id}");
-        let body = exchange(client.delete(&url), base, &url).await?;
-        return Ok(if cli.json {
-            format!("{body}\n")
-        } else {
-            format!("deleted agent {agent_id}; it registers again with its next report\n")
-        });
+    if let Some(change) = change(cli, base) {
+        let (method, url, request_body, done) = change?;
+        let token = cli.token.as_deref().ok_or(
+            "a change needs a token: --token TOKEN or $OPENGSLB_TOKEN (a value from api.tokens)",
+        )?;
+        let mut request = client.request(method, &url).bearer_auth(token);
+        if let Some(b) = request_body {
+            request = request.json(&b);
+        }
+        let body = exchange(request, base, &url).await?;
+        return Ok(if cli.json { format!("{body}\n") } else { done });
     }
     let (path, query): (&str, Vec<(&str, &String)>) = match &cli.command {
         Command::Servers {
@@ -171,6 +231,8 @@ async fn run(cli: &Cli) -> Result<String, String> {
         Command::Stats => ("/api/v1/overwatch/stats", Vec::new()),
         Command::Domains => ("/api/v1/domains", Vec::new()),
         Command::Agents { .. } => ("/api/v1/overwatch/agents", Vec::new()),
+        Command::Overrides { .. } => ("/api/v1/overrides", Vec::new()),
+        Command::Cluster { .. } => ("/api/v1/cluster/status", Vec::new()),
         Command::Config { .. } => return Err("config commands run offline".into()),
     };
     let url = format!("{base}{path}");
@@ -186,8 +248,150 @@ async fn run(cli: &Cli) -> Result<String, String> {
         Command::Stats => stats_text(&body),
         Command::Domains => domains_table(&body),
         Command::Agents { .. } => agents_table(&body),
+        Command::Overrides { .. } => overrides_table(&body),
+        Command::Cluster { .. } => cluster_text(&body),
         Command::Config { .. } => String::new(),
     })
+}
+
+/// A change: method, URL, JSON body and what to print when it is done.
+type Change = (reqwest::Method, String, Option<Value>, String);
+
+/// The request a changing command makes; `None` for reads.
+fn change(cli: &Cli, base: &str) -> Option<Result<Change, String>> {
+    use reqwest::Method;
+    let server = |service: &str, address: &str| -> Result<String, String> {
+        let parsed: std::net::SocketAddr = address
+            .parse()
+            .map_err(|_| format!("{address:?} is not IP:PORT or [IPv6]:PORT"))?;
+        Ok(format!(
+            "{base}/api/v1/overrides/{}/{}",
+            segment(service),
+            segment(&parsed.to_string())
+        ))
+    };
+    Some(match &cli.command {
+        Command::Agents {
+            command: AgentsCommand::Delete { agent_id },
+        } => Ok((
+            Method::DELETE,
+            format!("{base}/api/v1/overwatch/agents/{}", segment(agent_id)),
+            None,
+            format!("deleted agent {agent_id}; it registers again with its next report\n"),
+        )),
+        Command::Overrides {
+            command:
+                OverridesCommand::Set {
+                    service,
+                    address,
+                    healthy,
+                    reason,
+                    ttl,
+                },
+        } => server(service, address).map(|url| {
+            let mut body = serde_json::json!({ "healthy": healthy, "reason": reason });
+            if let Some(ttl) = ttl {
+                body["ttl"] = ttl.as_secs().max(1).into();
+            }
+            let state = if *healthy { "in DNS" } else { "out of DNS" };
+            (
+                Method::PUT,
+                url,
+                Some(body),
+                format!("override set: {service} {address} forced {state} on every node\n"),
+            )
+        }),
+        Command::Overrides {
+            command: OverridesCommand::Clear { service, address },
+        } => server(service, address).map(|url| {
+            (
+                Method::DELETE,
+                url,
+                None,
+                format!("override cleared: {service} {address}\n"),
+            )
+        }),
+        Command::Cluster {
+            command: ClusterCommand::AddMember { id, address },
+        } => Ok((
+            Method::POST,
+            format!("{base}/api/v1/cluster/members"),
+            Some(serde_json::json!({ "id": id, "address": address })),
+            format!("node {id} ({address}) is a voting member\n"),
+        )),
+        Command::Cluster {
+            command: ClusterCommand::RemoveMember { id },
+        } => Ok((
+            Method::DELETE,
+            format!("{base}/api/v1/cluster/members/{id}"),
+            None,
+            format!("node {id} removed from the cluster\n"),
+        )),
+        _ => return None,
+    })
+}
+
+/// A URL path segment: everything but unreserved characters percent-encoded.
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn overrides_table(body: &Value) -> String {
+    let rows = rows(body, "overrides", |o| {
+        vec![
+            field(o, "service"),
+            field(o, "address"),
+            if o["healthy"] == true { "in" } else { "out" }.to_owned(),
+            field(o, "author"),
+            field(o, "set_at"),
+            field(o, "expires_at"),
+            field(o, "reason"),
+        ]
+    });
+    table(
+        &[
+            "SERVICE", "ADDRESS", "DNS", "AUTHOR", "SET_AT", "EXPIRES", "REASON",
+        ],
+        &rows,
+    )
+}
+
+fn cluster_text(body: &Value) -> String {
+    let mut out = format!(
+        "node {} is {}; leader {}; term {}; quorum {}\n",
+        field(body, "node_id"),
+        field(body, "state"),
+        field(body, "leader"),
+        field(body, "term"),
+        field(body, "quorum")
+    );
+    let rows = rows(body, "members", |m| {
+        vec![
+            field(m, "id"),
+            field(m, "address"),
+            if m["voter"] == true {
+                "voter"
+            } else {
+                "learner"
+            }
+            .to_owned(),
+            if m["reachable"] == true { "yes" } else { "NO" }.to_owned(),
+            field(m, "state"),
+            field(m, "last_applied_index"),
+        ]
+    });
+    out.push_str(&table(
+        &["ID", "ADDRESS", "ROLE", "REACHABLE", "STATE", "APPLIED"],
+        &rows,
+    ));
+    out
 }
 
 /// Sends a request; the JSON body of a success, or one line saying what went wrong

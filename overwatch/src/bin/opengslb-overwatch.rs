@@ -21,6 +21,9 @@ struct Args {
         env = "OPENGSLB_CONFIG"
     )]
     config: PathBuf,
+    /// Durable state directory; replaces `overwatch.data_dir` from the file.
+    #[arg(long, value_name = "DIR", env = "OPENGSLB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(args.config, prepared)) {
+    match runtime.block_on(app::run(args.config, prepared, args.data_dir)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("opengslb-overwatch: {err}");

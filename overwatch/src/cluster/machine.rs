@@ -125,6 +125,8 @@ pub enum RequestV1 {
         /// Identity.
         key: RegistryKey,
     },
+    /// Several changes in one entry (the leader's registry and pin reconciliation).
+    Batch(Vec<RequestV1>),
 }
 
 /// What applying a request did.
@@ -164,7 +166,23 @@ impl Machine {
     /// Applies one request. Deterministic: the same log gives the same state everywhere.
     pub fn apply(&mut self, request: &Request) -> Response {
         let Request::V1(request) = request;
+        self.apply_v1(request)
+    }
+
+    fn apply_v1(&mut self, request: &RequestV1) -> Response {
         match request {
+            RequestV1::Batch(requests) => {
+                // Each part applies on its own; the batch reports the first refusal.
+                let mut response = Response::Applied;
+                for part in requests {
+                    if let (Response::Applied, Response::Conflict(why)) =
+                        (&response, self.apply_v1(part))
+                    {
+                        response = Response::Conflict(why);
+                    }
+                }
+                response
+            }
             RequestV1::SetOverride { key, value } => {
                 self.overrides.insert(key.clone(), value.clone());
                 Response::Applied

@@ -5,4 +5,5 @@
 
 pub mod machine;
 pub mod network;
+pub mod node;
 pub mod store;

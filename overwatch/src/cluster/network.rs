@@ -140,32 +140,42 @@ impl RaftNetwork<TypeConfig> for Connection {
 /// The RPC endpoints a peer calls, for `raft`, refusing calls without `secret` before
 /// anything else looks at the request.
 pub fn router(raft: Raft<TypeConfig>, secret: &str) -> Router {
-    let secret = Arc::new(secret.to_owned());
-    Router::new()
+    let routes = Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
-        .route("/raft/snapshot", post(snapshot))
-        .route_layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let secret = Arc::clone(&secret);
-                async move {
-                    if authorized(&secret, request.headers()) {
-                        next.run(request).await
-                    } else {
-                        (
-                            StatusCode::UNAUTHORIZED,
-                            Json(serde_json::json!({ "error": "cluster secret missing or wrong" })),
-                        )
-                            .into_response()
-                    }
-                }
-            },
-        ))
-        .with_state(raft)
+        .route("/raft/snapshot", post(snapshot));
+    require_secret(routes, secret).with_state(raft)
+}
+
+/// `router` with every route answering 401 to a call without the cluster secret.
+pub fn require_secret<S>(router: Router<S>, secret: &str) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.route_layer(axum::middleware::from_fn_with_state(
+        Arc::new(secret.to_owned()),
+        check_secret,
+    ))
+}
+
+async fn check_secret(
+    State(secret): State<Arc<String>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if authorized(&secret, request.headers()) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": "cluster secret missing or wrong" })),
+        )
+            .into_response()
+    }
 }
 
 /// Constant-time comparison of the presented bearer token with the secret.
-fn authorized(secret: &str, headers: &HeaderMap) -> bool {
+pub fn authorized(secret: &str, headers: &HeaderMap) -> bool {
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

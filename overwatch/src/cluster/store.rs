@@ -277,6 +277,7 @@ struct Applied {
 pub struct StateMachineStore {
     db: Arc<Database>,
     applied: Arc<Mutex<Applied>>,
+    published: Arc<tokio::sync::watch::Sender<Arc<Machine>>>,
 }
 
 impl StateMachineStore {
@@ -287,10 +288,18 @@ impl StateMachineStore {
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership;
         }
+        let (published, _) = tokio::sync::watch::channel(Arc::new(applied.machine.clone()));
         Ok(StateMachineStore {
             db,
             applied: Arc::new(Mutex::new(applied)),
+            published: Arc::new(published),
         })
+    }
+
+    /// The application state after every applied batch and installed snapshot: what DNS,
+    /// the API and the state owner read (never waiting for Raft).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Machine>> {
+        self.published.subscribe()
     }
 
     /// A copy of the current application state (for the API and DNS).
@@ -350,7 +359,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut applied = self.applied.lock().await;
         let mut responses = Vec::new();
+        let mut changed = false;
         for entry in entries {
+            changed |= matches!(entry.payload, EntryPayload::Normal(_));
             applied.last_applied = Some(entry.log_id);
             responses.push(match entry.payload {
                 EntryPayload::Blank => Response::Applied,
@@ -360,6 +371,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     Response::Applied
                 }
             });
+        }
+        if changed {
+            self.published
+                .send_replace(Arc::new(applied.machine.clone()));
         }
         Ok(responses)
     }
@@ -392,6 +407,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         applied.machine = machine;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
+        self.published
+            .send_replace(Arc::new(applied.machine.clone()));
+        tracing::info!(snapshot = %meta.snapshot_id, last_log = ?meta.last_log_id.map(|l| l.index), "installed a snapshot from the leader");
         Ok(())
     }
 

@@ -34,6 +34,45 @@ pub struct RawConfig {
     /// Logging.
     #[serde(default)]
     pub logging: RawLogging,
+    /// The Raft cluster of overwatch nodes (absent: a cluster of one).
+    #[serde(default)]
+    pub cluster: Option<RawCluster>,
+}
+
+/// `cluster:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// This node's Raft id: a number, unique in the cluster, never reused.
+    pub node_id: Spanned<u64>,
+    /// Raft RPC address (default `:7947`).
+    #[serde(default = "default_cluster_listen")]
+    pub listen: Spanned<String>,
+    /// The address peers reach this node at (default: `peers[node_id]`).
+    #[serde(default)]
+    pub advertise: Option<Spanned<String>>,
+    /// Shared secret every RPC carries (at least 16 characters).
+    pub secret: Spanned<String>,
+    /// Every initial member, this node included: id → `HOST:PORT` of its RPC listener.
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<u64, Spanned<String>>,
+    /// Leader heartbeat period (default 100ms).
+    #[serde(default)]
+    pub heartbeat_interval: Option<Spanned<HumanDuration>>,
+    /// A follower that hears no leader for this long (up to twice as long) starts an
+    /// election (default 500ms).
+    #[serde(default)]
+    pub election_timeout: Option<Spanned<HumanDuration>>,
+    /// How long a write may wait for a quorum before it fails with 503 (default 3s).
+    #[serde(default)]
+    pub write_timeout: Option<Spanned<HumanDuration>>,
+    /// Log entries between snapshots (default 5000).
+    #[serde(default)]
+    pub snapshot_logs: Option<Spanned<u64>>,
+}
+
+fn default_cluster_listen() -> Spanned<String> {
+    unplaced(":7947".into())
 }
 
 /// `overwatch:`
@@ -334,6 +373,9 @@ pub struct RawApi {
     /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
     #[serde(default)]
     pub trust_proxy_headers: bool,
+    /// Name → bearer token for mutations; the name is recorded as the author.
+    #[serde(default)]
+    pub tokens: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 impl Default for RawApi {
@@ -343,6 +385,7 @@ impl Default for RawApi {
             address: default_api_address(),
             allowed_networks: default_allowed_networks(),
             trust_proxy_headers: false,
+            tokens: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -36,6 +36,31 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Logging.
     pub logging: LoggingSettings,
+    /// The Raft cluster (`None`: a cluster of one, no RPC listener).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `cluster`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    /// This node's Raft id.
+    pub node_id: u64,
+    /// RPC listen address.
+    pub listen: SocketAddr,
+    /// The address peers call this node at.
+    pub advertise: String,
+    /// Shared RPC secret.
+    pub secret: String,
+    /// Initial members: id → RPC address.
+    pub peers: std::collections::BTreeMap<u64, String>,
+    /// Leader heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Minimum election timeout (the maximum is twice this).
+    pub election_timeout: Duration,
+    /// How long a write waits for a quorum.
+    pub write_timeout: Duration,
+    /// Log entries between snapshots.
+    pub snapshot_logs: u64,
 }
 
 /// `overwatch.gossip`
@@ -250,6 +275,8 @@ pub struct ApiSettings {
     pub allowed_networks: Vec<IpNet>,
     /// Use X-Forwarded-For.
     pub trust_proxy_headers: bool,
+    /// Name → bearer token for mutations.
+    pub tokens: std::collections::BTreeMap<String, String>,
 }
 
 /// `logging`

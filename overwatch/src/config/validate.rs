@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
 use super::Problem;
-use super::schema::{RawConfig, RawDomain, RawHealthCheck, RawRegion};
+use super::schema::{RawCluster, RawConfig, RawDomain, RawHealthCheck, RawRegion};
 use super::settings::*;
 
 /// Continent codes MaxMind uses.
@@ -20,6 +20,8 @@ const DEFAULT_MAX_RECORDS: u32 = 8;
 const MAX_MAX_RECORDS: u32 = 1000;
 /// Shortest service token accepted (OpenGSLB's rule).
 const MIN_TOKEN_LEN: usize = 16;
+/// Shortest cluster secret accepted.
+const MIN_CLUSTER_SECRET_LEN: usize = 16;
 /// Largest TTL allowed by RFC 2181 (2^31 - 1).
 const MAX_TTL: u32 = 2_147_483_647;
 
@@ -234,10 +236,12 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
                 ),
             }
         }
+        let tokens = api_tokens(&mut c, &raw.api.tokens);
         address.map(|address| ApiSettings {
             address,
             allowed_networks: allowed,
             trust_proxy_headers: raw.api.trust_proxy_headers,
+            tokens,
         })
     } else {
         None
@@ -340,6 +344,11 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         );
     }
 
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .and_then(|raw| cluster_settings(&mut c, raw));
+
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|p| (p.line, p.column));
         return Err(c.problems);
@@ -368,6 +377,119 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         api,
         metrics,
         logging: LoggingSettings { level, json },
+        cluster,
+    })
+}
+
+/// `api.tokens`: long enough, and no two names sharing a token (the name is the author).
+fn api_tokens(
+    c: &mut Collector,
+    raw: &std::collections::BTreeMap<String, Spanned<String>>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut tokens = std::collections::BTreeMap::new();
+    let mut seen: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for (name, token) in raw {
+        let value = token.value.trim();
+        if value.chars().count() < MIN_TOKEN_LEN {
+            c.at(
+                token,
+                format!("api.tokens.{name}: a token must be at least {MIN_TOKEN_LEN} characters"),
+            );
+        } else if let Some(other) = seen.insert(value, name) {
+            c.at(token, format!("api.tokens.{name}: the same token as api.tokens.{other}; each name needs its own, since the name is recorded as the author"));
+        }
+        tokens.insert(name.clone(), value.to_owned());
+    }
+    tokens
+}
+
+/// `cluster`: ids, addresses, secret and Raft timing.
+fn cluster_settings(c: &mut Collector, raw: &RawCluster) -> Option<ClusterSettings> {
+    let node_id = raw.node_id.value;
+    if node_id == 0 {
+        c.at(&raw.node_id, "cluster.node_id: must be 1 or more");
+    }
+    let listen = listen_address(c, &raw.listen, "cluster.listen");
+    if raw.secret.value.trim().chars().count() < MIN_CLUSTER_SECRET_LEN {
+        c.at(&raw.secret, format!("cluster.secret: must be at least {MIN_CLUSTER_SECRET_LEN} characters; generate one with `head -c 24 /dev/urandom | base64`"));
+    }
+    let mut peers = std::collections::BTreeMap::new();
+    for (id, addr) in &raw.peers {
+        let text = addr.value.trim();
+        let host_port = text.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if *id == 0 {
+            c.at(addr, "cluster.peers: node ids start at 1");
+        } else if !host_port {
+            c.at(
+                addr,
+                format!("cluster.peers.{id}: {text:?} is not HOST:PORT"),
+            );
+        }
+        peers.insert(*id, text.to_owned());
+    }
+    let advertise = match (&raw.advertise, peers.get(&node_id)) {
+        (Some(a), _) => a.value.trim().to_owned(),
+        (None, Some(own)) => own.clone(),
+        (None, None) => {
+            c.at(&raw.node_id, format!("cluster.peers: has no entry for this node ({node_id}); list every initial member, this one included, or set cluster.advertise"));
+            String::new()
+        }
+    };
+    let duration = |c: &mut Collector,
+                    d: &Option<Spanned<super::HumanDuration>>,
+                    key: &str,
+                    default: Duration| match d {
+        Some(v) if v.value.0.is_zero() => {
+            c.at(v, format!("{key}: must be more than 0"));
+            default
+        }
+        Some(v) => v.value.0,
+        None => default,
+    };
+    let heartbeat_interval = duration(
+        c,
+        &raw.heartbeat_interval,
+        "cluster.heartbeat_interval",
+        Duration::from_millis(100),
+    );
+    let election_timeout = duration(
+        c,
+        &raw.election_timeout,
+        "cluster.election_timeout",
+        Duration::from_millis(500),
+    );
+    let write_timeout = duration(
+        c,
+        &raw.write_timeout,
+        "cluster.write_timeout",
+        Duration::from_secs(3),
+    );
+    if election_timeout < heartbeat_interval * 2 {
+        if let Some(e) = &raw.election_timeout {
+            c.at(
+                e,
+                "cluster.election_timeout: must be at least twice cluster.heartbeat_interval",
+            );
+        } else if let Some(h) = &raw.heartbeat_interval {
+            c.at(h, "cluster.heartbeat_interval: must be at most half of cluster.election_timeout (500ms unless set)");
+        }
+    }
+    let snapshot_logs = raw.snapshot_logs.as_ref().map_or(5000, |n| n.value);
+    if let Some(n) = raw.snapshot_logs.as_ref().filter(|n| n.value == 0) {
+        c.at(n, "cluster.snapshot_logs: must be 1 or more");
+    }
+    Some(ClusterSettings {
+        node_id,
+        listen: listen?,
+        advertise,
+        secret: raw.secret.value.trim().to_owned(),
+        peers,
+        heartbeat_interval,
+        election_timeout,
+        write_timeout,
+        snapshot_logs,
     })
 }
 

@@ -1,0 +1,633 @@
+//! One overwatch node's Raft runtime: storage under `data_dir`, the RPC listener,
+//! bootstrap from the peer list, and writes that reach the leader from any node.
+//!
+//! Writes never succeed silently: a write is acknowledged only once the leader has
+//! committed and applied it; without a quorum it fails with [`WriteError::NoQuorum`]
+//! after `cluster.write_timeout`. Reads (DNS, the API) use the local applied state and
+//! never wait for Raft.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::machine::{Machine, Request, Response};
+use super::network::{Network, require_secret, router as raft_router};
+use super::store::{NodeId, TypeConfig, open};
+use crate::config::ClusterSettings;
+
+/// The storage file's name under `data_dir`.
+pub const STORE_FILE: &str = "overwatch-raft.redb";
+/// How long a peer's status may take before it counts as unreachable.
+const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause between attempts while a write looks for a reachable leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// A change a client asks the cluster for; forwarded as is from a follower to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Write {
+    /// A state machine request.
+    Request(Request),
+    /// Add a voting member (it is first caught up as a learner).
+    AddMember {
+        /// Its Raft id.
+        id: NodeId,
+        /// Its RPC address, `HOST:PORT`.
+        address: String,
+    },
+    /// Remove a member.
+    RemoveMember {
+        /// Its Raft id.
+        id: NodeId,
+    },
+}
+
+/// Why a write was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteError {
+    /// No leader with a quorum answered in time: the write is not acknowledged (HTTP 503).
+    #[error("{0}")]
+    NoQuorum(String),
+    /// The request is not acceptable (HTTP 400/409).
+    #[error("{0}")]
+    Invalid(String),
+    /// A forwarded write reached a node that is no longer the leader (retried).
+    #[error("node {0} is not the leader")]
+    NotLeader(NodeId),
+}
+
+/// An acknowledged write: what the state machine said, and the log index it holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Written {
+    /// The state machine's answer.
+    pub response: Response,
+    /// The committed log index.
+    pub index: u64,
+}
+
+/// What one node says about itself (`/cluster/local` on the RPC port).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalStatus {
+    /// Raft id.
+    pub id: NodeId,
+    /// leader, follower, candidate or learner.
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader it follows.
+    pub leader: Option<NodeId>,
+    /// Last log index it holds.
+    pub last_log_index: Option<u64>,
+    /// Last index it applied.
+    pub last_applied_index: Option<u64>,
+    /// Whether it belongs to a cluster yet.
+    pub initialized: bool,
+}
+
+/// One member in `/api/v1/cluster/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Raft id.
+    pub id: NodeId,
+    /// RPC address.
+    pub address: String,
+    /// Votes (false: a learner being caught up).
+    pub voter: bool,
+    /// Answered this node's status call just now.
+    pub reachable: bool,
+    /// Its Raft state, when reachable.
+    pub state: Option<String>,
+    /// Its last applied index, when reachable.
+    pub last_applied_index: Option<u64>,
+    /// Its term, when reachable.
+    pub term: Option<u64>,
+}
+
+/// `/api/v1/cluster/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node_id: NodeId,
+    /// Its Raft state.
+    pub state: String,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Its last applied index.
+    pub last_applied_index: Option<u64>,
+    /// Whether the leader currently has a quorum (as far as this node can tell).
+    pub quorum: bool,
+    /// Every member.
+    pub members: Vec<MemberStatus>,
+}
+
+/// A running Raft node. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    raft: Raft<TypeConfig>,
+    id: NodeId,
+    machine: watch::Receiver<Arc<Machine>>,
+    client: reqwest::Client,
+    secret: Arc<String>,
+    write_timeout: Duration,
+    quorum_grace: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("id", &self.id).finish()
+    }
+}
+
+/// The settings of a cluster of one (no `cluster:` section): same storage and write path,
+/// no RPC listener.
+fn single(secret: String) -> ClusterSettings {
+    ClusterSettings {
+        node_id: 1,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        advertise: "local".into(),
+        secret,
+        peers: BTreeMap::from([(1, "local".into())]),
+        heartbeat_interval: Duration::from_millis(100),
+        election_timeout: Duration::from_millis(500),
+        write_timeout: Duration::from_secs(3),
+        snapshot_logs: 5000,
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Cluster {
+    /// Opens `data_dir`, starts Raft, serves RPC on `cluster.listen` (when clustered) and
+    /// bootstraps a fresh cluster from the peer list. Returns the bound RPC address.
+    pub async fn start(
+        settings: Option<&ClusterSettings>,
+        data_dir: &Path,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(Cluster, Option<SocketAddr>), String> {
+        let clustered = settings.is_some();
+        // A cluster of one calls no peer and serves no RPC: its secret is never used.
+        let settings = settings
+            .cloned()
+            .unwrap_or_else(|| single("no-rpc-in-a-cluster-of-one".into()));
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            format!(
+                "overwatch.data_dir: cannot create {}: {e}",
+                data_dir.display()
+            )
+        })?;
+        let path = data_dir.join(STORE_FILE);
+        let (logs, store) = open(&path).map_err(|e| format!("overwatch.data_dir: {e}"))?;
+        let machine = store.subscribe();
+        let config = Config {
+            cluster_name: "opengslb".into(),
+            heartbeat_interval: ms(settings.heartbeat_interval),
+            election_timeout_min: ms(settings.election_timeout),
+            election_timeout_max: ms(settings.election_timeout) * 2,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
+            max_in_snapshot_log_to_keep: settings.snapshot_logs.min(1000),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| format!("cluster: {e}"))?;
+        let network = Network::new(&settings.secret)
+            .map_err(|e| format!("cluster: cannot build the RPC client: {e}"))?;
+        let raft = Raft::new(settings.node_id, Arc::new(config), network, logs, store)
+            .await
+            .map_err(|e| format!("cluster: cannot start Raft: {e}"))?;
+        let cluster = Cluster {
+            raft: raft.clone(),
+            id: settings.node_id,
+            machine,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .map_err(|e| format!("cluster: cannot build the RPC client: {e}"))?,
+            secret: Arc::new(settings.secret.clone()),
+            write_timeout: settings.write_timeout,
+            quorum_grace: settings.election_timeout * 2,
+        };
+
+        let mut bound = None;
+        if clustered {
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .map_err(|e| {
+                    format!("cluster.listen: cannot listen on {}: {e}", settings.listen)
+                })?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(%addr, node_id = settings.node_id, "cluster rpc listening");
+            bound = Some(addr);
+            let app = cluster.rpc_router(&settings.secret);
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "cluster rpc server failed");
+                }
+            });
+        }
+        cluster.bootstrap(&settings, clustered).await?;
+
+        let stop = shutdown.clone();
+        let raft_for_stop = raft.clone();
+        tracker.spawn(async move {
+            stop.cancelled().await;
+            if let Err(e) = raft_for_stop.shutdown().await {
+                tracing::warn!(error = %e, "raft did not stop cleanly");
+            }
+        });
+        Ok((cluster, bound))
+    }
+
+    /// A fresh node initializes the cluster from the peer list, unless a peer already
+    /// belongs to a cluster (a node whose data dir was wiped): then it waits for the leader
+    /// to bring it up to date, through a snapshot if the log was compacted.
+    async fn bootstrap(&self, settings: &ClusterSettings, clustered: bool) -> Result<(), String> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| format!("cluster: {e}"))?;
+        if initialized {
+            tracing::info!(
+                node_id = self.id,
+                "cluster state restored from the data dir"
+            );
+            return Ok(());
+        }
+        if clustered {
+            for (id, address) in &settings.peers {
+                if *id == self.id {
+                    continue;
+                }
+                if let Some(peer) = self.peer_status(address).await
+                    && peer.initialized
+                {
+                    tracing::info!(
+                        peer = id,
+                        "a peer already belongs to a cluster: joining it, waiting for the leader's log or snapshot"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        let members: BTreeMap<NodeId, BasicNode> = settings
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(
+                    members = settings.peers.len(),
+                    "cluster initialized from the peer list"
+                );
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(format!("cluster: cannot initialize: {e}")),
+        }
+    }
+
+    /// The RPC endpoints: Raft's own, the write forwarding target and the local status,
+    /// all behind the cluster secret.
+    fn rpc_router(&self, secret: &str) -> Router {
+        let routes = Router::new()
+            .route("/cluster/write", post(forwarded_write))
+            .route("/cluster/local", get(local_status));
+        let local: Router = require_secret(routes, secret).with_state(self.clone());
+        raft_router(self.raft.clone(), secret).merge(local)
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The applied state, updated after every applied batch.
+    pub fn machine(&self) -> watch::Receiver<Arc<Machine>> {
+        self.machine.clone()
+    }
+
+    /// Raft's metrics (leader, term, membership).
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// Whether this node leads now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Commits `write` through the leader, wherever it is, within `cluster.write_timeout`.
+    pub async fn write(&self, write: Write) -> Result<Written, WriteError> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut last_problem = String::from("no leader elected");
+        loop {
+            let metrics = self.raft.metrics().borrow().clone();
+            match metrics.current_leader {
+                Some(leader) if leader == self.id => match self.lead(write.clone(), deadline).await
+                {
+                    Err(WriteError::NotLeader(_)) => {}
+                    other => return other,
+                },
+                Some(leader) => {
+                    let address = metrics
+                        .membership_config
+                        .membership()
+                        .get_node(&leader)
+                        .map(|n| n.addr.clone());
+                    match address {
+                        Some(address) => match self.forward(&address, &write, deadline).await {
+                            Ok(result) => match result {
+                                Err(WriteError::NotLeader(_)) => {
+                                    last_problem = format!("node {leader} is no longer the leader");
+                                }
+                                other => return other,
+                            },
+                            Err(Forward::Unreachable(why)) => {
+                                last_problem =
+                                    format!("the leader (node {leader}) is unreachable: {why}");
+                            }
+                            Err(Forward::Unknown(why)) => {
+                                return Err(WriteError::NoQuorum(format!(
+                                    "the leader (node {leader}) did not confirm the write within {:?}: {why}; it may still be applied if it was committed, so read it back before retrying",
+                                    self.write_timeout
+                                )));
+                            }
+                        },
+                        None => last_problem = format!("leader {leader} has no address"),
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(WriteError::NoQuorum(format!(
+                    "no quorum: the write was not accepted within {:?} ({last_problem}); nothing was changed",
+                    self.write_timeout
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Commits `write` as the leader.
+    async fn lead(&self, write: Write, deadline: Instant) -> Result<Written, WriteError> {
+        let quorum_lost = {
+            let m = self.raft.metrics().borrow().clone();
+            let voters = m.membership_config.membership().voter_ids().count();
+            voters > 1
+                && m.millis_since_quorum_ack
+                    .is_none_or(|ack| ack > ms(self.quorum_grace))
+        };
+        if quorum_lost {
+            return Err(WriteError::NoQuorum(format!(
+                "no quorum: this leader (node {}) has not heard from a majority for over {:?}; nothing was changed",
+                self.id, self.quorum_grace
+            )));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result = tokio::time::timeout(remaining, self.apply_as_leader(write)).await;
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(WriteError::NoQuorum(format!(
+                "no quorum: the write was not committed within {:?}; it stays in this node's log and may still be applied if a quorum returns, so read it back before retrying",
+                self.write_timeout
+            ))),
+        }
+    }
+
+    async fn apply_as_leader(&self, write: Write) -> Result<Written, WriteError> {
+        let not_leader = |e: &ClientWriteError<NodeId, BasicNode>| match e {
+            ClientWriteError::ForwardToLeader(f) => Some(f.leader_id.unwrap_or(0)),
+            ClientWriteError::ChangeMembershipError(_) => None,
+        };
+        let map = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
+            RaftError::APIError(e) => match not_leader(&e) {
+                Some(leader) => WriteError::NotLeader(leader),
+                None => WriteError::Invalid(e.to_string()),
+            },
+            RaftError::Fatal(f) => WriteError::NoQuorum(format!("raft stopped: {f}")),
+        };
+        match write {
+            Write::Request(request) => {
+                let r = self.raft.client_write(request).await.map_err(map)?;
+                Ok(Written {
+                    response: r.data,
+                    index: r.log_id.index,
+                })
+            }
+            Write::AddMember { id, address } => {
+                let members = self.raft.metrics().borrow().membership_config.clone();
+                if members.membership().voter_ids().any(|v| v == id) {
+                    return Err(WriteError::Invalid(format!(
+                        "node {id} is already a member"
+                    )));
+                }
+                self.raft
+                    .add_learner(id, BasicNode::new(address), true)
+                    .await
+                    .map_err(map)?;
+                let r = self
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(map)?;
+                tracing::info!(node = id, "member added");
+                Ok(Written {
+                    response: Response::Applied,
+                    index: r.log_id.index,
+                })
+            }
+            Write::RemoveMember { id } => {
+                let members = self.raft.metrics().borrow().membership_config.clone();
+                let voters: BTreeSet<NodeId> = members.membership().voter_ids().collect();
+                if !voters.contains(&id) {
+                    return Err(WriteError::Invalid(format!("node {id} is not a member")));
+                }
+                if voters.len() == 1 {
+                    return Err(WriteError::Invalid(format!(
+                        "node {id} is the only member; a cluster needs at least one"
+                    )));
+                }
+                let r = self
+                    .raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(map)?;
+                tracing::info!(node = id, "member removed");
+                Ok(Written {
+                    response: Response::Applied,
+                    index: r.log_id.index,
+                })
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        address: &str,
+        write: &Write,
+        deadline: Instant,
+    ) -> Result<Result<Written, WriteError>, Forward> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let response = self
+            .client
+            .post(format!("http://{address}/cluster/write"))
+            .bearer_auth(self.secret.as_str())
+            .timeout(remaining)
+            .json(write)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    Forward::Unreachable(e.to_string())
+                } else {
+                    Forward::Unknown(e.to_string())
+                }
+            })?;
+        if !response.status().is_success() {
+            return Err(Forward::Unknown(format!("HTTP {}", response.status())));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| Forward::Unknown(e.to_string()))
+    }
+
+    /// Waits until this node has applied `index` (a write's read-your-writes point), at most
+    /// `limit`; false if it has not by then.
+    pub async fn wait_applied(&self, index: u64, limit: Duration) -> bool {
+        self.raft
+            .wait(Some(limit))
+            .applied_index_at_least(Some(index), "read your write")
+            .await
+            .is_ok()
+    }
+
+    fn local(&self) -> LocalStatus {
+        let m = self.raft.metrics().borrow().clone();
+        LocalStatus {
+            id: self.id,
+            state: state_name(m.state).into(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            initialized: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_some(),
+        }
+    }
+
+    async fn peer_status(&self, address: &str) -> Option<LocalStatus> {
+        let response = self
+            .client
+            .get(format!("http://{address}/cluster/local"))
+            .bearer_auth(self.secret.as_str())
+            .timeout(PEER_STATUS_TIMEOUT)
+            .send()
+            .await
+            .ok()?;
+        response.error_for_status().ok()?.json().await.ok()
+    }
+
+    /// Leader, term, and every member as it answers now.
+    pub async fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut calls = tokio::task::JoinSet::new();
+        for (id, node) in membership.nodes() {
+            let (id, address, me) = (*id, node.addr.clone(), self.clone());
+            calls.spawn(async move {
+                let status = if id == me.id {
+                    Some(me.local())
+                } else {
+                    me.peer_status(&address).await
+                };
+                (id, address, status)
+            });
+        }
+        let mut members = Vec::new();
+        while let Some(Ok((id, address, status))) = calls.join_next().await {
+            members.push(MemberStatus {
+                id,
+                address,
+                voter: voters.contains(&id),
+                reachable: status.is_some(),
+                state: status.as_ref().map(|s| s.state.clone()),
+                last_applied_index: status.as_ref().and_then(|s| s.last_applied_index),
+                term: status.as_ref().map(|s| s.term),
+            });
+        }
+        members.sort_by_key(|m| m.id);
+        let reachable_voters = members.iter().filter(|m| m.voter && m.reachable).count();
+        ClusterStatus {
+            node_id: self.id,
+            state: state_name(m.state).into(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            quorum: m.current_leader.is_some() && reachable_voters * 2 > voters.len(),
+            members,
+        }
+    }
+}
+
+/// A forward that did not produce an answer.
+enum Forward {
+    /// Never reached the leader: safe to retry.
+    Unreachable(String),
+    /// Reached it, outcome unknown.
+    Unknown(String),
+}
+
+fn state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// A write forwarded by a follower: applied here only if this node leads (no second hop).
+async fn forwarded_write(State(cluster): State<Cluster>, Json(write): Json<Write>) -> HttpResponse {
+    let result = if cluster.is_leader() {
+        let deadline = Instant::now() + cluster.write_timeout;
+        cluster.lead(write, deadline).await
+    } else {
+        Err(WriteError::NotLeader(cluster.id))
+    };
+    Json(result).into_response()
+}
+
+async fn local_status(State(cluster): State<Cluster>) -> HttpResponse {
+    (StatusCode::OK, Json(cluster.local())).into_response()
+}
