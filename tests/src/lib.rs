@@ -2,6 +2,7 @@
 //! third-party programs (haproxy), reads what they log, and cleans every process up.
 
 pub mod bench;
+pub mod cluster;
 pub mod gslb;
 pub mod haproxy;
 pub mod overwatch;

@@ -53,7 +53,7 @@ impl Overwatch {
             .arg(dir.join("data"))
             .env(
                 "RUST_LOG",
-                "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn",
+                "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,openraft=warn",
             );
         let process = Spawned::start("opengslb-overwatch", command);
         let addr_of = |needle: &str| {
@@ -98,16 +98,44 @@ impl Overwatch {
 
 /// A minimal HTTP/1.0 GET: (status code, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    http_request(addr, "GET", path, None, None)
+}
+
+/// A minimal HTTP/1.0 request with an optional bearer token and JSON body: (status, body).
+/// Status 0: the connection failed or was cut.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: test\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
     // One write: a request sent in pieces can reach a server that answers the first piece.
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-        .expect("send");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
     let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
+    if stream.read_to_string(&mut response).is_err() {
+        return (0, String::new());
+    }
     let status = response
         .split_whitespace()
         .nth(1)

@@ -56,10 +56,11 @@ fn main() -> ExitCode {
 }
 
 /// `RUST_LOG` overrides `logging.level`; logs go to stderr. hickory logs every query at
-/// info, which no production node wants: its crates log warnings and errors only.
+/// info and openraft every vote and membership step: those crates log warnings and
+/// errors only.
 fn init_logging(logging: &LoggingSettings) {
     let default = format!(
-        "{},hickory_server=warn,hickory_proto=warn,hickory_net=warn",
+        "{},hickory_server=warn,hickory_proto=warn,hickory_net=warn,openraft=warn",
         logging.level
     );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -200,7 +200,10 @@ impl Cluster {
             cluster_name: "opengslb".into(),
             heartbeat_interval: ms(settings.heartbeat_interval),
             election_timeout_min: ms(settings.election_timeout),
-            election_timeout_max: ms(settings.election_timeout) * 2,
+            // openraft's followers refuse votes until the leader lease (= the maximum)
+            // runs out, so a first election before it mostly fails and the second wins: a
+            // narrow window keeps failover near twice the timeout instead of up to four times.
+            election_timeout_max: ms(settings.election_timeout) * 5 / 4,
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
             max_in_snapshot_log_to_keep: settings.snapshot_logs.min(1000),

@@ -59,8 +59,8 @@ pub struct RawCluster {
     /// Leader heartbeat period (default 100ms).
     #[serde(default)]
     pub heartbeat_interval: Option<Spanned<HumanDuration>>,
-    /// A follower that hears no leader for this long (up to twice as long) starts an
-    /// election (default 500ms).
+    /// A follower that hears no leader for this long (up to 1.25× as long) starts an
+    /// election (default 500ms); failover takes about twice this.
     #[serde(default)]
     pub election_timeout: Option<Spanned<HumanDuration>>,
     /// How long a write may wait for a quorum before it fails with 503 (default 3s).

@@ -55,7 +55,7 @@ pub struct ClusterSettings {
     pub peers: std::collections::BTreeMap<u64, String>,
     /// Leader heartbeat period.
     pub heartbeat_interval: Duration,
-    /// Minimum election timeout (the maximum is twice this).
+    /// Minimum election timeout (the maximum is 1.25× this).
     pub election_timeout: Duration,
     /// How long a write waits for a quorum.
     pub write_timeout: Duration,

@@ -1,0 +1,182 @@
+//! Three real overwatch processes forming a Raft cluster on loopback.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::gslb::API_TOKEN;
+use crate::overwatch::{Overwatch, http_request};
+use crate::{TempDir, poll_until};
+
+/// The cluster secret in test configs.
+pub const SECRET: &str = "cluster-secret-0123456789";
+
+/// A cluster under test: node `i` (Raft id `i + 1`) runs in `dirs[i]`.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The running nodes (`None`: stopped or killed).
+    pub nodes: Vec<Option<Overwatch>>,
+    /// Each node's directory (config and data).
+    pub dirs: Vec<TempDir>,
+    /// Each node's Raft RPC address.
+    pub rpc: Vec<SocketAddr>,
+    /// The part of the config every node shares (regions, domains, ...).
+    pub body: String,
+    /// Extra `cluster:` keys (indented two spaces).
+    pub cluster_extra: String,
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl TestCluster {
+    /// Starts three nodes with `body` (dns zones, regions, domains) and `cluster_extra`.
+    pub fn start(label: &str, body: &str, cluster_extra: &str) -> TestCluster {
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            dirs: (0..3)
+                .map(|i| TempDir::new(&format!("{label}-{i}")))
+                .collect(),
+            rpc: (0..3)
+                .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+                .collect(),
+            body: body.to_owned(),
+            cluster_extra: cluster_extra.to_owned(),
+        };
+        cluster.nodes = (0..3).map(|_| None).collect();
+        for i in 0..3 {
+            cluster.restart(i);
+        }
+        cluster
+    }
+
+    /// The config of node `i`.
+    pub fn yaml(&self, i: usize) -> String {
+        let peers: String = self
+            .rpc
+            .iter()
+            .enumerate()
+            .map(|(j, a)| format!("    {}: \"{a}\"\n", j + 1))
+            .collect();
+        format!(
+            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {SECRET}\n  heartbeat_interval: 100ms\n  election_timeout: 400ms\n{extra}  peers:\n{peers}",
+            n = i + 1,
+            body = self.body,
+            listen = self.rpc[i],
+            extra = self.cluster_extra,
+        )
+    }
+
+    /// (Re)starts node `i` on its directory (its data dir kept).
+    pub fn restart(&mut self, i: usize) {
+        let yaml = self.yaml(i);
+        self.nodes[i] = Some(Overwatch::start(&self.dirs[i], &yaml));
+    }
+
+    /// Node `i`, which must be running.
+    pub fn node(&self, i: usize) -> &Overwatch {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    /// `kill -9` node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes[i].take() {
+            node.process.signal(libc::SIGKILL);
+            node.process.wait_exit(Duration::from_secs(5));
+        }
+    }
+
+    /// The running nodes' indexes.
+    pub fn running(&self) -> Vec<usize> {
+        (0..3).filter(|i| self.nodes[*i].is_some()).collect()
+    }
+
+    /// `/api/v1/cluster/status` of node `i`.
+    pub fn status(&self, i: usize) -> serde_json::Value {
+        self.node(i).get("/api/v1/cluster/status").1
+    }
+
+    /// Waits until every node in `among` names the same leader, itself in `among`; returns
+    /// its index.
+    pub fn leader_among(&self, among: &[usize], timeout: Duration) -> usize {
+        poll_until(timeout, "one leader agreed by the running nodes", || {
+            let leaders: Vec<Option<u64>> = among
+                .iter()
+                .map(|i| {
+                    let (code, body) = http_request(
+                        self.node(*i).api.expect("api"),
+                        "GET",
+                        "/api/v1/cluster/status",
+                        None,
+                        None,
+                    );
+                    (code == 200)
+                        .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+                        .flatten()
+                        .and_then(|s| s["leader"].as_u64())
+                })
+                .collect();
+            let first = leaders[0]?;
+            let index = usize::try_from(first - 1).ok()?;
+            (leaders.iter().all(|l| *l == Some(first)) && among.contains(&index)).then_some(index)
+        })
+    }
+
+    /// `PUT /api/v1/overrides/{service}/{address}` on node `i`: (status, JSON body).
+    pub fn set_override(
+        &self,
+        i: usize,
+        service: &str,
+        address: &str,
+        healthy: bool,
+        reason: &str,
+    ) -> (u16, serde_json::Value) {
+        let body = serde_json::json!({ "healthy": healthy, "reason": reason }).to_string();
+        let (code, text) = http_request(
+            self.node(i).api.expect("api"),
+            "PUT",
+            &format!("/api/v1/overrides/{service}/{address}"),
+            Some(API_TOKEN),
+            Some(&body),
+        );
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Node `i`'s overrides: `service address` → healthy.
+    pub fn overrides(&self, i: usize) -> BTreeMap<String, bool> {
+        let (_, body) = self.node(i).get("/api/v1/overrides");
+        let list = body["overrides"].as_array().cloned().unwrap_or_default();
+        let map: BTreeMap<String, bool> = list
+            .iter()
+            .map(|o| {
+                (
+                    format!(
+                        "{} {}",
+                        o["service"].as_str().unwrap_or("?"),
+                        o["address"].as_str().unwrap_or("?")
+                    ),
+                    o["healthy"] == true,
+                )
+            })
+            .collect();
+        assert_eq!(map.len(), list.len(), "an override listed twice: {body}");
+        map
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // A stopped (SIGSTOP) node must run again to hear SIGTERM.
+        for node in self.nodes.iter().flatten() {
+            node.process.signal(libc::SIGCONT);
+        }
+    }
+}
