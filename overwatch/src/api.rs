@@ -310,6 +310,8 @@ async fn stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
         "draining_backends": count(Effective::Draining),
         "active_agents": view.agents.iter().filter(|a| !a.stale && !a.left).count(),
         "registered_agents": view.agents.len(),
+        "registry_backends": view.replicated.backends.len(),
+        "pinned_agents": view.replicated.pins.len(),
         "active_overrides": view.replicated.active_overrides(crate::state::wall_ms(SystemTime::now())).count(),
         "validation_enabled": view.settings.validation.enabled,
         "services": services,

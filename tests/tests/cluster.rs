@@ -247,3 +247,130 @@ fn overrides_reach_every_node_and_dns_and_survive_losing_nodes() {
         Some(&false)
     );
 }
+
+/// Writes stream in through the two followers while the leader is killed and restarted:
+/// every acknowledged write is then on all three nodes, once. A node whose data dir is
+/// wiped rejoins through a snapshot; a member is removed and added back through the CLI.
+#[test]
+fn acknowledged_writes_survive_a_leader_kill_and_a_wiped_node_rejoins_by_snapshot() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut cluster = TestCluster::start("raft-stream", BODY, "  snapshot_logs: 20\n");
+    let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    let writers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let apis: Vec<_> = writers
+        .iter()
+        .map(|i| cluster.node(*i).api.expect("api"))
+        .collect();
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let stream = {
+        let (acked, count) = (Arc::clone(&acked), Arc::clone(&count));
+        std::thread::spawn(move || {
+            let mut refused = 0;
+            for i in 0..240u32 {
+                let address = format!("10.9.{}.{}:80", i / 200, i % 200 + 1);
+                let body = format!(r#"{{"healthy": false, "reason": "write {i}"}}"#);
+                let (code, _) = http_request(
+                    apis[i as usize % 2],
+                    "PUT",
+                    &format!("/api/v1/overrides/app/{address}"),
+                    Some(API_TOKEN),
+                    Some(&body),
+                );
+                if code == 200 {
+                    acked.lock().expect("lock").push(format!("app {address}"));
+                    count.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    refused += 1;
+                }
+            }
+            refused
+        })
+    };
+    poll_until(Duration::from_secs(30), "60 writes acknowledged", || {
+        (count.load(Ordering::SeqCst) >= 60).then_some(())
+    });
+    cluster.kill(leader);
+    poll_until(Duration::from_secs(30), "150 writes acknowledged", || {
+        (count.load(Ordering::SeqCst) >= 150).then_some(())
+    });
+    cluster.restart(leader);
+    let refused = stream.join().expect("writer");
+    let acked = acked.lock().expect("lock").clone();
+    eprintln!(
+        "{} writes acknowledged, {refused} refused during the failover",
+        acked.len()
+    );
+    assert!(
+        acked.len() >= 200,
+        "most writes go through: {}",
+        acked.len()
+    );
+    for i in 0..3 {
+        poll_until(
+            Duration::from_secs(15),
+            "every acknowledged write on every node",
+            || {
+                let present = cluster.overrides(i);
+                acked.iter().all(|k| present.contains_key(k)).then_some(())
+            },
+        );
+    }
+    let reference = cluster.overrides(writers[0]);
+    poll_until(Duration::from_secs(10), "the three nodes agree", || {
+        (0..3)
+            .all(|i| cluster.overrides(i) == reference)
+            .then_some(())
+    });
+
+    // A follower loses its data dir: it rejoins and the leader sends it a snapshot.
+    let current = cluster.leader_among(&[0, 1, 2], Duration::from_secs(10));
+    let wiped = (current + 1) % 3;
+    if let Some(mut node) = cluster.nodes[wiped].take() {
+        node.process.signal(libc::SIGTERM);
+        assert!(node.process.wait_exit(Duration::from_secs(10)).success());
+    }
+    std::fs::remove_dir_all(cluster.dirs[wiped].join("data")).expect("wipe");
+    cluster.restart(wiped);
+    cluster.node(wiped).process.wait_for_line(
+        "installed a snapshot from the leader",
+        Duration::from_secs(15),
+    );
+    poll_until(
+        Duration::from_secs(10),
+        "the wiped node has everything",
+        || (cluster.overrides(wiped) == reference).then_some(()),
+    );
+
+    // Membership through the CLI: remove the node, then add it back.
+    let rpc = cluster.rpc[wiped].to_string();
+    let id = (wiped + 1).to_string();
+    let (code, out, err) = cli(&cluster, current, &["cluster", "remove-member", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("removed"), "{out}");
+    let members = cluster.status(current)["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(members.len(), 2, "{members:?}");
+    let (code, _, err) = cli(&cluster, current, &["cluster", "add-member", &id, &rpc]);
+    assert_eq!(code, Some(0), "{err}");
+    poll_until(
+        Duration::from_secs(10),
+        "three reachable voters again",
+        || {
+            let status = cluster.status(current);
+            let members = status["members"].as_array().cloned().unwrap_or_default();
+            (members.len() == 3
+                && members
+                    .iter()
+                    .all(|m| m["voter"] == true && m["reachable"] == true))
+            .then_some(())
+        },
+    );
+    let (code, _, err) = cli(&cluster, current, &["cluster", "add-member", &id, &rpc]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already a member"), "{err}");
+}

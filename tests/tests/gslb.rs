@@ -317,6 +317,76 @@ fn one_status_reaches_haproxy_and_every_overwatch() {
 }
 
 /// Starts a node again on the same gossip port, so agents that know it find it.
+/// The registry and pins are replicated state: a node restarted while its agent is gone
+/// still knows the agent's pin and its backend, shown stale (out of DNS) until the agent
+/// reports again.
+#[test]
+fn a_restarted_node_remembers_pins_and_backends_as_stale_until_agents_report() {
+    let dir = TempDir::new("gslb-remember");
+    let key = cluster_key(9);
+    let yaml = overwatch_yaml("ow-1", &key, &[]);
+    let mut ow = Overwatch::start(&dir, &yaml);
+    let backend = Backend::start("127.0.0.1");
+    let agent = AgentDaemon::start(
+        &dir,
+        "a1",
+        backend.addr,
+        &[ow.gossip.expect("gossip")],
+        &key,
+        TOKEN,
+    );
+    let agent_id = agent.agent_id.clone();
+    poll_until(
+        Duration::from_secs(15),
+        "the agent's backend in DNS",
+        || (answers(&ow) == set(&["127.0.0.1"])).then_some(()),
+    );
+    poll_until(
+        Duration::from_secs(5),
+        "backend and pin written to the registry",
+        || {
+            let (_, stats) = ow.get("/api/v1/overwatch/stats");
+            (stats["registry_backends"] == 1 && stats["pinned_agents"] == 1).then_some(())
+        },
+    );
+
+    let mut agent = agent;
+    agent.process.signal(libc::SIGKILL);
+    agent.process.wait_exit(Duration::from_secs(5));
+    ow.process.signal(libc::SIGTERM);
+    assert!(ow.process.wait_exit(Duration::from_secs(10)).success());
+    drop(ow);
+
+    let ow = Overwatch::start(&dir, &yaml);
+    let (_, agents) = ow.get("/api/v1/overwatch/agents");
+    assert!(
+        agents.to_string().contains(&agent_id),
+        "pin restored: {agents}"
+    );
+    let (_, backends) = ow.get("/api/v1/overwatch/backends");
+    let list = backends["backends"].as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 1, "{backends}");
+    assert_eq!(list[0]["address"], "127.0.0.1", "{backends}");
+    assert_eq!(list[0]["effective_status"], "stale", "{backends}");
+    assert_eq!(list[0]["agent_id"], agent_id.as_str(), "{backends}");
+    assert!(!answers(&ow).contains("127.0.0.1"));
+
+    // The same agent (same identity files) reports again: healthy and back in DNS.
+    let _agent = AgentDaemon::start(
+        &dir,
+        "a1",
+        backend.addr,
+        &[ow.gossip.expect("gossip")],
+        &key,
+        TOKEN,
+    );
+    poll_until(
+        Duration::from_secs(15),
+        "the agent's backend back in DNS",
+        || (answers(&ow) == set(&["127.0.0.1"])).then_some(()),
+    );
+}
+
 fn restart_on(dir: &TempDir, yaml: &str, gossip: std::net::SocketAddr) -> Overwatch {
     let pinned = yaml.replace(
         "bind_address: \"127.0.0.1:0\"",

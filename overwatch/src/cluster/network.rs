@@ -137,14 +137,29 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
+/// The log index a node whose data dir was wiped must have applied before it may vote
+/// again (0: no such restriction).
+///
+/// A wiped node has forgotten its log and its votes. If it voted at once, it could help a
+/// node that lacks committed entries win an election and lose them. So it acts as a
+/// learner until it holds everything its peers had applied when it came back; by then it
+/// also knows the current term, so it cannot vote twice in an old one.
+pub type VoteGate = Arc<std::sync::atomic::AtomicU64>;
+
+#[derive(Clone)]
+struct RpcState {
+    raft: Raft<TypeConfig>,
+    gate: VoteGate,
+}
+
 /// The RPC endpoints a peer calls, for `raft`, refusing calls without `secret` before
 /// anything else looks at the request.
-pub fn router(raft: Raft<TypeConfig>, secret: &str) -> Router {
+pub fn router(raft: Raft<TypeConfig>, secret: &str, gate: VoteGate) -> Router {
     let routes = Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot));
-    require_secret(routes, secret).with_state(raft)
+    require_secret(routes, secret).with_state(RpcState { raft, gate })
 }
 
 /// `router` with every route answering 401 to a call without the cluster secret.
@@ -190,24 +205,39 @@ pub fn authorized(secret: &str, headers: &HeaderMap) -> bool {
 }
 
 async fn append(
-    State(raft): State<Raft<TypeConfig>>,
+    State(state): State<RpcState>,
     Json(rpc): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
-    Json(raft.append_entries(rpc).await).into_response()
+    Json(state.raft.append_entries(rpc).await).into_response()
 }
 
-async fn vote(
-    State(raft): State<Raft<TypeConfig>>,
-    Json(rpc): Json<VoteRequest<NodeId>>,
-) -> Response {
-    Json(raft.vote(rpc).await).into_response()
+async fn vote(State(state): State<RpcState>, Json(rpc): Json<VoteRequest<NodeId>>) -> Response {
+    let needed = state.gate.load(std::sync::atomic::Ordering::Acquire);
+    if needed > 0 {
+        let applied = state
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        if applied < needed {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "error": format!("rejoining after losing its data: no vote until index {needed} is applied (now {applied})") })),
+            )
+                .into_response();
+        }
+        state.gate.store(0, std::sync::atomic::Ordering::Release);
+        tracing::info!(applied, "caught up after rejoining: voting again");
+    }
+    Json(state.raft.vote(rpc).await).into_response()
 }
 
 async fn snapshot(
-    State(raft): State<Raft<TypeConfig>>,
+    State(state): State<RpcState>,
     Json(rpc): Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> Response {
-    Json(raft.install_snapshot(rpc).await).into_response()
+    Json(state.raft.install_snapshot(rpc).await).into_response()
 }
 
 #[cfg(test)]
@@ -250,7 +280,7 @@ mod tests {
         )
         .await
         .expect("raft");
-        let app = router(raft.clone(), SECRET);
+        let app = router(raft.clone(), SECRET, VoteGate::default());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::machine::{Machine, Request, Response};
-use super::network::{Network, require_secret, router as raft_router};
+use super::network::{Network, VoteGate, require_secret, router as raft_router};
 use super::store::{NodeId, TypeConfig, open};
 use crate::config::ClusterSettings;
 
@@ -145,6 +145,7 @@ pub struct Cluster {
     secret: Arc<String>,
     write_timeout: Duration,
     quorum_grace: Duration,
+    vote_gate: VoteGate,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -227,10 +228,12 @@ impl Cluster {
             secret: Arc::new(settings.secret.clone()),
             write_timeout: settings.write_timeout,
             quorum_grace: settings.election_timeout * 2,
+            vote_gate: VoteGate::default(),
         };
 
         let mut bound = None;
         if clustered {
+            cluster.probe_before_listening(&settings).await?;
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
                 .map_err(|e| {
@@ -250,7 +253,7 @@ impl Cluster {
                 }
             });
         }
-        cluster.bootstrap(&settings, clustered).await?;
+        cluster.bootstrap(&settings).await?;
 
         let stop = shutdown.clone();
         let raft_for_stop = raft.clone();
@@ -266,7 +269,7 @@ impl Cluster {
     /// A fresh node initializes the cluster from the peer list, unless a peer already
     /// belongs to a cluster (a node whose data dir was wiped): then it waits for the leader
     /// to bring it up to date, through a snapshot if the log was compacted.
-    async fn bootstrap(&self, settings: &ClusterSettings, clustered: bool) -> Result<(), String> {
+    async fn bootstrap(&self, settings: &ClusterSettings) -> Result<(), String> {
         let initialized = self
             .raft
             .is_initialized()
@@ -279,21 +282,8 @@ impl Cluster {
             );
             return Ok(());
         }
-        if clustered {
-            for (id, address) in &settings.peers {
-                if *id == self.id {
-                    continue;
-                }
-                if let Some(peer) = self.peer_status(address).await
-                    && peer.initialized
-                {
-                    tracing::info!(
-                        peer = id,
-                        "a peer already belongs to a cluster: joining it, waiting for the leader's log or snapshot"
-                    );
-                    return Ok(());
-                }
-            }
+        if self.vote_gate.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return Ok(()); // rejoining: the leader brings this node up to date
         }
         let members: BTreeMap<NodeId, BasicNode> = settings
             .peers
@@ -313,6 +303,39 @@ impl Cluster {
         }
     }
 
+    /// A fresh node asks its peers, before it answers any RPC, whether a running cluster
+    /// (one that has committed anything) exists. If one does, this node lost its data: it
+    /// must not initialize a cluster of its own nor vote until it has caught up
+    /// ([`VoteGate`]). Peers that are merely initialized are a cluster forming right now.
+    async fn probe_before_listening(&self, settings: &ClusterSettings) -> Result<(), String> {
+        let fresh = !self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| format!("cluster: {e}"))?;
+        if !fresh {
+            return Ok(());
+        }
+        let mut applied = 0;
+        for (id, address) in &settings.peers {
+            if *id == self.id {
+                continue;
+            }
+            if let Some(peer) = self.peer_status(address).await {
+                applied = applied.max(peer.last_applied_index.unwrap_or(0));
+            }
+        }
+        if applied > 0 {
+            tracing::info!(
+                catch_up_to = applied,
+                "peers already run a cluster: rejoining with an empty data dir; no vote until caught up through the leader's log or snapshot"
+            );
+            self.vote_gate
+                .store(applied, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
+    }
+
     /// The RPC endpoints: Raft's own, the write forwarding target and the local status,
     /// all behind the cluster secret.
     fn rpc_router(&self, secret: &str) -> Router {
@@ -320,7 +343,7 @@ impl Cluster {
             .route("/cluster/write", post(forwarded_write))
             .route("/cluster/local", get(local_status));
         let local: Router = require_secret(routes, secret).with_state(self.clone());
-        raft_router(self.raft.clone(), secret).merge(local)
+        raft_router(self.raft.clone(), secret, self.vote_gate.clone()).merge(local)
     }
 
     /// This node's Raft id.
