@@ -376,6 +376,25 @@ fn cli_validates_config_files_offline() {
         out.contains("valid (1 zones, 2 regions, 3 servers, 5 domains)"),
         "{out}"
     );
+    for n in 1..=3 {
+        let node =
+            opengslb_tests::workspace_root().join(format!("examples/cluster/overwatch-{n}.yaml"));
+        let (code, _, err) = cli(&["config", "validate", node.to_str().expect("utf-8")]);
+        assert_eq!(code, 0, "{}: {err}", node.display());
+    }
+    let cluster = dir.join("cluster.yaml");
+    std::fs::write(&cluster, "dns:\n  zones: [ok.test]\napi:\n  tokens:\n    a: same-token-0123456789\n    b: same-token-0123456789\ncluster:\n  node_id: 4\n  secret: short\n  election_timeout: 100ms\n  peers:\n    1: \"10.0.0.1:7947\"\n    2: \"nowhere\"\n").expect("write");
+    let (code, _, err) = cli(&["config", "validate", cluster.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{err}");
+    for needle in [
+        "api.tokens.b: the same token as api.tokens.a",
+        "cluster.secret: must be at least 16 characters",
+        "cluster.election_timeout: must be at least twice cluster.heartbeat_interval",
+        "cluster.peers.2: \"nowhere\" is not HOST:PORT",
+        "cluster.peers: has no entry for this node (4)",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
 
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, "dns:\n  zones: [ok.test]\n  default_ttl: 0\ndomains:\n  - name: x.other.test\n    routing_algorithm: magic\n    regions: [nowhere]\n").expect("write");

@@ -44,12 +44,27 @@ fn units_pass_systemd_analyze_verify_without_warnings() {
         unit("opengslb-agent.socket"),
     )
     .expect("write");
+    let overwatch = unit("opengslb-overwatch.service")
+        .replace(
+            "/usr/bin/opengslb-overwatch",
+            opengslb_tests::overwatch::overwatch_binary()
+                .to_str()
+                .expect("utf-8"),
+        )
+        .replace(
+            "/usr/bin/opengslb-cli",
+            opengslb_tests::overwatch::cli_binary()
+                .to_str()
+                .expect("utf-8"),
+        );
+    std::fs::write(dir.join("opengslb-overwatch.service"), overwatch).expect("write");
     let output = Command::new(tool("systemd-analyze"))
         .args([
             "verify",
             "--man=no",
             "./opengslb-agent.socket",
             "./opengslb-agent.service",
+            "./opengslb-overwatch.service",
         ])
         .current_dir(dir.path())
         .output()
