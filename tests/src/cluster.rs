@@ -8,6 +8,9 @@ use crate::gslb::API_TOKEN;
 use crate::overwatch::{Overwatch, http_request};
 use crate::{TempDir, poll_until};
 
+/// Raft timing for tests: elections after 400 ms instead of the default 500 ms.
+pub const TEST_TIMING: &str = "  heartbeat_interval: 100ms\n  election_timeout: 400ms\n";
+
 /// The cluster secret in test configs.
 pub const SECRET: &str = "cluster-secret-0123456789";
 
@@ -22,7 +25,7 @@ pub struct TestCluster {
     pub rpc: Vec<SocketAddr>,
     /// The part of the config every node shares (regions, domains, ...).
     pub body: String,
-    /// Extra `cluster:` keys (indented two spaces).
+    /// Extra `cluster:` keys (indented two spaces), e.g. [`TEST_TIMING`].
     pub cluster_extra: String,
 }
 
@@ -64,7 +67,7 @@ impl TestCluster {
             .map(|(j, a)| format!("    {}: \"{a}\"\n", j + 1))
             .collect();
         format!(
-            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {SECRET}\n  heartbeat_interval: 100ms\n  election_timeout: 400ms\n{extra}  peers:\n{peers}",
+            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {SECRET}\n{extra}  peers:\n{peers}",
             n = i + 1,
             body = self.body,
             listen = self.rpc[i],

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use opengslb_tests::cluster::TestCluster;
+use opengslb_tests::cluster::{TEST_TIMING, TestCluster};
 use opengslb_tests::gslb::API_TOKEN;
 use opengslb_tests::overwatch::{cli_binary, http_request};
 use opengslb_tests::poll_until;
@@ -40,7 +40,7 @@ fn cli(cluster: &TestCluster, i: usize, args: &[&str]) -> (Option<i32>, String, 
 
 #[test]
 fn overrides_reach_every_node_and_dns_and_survive_losing_nodes() {
-    let mut cluster = TestCluster::start("raft", BODY, "");
+    let mut cluster = TestCluster::start("raft", BODY, TEST_TIMING);
     let all = [0, 1, 2];
     let leader = cluster.leader_among(&all, Duration::from_secs(15));
     let follower = (leader + 1) % 3;
@@ -256,7 +256,11 @@ fn acknowledged_writes_survive_a_leader_kill_and_a_wiped_node_rejoins_by_snapsho
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
-    let mut cluster = TestCluster::start("raft-stream", BODY, "  snapshot_logs: 20\n");
+    let mut cluster = TestCluster::start(
+        "raft-stream",
+        BODY,
+        &format!("{TEST_TIMING}  snapshot_logs: 20\n"),
+    );
     let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
     let writers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let apis: Vec<_> = writers
