@@ -35,7 +35,7 @@ for i in 1 2 3; do
 done
 for i in 1 2 3; do wait_tcp "127.0.0.$i" "1808$i" "backend $i"; done
 for i in 1 2 3; do
-  RUST_LOG=warn "$bin/opengslb-overwatch" --config "examples/cluster/overwatch-$i.yaml" &
+  RUST_LOG=warn,openraft=off "$bin/opengslb-overwatch" --config "examples/cluster/overwatch-$i.yaml" &
   pids+=($!)
 done
 for i in 1 2 3; do wait_tcp 127.0.0.1 "80$(printf %02d "$i")" "overwatch-$i's API"; done

@@ -440,6 +440,25 @@ fn the_server_refuses_a_bad_file_with_exit_2() {
         )),
         "{all}"
     );
+
+    // A data dir that cannot be created: exit 1, naming the key and the reason.
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, "dns:\n  zones: [ok.test]\n  listen_address: \"127.0.0.1:0\"\napi:\n  enabled: false\nmetrics:\n  enabled: false\n").expect("write");
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, "").expect("write");
+    let mut command = Command::new(overwatch_binary());
+    command
+        .arg("--config")
+        .arg(&good)
+        .arg("--data-dir")
+        .arg(blocker.join("state"));
+    let (status, _, all) = Spawned::start("opengslb-overwatch (bad data dir)", command)
+        .finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("overwatch.data_dir: cannot create") && all.contains("a-file/state"),
+        "{all}"
+    );
 }
 
 /// Checks the Prometheus text exposition format line by line; returns the metric names.
