@@ -327,14 +327,18 @@ fn a_restarted_node_remembers_pins_and_backends_as_stale_until_agents_report() {
     let yaml = overwatch_yaml("ow-1", &key, &[]);
     let mut ow = Overwatch::start(&dir, &yaml);
     let backend = Backend::start("127.0.0.1");
-    let agent = AgentDaemon::start(
-        &dir,
-        "a1",
-        backend.addr,
-        &[ow.gossip.expect("gossip")],
-        &key,
-        TOKEN,
-    );
+    // The same name in the same dir: the same identity files, so the same agent.
+    let start_agent = |ow: &Overwatch| {
+        AgentDaemon::start(
+            &dir,
+            "a1",
+            backend.addr,
+            &[ow.gossip.expect("gossip")],
+            &key,
+            TOKEN,
+        )
+    };
+    let agent = start_agent(&ow);
     let agent_id = agent.agent_id.clone();
     poll_until(
         Duration::from_secs(15),
@@ -372,14 +376,7 @@ fn a_restarted_node_remembers_pins_and_backends_as_stale_until_agents_report() {
     assert!(!answers(&ow).contains("127.0.0.1"));
 
     // The same agent (same identity files) reports again: healthy and back in DNS.
-    let _agent = AgentDaemon::start(
-        &dir,
-        "a1",
-        backend.addr,
-        &[ow.gossip.expect("gossip")],
-        &key,
-        TOKEN,
-    );
+    let _agent = start_agent(&ow);
     poll_until(
         Duration::from_secs(15),
         "the agent's backend back in DNS",
