@@ -508,7 +508,9 @@ impl StateOwner {
             let Some(agent_id) = &record.agent_id else {
                 continue;
             };
-            if forgotten || self.expired_agents.contains(agent_id) {
+            // Forgotten: quiet for remove_after, or its pin was revoked.
+            let pinned = self.book.pins().contains_key(agent_id);
+            if forgotten || !pinned || self.expired_agents.contains(agent_id) {
                 continue;
             }
             let key = BackendKey {
@@ -979,5 +981,90 @@ mod tests {
             "gone after remove_after"
         );
         assert_eq!(o.book.pins().len(), 1, "the pin stays until deleted");
+    }
+
+    /// Replicated state reaches the owner: an override outranks the agent; the pin the
+    /// leader must write, then the registry transitions, come out of `registry_changes`
+    /// until the replicated state holds them; a revoked pin drops the agent here too.
+    #[test]
+    fn overrides_outrank_agents_and_the_registry_follows_the_view() {
+        let (mut o, a, t0, wall) = (owner(), agent(), Instant::now(), SystemTime::now());
+        assert!(o.gossip(report(&a, 1, AdminState::Ready, false), t0, wall));
+        let mut machine = Machine::default();
+        let changes = o.registry_changes(&o.compute(t0));
+        assert!(
+            matches!(&changes[..], [RequestV1::PinAgent { agent_id, .. }, RequestV1::RecordBackend { record, .. }]
+                if agent_id == a.agent_id() && record.status == "healthy"),
+            "{changes:?}"
+        );
+        for change in changes {
+            machine.apply(&crate::cluster::machine::Request::V1(change));
+        }
+        o.replicate(Arc::new(machine.clone()));
+        assert!(
+            o.registry_changes(&o.compute(t0)).is_empty(),
+            "nothing left to write"
+        );
+
+        let key = OverrideKey {
+            service: "app".into(),
+            address: "10.0.0.1:80".parse().expect("addr"),
+        };
+        let forced_out = Override {
+            healthy: false,
+            reason: "disk".into(),
+            author: "ops".into(),
+            set_at_ms: wall_ms(wall),
+            expires_at_ms: Some(wall_ms(wall) + 60_000),
+        };
+        machine.apply(&crate::cluster::machine::Request::V1(
+            RequestV1::SetOverride {
+                key: key.clone(),
+                value: forced_out.clone(),
+            },
+        ));
+        o.replicate(Arc::new(machine.clone()));
+        let view = &o.compute(t0)[0];
+        assert_eq!(
+            view.effective,
+            Effective::Unhealthy,
+            "the agent says up; the operator wins"
+        );
+        assert_eq!(view.reason, "operator override: disk (by ops)");
+        let transition = o.registry_changes(&o.compute(t0));
+        assert!(
+            matches!(&transition[..], [RequestV1::RecordBackend { record, .. }] if record.status == "unhealthy"),
+            "{transition:?}"
+        );
+
+        // An expired override no longer applies.
+        let mut expired = machine.clone();
+        expired.overrides.insert(
+            key,
+            Override {
+                expires_at_ms: Some(1),
+                ..forced_out
+            },
+        );
+        o.replicate(Arc::new(expired));
+        assert_eq!(o.compute(t0)[0].effective, Effective::Healthy);
+
+        // The pin is revoked cluster-wide: this node forgets the agent and its backend.
+        machine.apply(&crate::cluster::machine::Request::V1(
+            RequestV1::RevokeAgent {
+                agent_id: a.agent_id().into(),
+            },
+        ));
+        o.replicate(Arc::new(machine));
+        assert!(o.book.pins().is_empty());
+        assert!(o.agents.is_empty());
+        assert!(o.compute(t0).is_empty(), "not even remembered");
+        assert!(
+            matches!(
+                &o.registry_changes(&o.compute(t0))[..],
+                [RequestV1::RemoveBackend { .. }]
+            ),
+            "the leader removes it from the registry"
+        );
     }
 }

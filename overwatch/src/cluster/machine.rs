@@ -274,6 +274,30 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_applies_every_part_and_reports_the_first_refusal() {
+        let mut m = Machine::default();
+        let Request::V1(first) = pin("eu-a", "aaaa");
+        let Request::V1(clash) = pin("eu-a", "bbbb");
+        let Request::V1(other) = set(key("app", "10.0.0.1:80"), false, None);
+        let response = m.apply(&Request::V1(RequestV1::Batch(vec![first, clash, other])));
+        assert!(
+            matches!(response, Response::Conflict(ref why) if why.contains("eu-a")),
+            "{response:?}"
+        );
+        assert_eq!(
+            m.pins["eu-a"].fingerprint, "aaaa",
+            "the clashing pin is refused"
+        );
+        assert_eq!(
+            m.overrides.len(),
+            1,
+            "the part after the refusal still applies"
+        );
+        let restored = Machine::restore(&m.snapshot()).expect("restore");
+        assert_eq!(restored, m);
+    }
+
+    #[test]
     fn overrides_are_set_replaced_cleared_and_expire_on_read() {
         let mut m = Machine::default();
         let k = key("app", "10.0.1.10:8080");
