@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the end-to-end tests drive
-# (haproxy, dig, systemd's tools) when run as root, then builds and runs every test.
+# (haproxy, dig, systemd's tools, iproute2) when run as root, then builds and runs every test.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ declare -A needs=(
   [dig]=dnsutils
   [systemd-analyze]=systemd
   [systemd-socket-activate]=systemd
+  [ss]=iproute2
+  [ip]=iproute2
 )
 missing=()
 for cmd in "${!needs[@]}"; do

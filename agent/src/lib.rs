@@ -11,6 +11,7 @@ pub mod config;
 pub mod cpu;
 pub mod daemon;
 pub mod gossip;
+pub mod latency;
 pub mod listener;
 pub mod local_checks;
 pub mod monitor;

@@ -1,0 +1,154 @@
+//! Reads the kernel's smoothed RTT (`tcpi_rtt`) of every established TCP connection to
+//! the backends' ports, through netlink `sock_diag` (`NETLINK_SOCK_DIAG`, IPv4 and IPv6).
+//!
+//! Permissions: dumping `tcp_info` of sockets needs no capability on Linux. A process
+//! sees the sockets of its network namespace; an unprivileged one sees them all there
+//! (what `ss -ti` shows without root). Only socket *kill* and some BPF filters need
+//! CAP_NET_ADMIN, and neither is used here.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+use netlink_packet_sock_diag::inet::nlas::Nla;
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use netlink_sys::{Socket, SocketAddr};
+
+/// One established connection to a backend port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    /// The client.
+    pub peer: IpAddr,
+    /// The peer's port.
+    pub peer_port: u16,
+    /// The backend port it reached.
+    pub local_port: u16,
+    /// The kernel's smoothed RTT.
+    pub rtt: Duration,
+    /// The kernel's socket cookie: unique while the socket lives.
+    pub cookie: u64,
+}
+
+/// Every established TCP connection whose local port is in `ports`.
+pub fn established(ports: &HashSet<u16>) -> io::Result<Vec<Connection>> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut found = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        dump(&mut socket, family, ports, &mut found)?;
+    }
+    Ok(found)
+}
+
+fn dump(
+    socket: &mut Socket,
+    family: u8,
+    ports: &HashSet<u16>,
+    found: &mut Vec<Connection>,
+) -> io::Result<()> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let socket_id = if family == AF_INET {
+        SocketId::new_v4()
+    } else {
+        SocketId::new_v6()
+    };
+    let mut packet = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::INFO,
+            states: StateFlags::ESTABLISHED,
+            socket_id,
+        })
+        .into(),
+    );
+    packet.finalize();
+    let mut request = vec![0; packet.buffer_len()];
+    packet.serialize(&mut request);
+    socket.send(&request, 0)?;
+
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let size = socket.recv(&mut &mut buffer[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buffer[offset..size])
+                .map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {e}"))
+                })?;
+            let length = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => {
+                    return Err(io::Error::other(format!("sock_diag: {e}")));
+                }
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                    let id = &response.header.socket_id;
+                    if ports.contains(&id.source_port) {
+                        let rtt = response.nlas.iter().find_map(|nla| match nla {
+                            Nla::TcpInfo(info) => Some(Duration::from_micros(u64::from(info.rtt))),
+                            _ => None,
+                        });
+                        if let Some(rtt) = rtt {
+                            found.push(Connection {
+                                peer: id.destination_address,
+                                peer_port: id.destination_port,
+                                local_port: id.source_port,
+                                rtt,
+                                cookie: u64::from_ne_bytes(id.cookie),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if length == 0 {
+                break;
+            }
+            offset += length;
+        }
+    }
+}
+
+/// Remembers when each connection was first seen, so only connections older than
+/// `min_age` count (a fresh connection's RTT is mostly the handshake's).
+#[derive(Debug)]
+pub struct AgeFilter {
+    min_age: Duration,
+    first_seen: HashMap<u64, Instant>,
+}
+
+impl AgeFilter {
+    /// A filter for `min_age`.
+    pub fn new(min_age: Duration) -> AgeFilter {
+        AgeFilter {
+            min_age,
+            first_seen: HashMap::new(),
+        }
+    }
+
+    /// The connections at least `min_age` old; forgets the ones that are gone.
+    pub fn old_enough(&mut self, connections: Vec<Connection>, now: Instant) -> Vec<Connection> {
+        let mut next = HashMap::with_capacity(connections.len());
+        let mut kept = Vec::new();
+        for c in connections {
+            let first = self.first_seen.get(&c.cookie).copied().unwrap_or(now);
+            next.insert(c.cookie, first);
+            if now.duration_since(first) >= self.min_age {
+                kept.push(c);
+            }
+        }
+        self.first_seen = next;
+        kept
+    }
+}
