@@ -57,6 +57,33 @@ struct Raw {
     heartbeat: RawHeartbeat,
     #[serde(default)]
     agent_check: RawAgentCheck,
+    #[serde(default)]
+    latency_learning: Option<RawLatency>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLatency {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    poll_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    min_connection_age: Option<Spanned<String>>,
+    #[serde(default)]
+    ipv4_prefix: Option<Spanned<u8>>,
+    #[serde(default)]
+    ipv6_prefix: Option<Spanned<u8>>,
+    #[serde(default)]
+    ewma_alpha: Option<Spanned<f64>>,
+    #[serde(default)]
+    max_subnets: Option<Spanned<usize>>,
+    #[serde(default)]
+    subnet_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    min_samples: Option<u32>,
+    #[serde(default)]
+    report_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,6 +303,23 @@ pub struct AgentConfig {
     pub timeframe: Duration,
     /// Log each agent-check request.
     pub log_requests: bool,
+    /// Passive latency learning (`None`: off).
+    pub latency: Option<LatencyLearning>,
+}
+
+/// `latency_learning`
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyLearning {
+    /// Between socket dumps.
+    pub poll_interval: Duration,
+    /// Connections younger than this are not sampled.
+    pub min_connection_age: Duration,
+    /// Subnet table settings.
+    pub table: crate::latency::table::TableSettings,
+    /// Subnets with fewer samples are not reported.
+    pub min_samples: u32,
+    /// Between reports of the changed subnets.
+    pub report_interval: Duration,
 }
 
 struct Collector(Vec<Problem>);
@@ -568,6 +612,11 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
         "agent_check.timeframe",
         Duration::from_millis(2000),
     );
+    let latency = raw
+        .latency_learning
+        .as_ref()
+        .filter(|l| l.enabled)
+        .map(|l| latency_learning(&mut c, l));
     if !c.0.is_empty() {
         c.0.sort_by_key(|p| (p.line, p.column));
         return Err(fail(c.0));
@@ -595,7 +644,70 @@ pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
         maint_file: raw.agent_check.maint_file,
         timeframe,
         log_requests: raw.agent_check.log_requests,
+        latency,
     })
+}
+
+fn latency_learning(c: &mut Collector, l: &RawLatency) -> LatencyLearning {
+    let prefix =
+        |c: &mut Collector, v: &Option<Spanned<u8>>, key: &str, max: u8, default: u8| match v {
+            Some(p) if p.value == 0 || p.value > max => {
+                c.at(p, format!("latency_learning.{key}: must be 1 to {max}"));
+                default
+            }
+            Some(p) => p.value,
+            None => default,
+        };
+    let ipv4_prefix = prefix(c, &l.ipv4_prefix, "ipv4_prefix", 32, 24);
+    let ipv6_prefix = prefix(c, &l.ipv6_prefix, "ipv6_prefix", 128, 48);
+    let ewma_alpha = match &l.ewma_alpha {
+        Some(a) if !(a.value > 0.0 && a.value <= 1.0) => {
+            c.at(
+                a,
+                "latency_learning.ewma_alpha: must be more than 0 and at most 1",
+            );
+            0.3
+        }
+        Some(a) => a.value,
+        None => 0.3,
+    };
+    let max_subnets = match &l.max_subnets {
+        Some(m) if m.value == 0 => {
+            c.at(m, "latency_learning.max_subnets: must be 1 or more");
+            100_000
+        }
+        Some(m) => m.value,
+        None => 100_000,
+    };
+    LatencyLearning {
+        poll_interval: c.duration(
+            &l.poll_interval,
+            "latency_learning.poll_interval",
+            Duration::from_secs(10),
+        ),
+        min_connection_age: c.duration(
+            &l.min_connection_age,
+            "latency_learning.min_connection_age",
+            Duration::from_secs(5),
+        ),
+        table: crate::latency::table::TableSettings {
+            ipv4_prefix,
+            ipv6_prefix,
+            ewma_alpha,
+            max_subnets,
+            subnet_ttl: c.duration(
+                &l.subnet_ttl,
+                "latency_learning.subnet_ttl",
+                Duration::from_secs(168 * 3600),
+            ),
+        },
+        min_samples: l.min_samples.unwrap_or(5),
+        report_interval: c.duration(
+            &l.report_interval,
+            "latency_learning.report_interval",
+            Duration::from_secs(30),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -118,6 +118,19 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
         shutdown.clone(),
     ));
 
+    let latency_task = cfg.latency.clone().map(|settings| {
+        let ports = cfg.backends.iter().map(|b| b.port).collect();
+        tracing::info!(poll = ?settings.poll_interval, "latency learning on");
+        tokio::spawn(crate::latency::run(
+            settings,
+            ports,
+            identity.clone(),
+            cfg.region.clone(),
+            gossip.commands.clone(),
+            shutdown.clone(),
+        ))
+    });
+
     let server = match cfg.agent_check {
         Some(addr) if !args.systemd => Some(
             listener::bind(
@@ -156,6 +169,9 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     let _ = publisher.await;
+    if let Some(task) = latency_task {
+        let _ = task.await;
+    }
     // Say goodbye with a signed report, so overwatch drops our backends at once.
     let leaving = build_report(
         &snapshots.borrow(),

@@ -24,6 +24,9 @@ pub struct Pin {
     pub pinned_at: SystemTime,
     /// Newest report version accepted.
     pub version: u64,
+    /// The certificate (DER) of its last admitted report: latency reports, which carry
+    /// none, are verified with it. Empty until this node admits a report.
+    pub certificate: Vec<u8>,
 }
 
 /// Why a report was not accepted.
@@ -107,6 +110,9 @@ impl AgentBook {
             Some(pin) => {
                 pin.version = report.version;
                 pin.services = services;
+                if pin.certificate.is_empty() {
+                    pin.certificate = signed.certificate.clone();
+                }
                 Ok(Admitted::New(report))
             }
             None => {
@@ -119,6 +125,7 @@ impl AgentBook {
                         services,
                         pinned_at: now,
                         version: report.version,
+                        certificate: signed.certificate.clone(),
                     },
                 );
                 Ok(Admitted::New(report))

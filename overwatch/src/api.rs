@@ -68,6 +68,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/overwatch/agents/{id}",
             get(agent).delete(delete_agent),
         )
+        .route("/api/v1/overwatch/latency", get(latency))
         .route("/api/v1/overrides", get(overrides))
         .route(
             "/api/v1/overrides/{service}/{address}",
@@ -341,6 +342,50 @@ async fn domains(State(state): State<ApiState>) -> Json<serde_json::Value> {
         })
         .collect();
     Json(json!({ "domains": list }))
+}
+
+/// `GET /api/v1/overwatch/latency`: what agents learned, per client subnet and region,
+/// with the `learned_latency` domains that route by it.
+async fn latency(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Json<serde_json::Value> {
+    let view = state.view.borrow().clone();
+    let domains_of = |region: &str| -> Vec<&str> {
+        view.settings
+            .domains
+            .iter()
+            .filter(|d| d.algorithm == crate::config::Algorithm::LearnedLatency)
+            .filter(|d| {
+                d.regions
+                    .iter()
+                    .any(|&r| view.settings.regions[r].name == region)
+            })
+            .map(|d| d.name.as_str())
+            .collect()
+    };
+    let list: Vec<serde_json::Value> = view
+        .latency_cells
+        .iter()
+        .filter(|c| params.get("region").is_none_or(|r| &c.region == r))
+        .filter(|c| {
+            params
+                .get("subnet")
+                .is_none_or(|s| &c.subnet.to_string() == s)
+        })
+        .map(|c| {
+            json!({
+                "subnet": c.subnet.to_string(),
+                "region": c.region,
+                "domains": domains_of(&c.region),
+                "rtt_ms": (c.rtt.as_secs_f64() * 1e6).round() / 1e3,
+                "samples": c.samples,
+                "agents": c.agents,
+                "last_updated": rfc3339(c.last_updated),
+            })
+        })
+        .collect();
+    Json(json!({ "entries": list, "total": list.len() }))
 }
 
 async fn agents(State(state): State<ApiState>) -> Json<serde_json::Value> {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dns;
 pub mod geo;
 pub mod health;
+pub mod latency;
 pub mod routing;
 pub mod state;
 pub mod status;

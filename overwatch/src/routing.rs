@@ -34,6 +34,11 @@ pub struct Query {
     pub max_latency: Option<Duration>,
     /// `latency`: samples needed.
     pub min_samples: u32,
+    /// `learned_latency`: position in the domain's regions of the region agents learned is
+    /// fastest for the client's subnet (`None`: nothing learned, geolocation decides).
+    pub learned_region: Option<usize>,
+    /// The learned subnet's prefix length.
+    pub learned_prefix: u8,
 }
 
 /// Indexes into the candidates, in answer order, and the ECS scope the choice deserves.
@@ -87,6 +92,16 @@ pub fn decide_among(
                 scope: q.client_prefix,
             }
         }
+        Algorithm::LearnedLatency => match q.learned_region {
+            Some(region) => Decision {
+                chosen: first_healthy_region(candidates, healthy, Some(region), q.max_records),
+                scope: q.learned_prefix,
+            },
+            None => Decision {
+                chosen: first_healthy_region(candidates, healthy, q.client_region, q.max_records),
+                scope: q.client_prefix,
+            },
+        },
         Algorithm::Latency => not_client_dependent(
             fastest_region(candidates, healthy, q)
                 .unwrap_or_else(|| rotate(healthy, q.entropy, q.max_records)),
@@ -233,7 +248,44 @@ mod tests {
             client_prefix: 0,
             max_latency: None,
             min_samples: 1,
+            learned_region: None,
+            learned_prefix: 0,
         }
+    }
+
+    #[test]
+    fn learned_latency_uses_the_learned_region_else_geolocation() {
+        let cands = [c(0, true, 1), c(1, true, 1), c(1, false, 1)];
+        let learned = Query {
+            learned_region: Some(1),
+            learned_prefix: 24,
+            client_region: Some(0),
+            client_prefix: 16,
+            ..q(8, 0)
+        };
+        let d = decide(Algorithm::LearnedLatency, &cands, &learned);
+        assert_eq!(
+            (d.chosen, d.scope),
+            (vec![1], 24),
+            "learned wins, scope = learned prefix"
+        );
+        let fallback = Query {
+            learned_region: None,
+            ..learned
+        };
+        let d = decide(Algorithm::LearnedLatency, &cands, &fallback);
+        assert_eq!(
+            (d.chosen, d.scope),
+            (vec![0], 16),
+            "geolocation decides without data"
+        );
+        let down = [c(0, true, 1), c(1, false, 1)];
+        let d = decide(Algorithm::LearnedLatency, &down, &learned);
+        assert_eq!(
+            d.chosen,
+            vec![0],
+            "a learned region with nothing healthy is skipped"
+        );
     }
 
     #[test]

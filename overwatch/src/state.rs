@@ -21,12 +21,15 @@ use crate::cluster::node::{Cluster, Write};
 use crate::config::Settings;
 use crate::geo::GeoDb;
 use crate::health::{CheckReport, CheckState};
+use crate::latency::{LatencyIndex, LatencyTable, Merged};
 use crate::status::{AgentClaim, Effective, Layers, Validation, effective};
 
 /// How often staleness, removal and smoothed RTTs are re-evaluated.
 const TICK: Duration = Duration::from_millis(250);
 /// How often a changed smoothed RTT alone (no status change) is published.
 const RTT_PUBLISH_PERIOD: Duration = Duration::from_secs(1);
+/// How often expired latency figures are dropped.
+const LATENCY_EXPIRY_PERIOD: Duration = Duration::from_secs(60);
 /// Most registry and pin changes the leader proposes in one Raft entry.
 const MAX_BATCH: usize = 1000;
 
@@ -132,6 +135,10 @@ pub struct View {
     pub generation: u64,
     /// The replicated state this view was computed with.
     pub replicated: Arc<Machine>,
+    /// Learned client latency, for `learned_latency` answers.
+    pub latency: Arc<LatencyIndex>,
+    /// The same, merged per (subnet, region), for the API.
+    pub latency_cells: Arc<Vec<Merged>>,
 }
 
 /// Readers' handle on the latest view.
@@ -176,6 +183,11 @@ pub struct StateOwner {
     expired_agents: std::collections::HashSet<String>,
     started: Instant,
     proposing: Arc<std::sync::atomic::AtomicBool>,
+    latency: LatencyTable,
+    latency_dirty: bool,
+    latency_index: Arc<LatencyIndex>,
+    latency_cells: Arc<Vec<Merged>>,
+    latency_expired: Instant,
 }
 
 /// The keys of every configured backend, in config order, with their region index.
@@ -209,6 +221,8 @@ impl StateOwner {
             last_healthy: HashMap::new(),
             generation: 0,
             replicated: Arc::default(),
+            latency: Arc::default(),
+            latency_cells: Arc::default(),
         });
         let (tx, rx) = watch::channel(placeholder);
         let mut owner = StateOwner {
@@ -229,6 +243,11 @@ impl StateOwner {
             expired_agents: std::collections::HashSet::new(),
             started: Instant::now(),
             proposing: Arc::default(),
+            latency: LatencyTable::default(),
+            latency_dirty: false,
+            latency_index: Arc::default(),
+            latency_cells: Arc::default(),
+            latency_expired: Instant::now(),
         };
         owner.sync_checks();
         owner.publish();
@@ -299,6 +318,7 @@ impl StateOwner {
                 self.settings = settings;
                 self.geo = geo;
                 self.sync_checks();
+                self.latency_dirty = true; // region indexes may have moved
                 true
             }
             Command::Gossip(event) => self.gossip(event, Instant::now(), SystemTime::now()),
@@ -347,6 +367,10 @@ impl StateOwner {
                     }
                 }
             }
+            Event::Latency(signed) => {
+                self.latency_report(&signed, wall);
+                false
+            }
             Event::MemberDown(id) if id.role == Role::Agent => {
                 self.agents.get_mut(&id.name).is_some_and(|a| {
                     let changed = !a.member_down;
@@ -384,9 +408,42 @@ impl StateOwner {
                 .get(&b.key)
                 .is_none_or(|(e, _)| *e != b.effective)
         });
-        let rtt_due = self.rtt_dirty && self.last_rtt_publish.elapsed() >= RTT_PUBLISH_PERIOD;
+        if now.duration_since(self.latency_expired) >= LATENCY_EXPIRY_PERIOD {
+            self.latency_expired = now;
+            let before = self.latency.len();
+            let pins = self.book.pins();
+            self.latency
+                .expire(SystemTime::now(), &|id: &str| pins.contains_key(id));
+            self.latency_dirty |= self.latency.len() != before;
+        }
+        let rtt_due = (self.rtt_dirty || self.latency_dirty)
+            && self.last_rtt_publish.elapsed() >= RTT_PUBLISH_PERIOD;
         if removed || status_changed || rtt_due {
             self.publish_views(views);
+        }
+    }
+
+    /// Takes in a latency part if it verifies against the agent's pinned certificate.
+    fn latency_report(
+        &mut self,
+        signed: &opengslb_agent::gossip::wire::SignedLatency,
+        wall: SystemTime,
+    ) {
+        let verified = signed.claimed_agent().ok().and_then(|agent_id| {
+            let pin = self.book.pins().get(&agent_id)?;
+            let report = signed.open(&pin.certificate).ok()?;
+            (report.region == pin.region).then_some((agent_id, report))
+        });
+        match verified {
+            Some((agent_id, report)) => {
+                self.latency.apply(&agent_id, &report, wall);
+                self.latency_dirty = true;
+                metrics::gauge!("opengslb_overwatch_latency_subnets")
+                    .set(self.latency.len() as f64);
+            }
+            None => {
+                metrics::counter!("opengslb_gossip_reports_rejected_total", "reason" => "latency_unverified").increment(1);
+            }
         }
     }
 
@@ -576,6 +633,7 @@ impl StateOwner {
                         pinned_at: SystemTime::UNIX_EPOCH
                             + Duration::from_millis(record.pinned_at_ms),
                         version: 0,
+                        certificate: Vec::new(),
                     },
                 );
             }
@@ -760,6 +818,15 @@ impl StateOwner {
     fn publish_views(&mut self, backends: Vec<BackendView>) {
         self.generation += 1;
         self.rtt_dirty = false;
+        if self.latency_dirty {
+            self.latency_dirty = false;
+            let cells = self.latency.merged();
+            let regions = &self.settings.regions;
+            self.latency_index = Arc::new(LatencyIndex::build(&cells, &|name: &str| {
+                regions.iter().position(|r| r.name == name)
+            }));
+            self.latency_cells = Arc::new(cells);
+        }
         self.last_rtt_publish = Instant::now();
         let mut changes = HashMap::new();
         for b in &backends {
@@ -827,6 +894,8 @@ impl StateOwner {
             last_healthy: self.last_healthy.clone(),
             generation: self.generation,
             replicated: self.replicated.clone(),
+            latency: self.latency_index.clone(),
+            latency_cells: self.latency_cells.clone(),
         }));
     }
 }

@@ -24,13 +24,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::seal::{ClusterKey, Envelope, OVERHEAD};
-use super::wire::{Message, MessageV1, SignedReport, StatusReport, WireError, supersedes};
+use super::wire::{
+    Message, MessageV1, SignedLatency, SignedReport, StatusReport, WireError, supersedes,
+};
 
 /// Largest packet we send: below a 1500-byte Ethernet MTU with IP/UDP headers to spare.
 pub const MAX_PACKET: usize = 1400;
 /// Packet kinds, the first byte inside the seal.
 const KIND_FOCA: u8 = 0;
 const KIND_DIRECT: u8 = 1;
+/// A signed latency part, sent straight to overwatch members (never gossiped on).
+const KIND_LATENCY: u8 = 2;
 
 /// What kind of member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -137,6 +141,8 @@ pub enum Command {
     Publish(SignedReport),
     /// Send this (leaving) report to every overwatch member, leave the cluster, stop.
     Leave(SignedReport),
+    /// Send these latency parts straight to every overwatch member.
+    Latency(Vec<SignedLatency>),
 }
 
 /// What the member learned (overwatch consumes these).
@@ -144,6 +150,8 @@ pub enum Command {
 pub enum Event {
     /// A report newer than any seen before from its agent (not yet verified).
     Report(SignedReport),
+    /// A latency part from an agent (not yet verified).
+    Latency(SignedLatency),
     /// A member joined or came back.
     MemberUp(MemberId),
     /// A member is down (failed probes, or it left).
@@ -261,7 +269,9 @@ impl BroadcastHandler<MemberId> for Reports {
         data: &[u8],
         _sender: Option<&MemberId>,
     ) -> Result<Option<ReportKey>, WireError> {
-        let Message::V1(MessageV1::Report(signed)) = Message::decode(data)?;
+        let Message::V1(MessageV1::Report(signed)) = Message::decode(data)? else {
+            return Err(WireError::Decode("not a status report".into()));
+        };
         // Relaying needs only the key; overwatch verifies the signature before applying.
         let report: StatusReport =
             postcard::from_bytes(&signed.report).map_err(|e| WireError::Decode(e.to_string()))?;
@@ -382,6 +392,7 @@ impl Member {
                         self.publish(signed).await;
                         break;
                     }
+                    Command::Latency(parts) => self.send_latency(parts).await,
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, from)) => self.receive(&buf[..n], from),
@@ -425,7 +436,14 @@ impl Member {
             ),
             Err(err) => tracing::warn!(error = %err, "cannot disseminate the report"),
         }
-        // Straight to every overwatch member (and the seeds, before membership converged).
+        let packet = seal_direct(&self.envelope, &bytes);
+        for target in self.overwatch_targets() {
+            self.send(&packet, target).await;
+        }
+    }
+
+    /// Every overwatch member (and the seeds, before membership converged).
+    fn overwatch_targets(&self) -> Vec<SocketAddr> {
         let mut targets: Vec<SocketAddr> = self
             .foca
             .iter_members()
@@ -437,9 +455,20 @@ impl Member {
                 targets.push(*seed);
             }
         }
-        let packet = seal_direct(&self.envelope, &bytes);
-        for target in targets {
-            self.send(&packet, target).await;
+        targets
+    }
+
+    async fn send_latency(&mut self, parts: Vec<SignedLatency>) {
+        let targets = self.overwatch_targets();
+        for signed in parts {
+            let message = Message::V1(MessageV1::Latency(signed)).encode();
+            let mut payload = Vec::with_capacity(message.len() + 1);
+            payload.push(KIND_LATENCY);
+            payload.extend_from_slice(&message);
+            let packet = self.envelope.seal(&payload, now_ms());
+            for target in &targets {
+                self.send(&packet, *target).await;
+            }
         }
     }
 
@@ -464,6 +493,15 @@ impl Member {
         let result = match payload.split_first() {
             Some((&KIND_FOCA, data)) => self.foca.handle_data(data, &mut self.runtime),
             Some((&KIND_DIRECT, data)) => self.foca.add_broadcast(data).map(drop),
+            Some((&KIND_LATENCY, data)) => {
+                match Message::decode(data) {
+                    Ok(Message::V1(MessageV1::Latency(signed))) => {
+                        self.emit(Event::Latency(signed));
+                    }
+                    _ => tracing::debug!(%from, "undecodable latency packet"),
+                }
+                Ok(())
+            }
             _ => {
                 tracing::debug!(%from, "unknown gossip packet kind");
                 Ok(())

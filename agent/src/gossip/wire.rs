@@ -19,6 +19,138 @@ pub enum Message {
 pub enum MessageV1 {
     /// An agent's signed status of all its backends.
     Report(SignedReport),
+    /// Part of an agent's learned client latency, signed.
+    Latency(SignedLatency),
+}
+
+/// Learned RTT of one client subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencySample {
+    /// The client subnet.
+    pub subnet: crate::latency::table::Subnet,
+    /// Smoothed RTT, microseconds.
+    pub rtt_us: u32,
+    /// Connections sampled.
+    pub samples: u32,
+}
+
+/// One part of an agent's latency report (a report is split so no packet exceeds the
+/// path MTU).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// `{region}-{12 hex}`.
+    pub agent_id: String,
+    /// The agent's region.
+    pub region: String,
+    /// Increases with every report; all parts of one report share it.
+    pub version: u64,
+    /// A full refresh (every subnet) rather than the changed ones.
+    pub full: bool,
+    /// This part's number, from 0.
+    pub part: u16,
+    /// How many parts the report has.
+    pub parts: u16,
+    /// Subnets.
+    pub samples: Vec<LatencySample>,
+}
+
+/// A latency report signed by the agent. It carries no certificate (that would take a
+/// third of every packet): overwatch verifies it with the certificate of the agent's
+/// admitted status reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedLatency {
+    /// postcard encoding of the `LatencyReport`, exactly as signed.
+    pub report: Vec<u8>,
+    /// ECDSA P-256 over the domain tag and `report`.
+    pub signature: Vec<u8>,
+}
+
+/// Separates latency signatures from status signatures.
+const LATENCY_DOMAIN: &[u8] = b"opengslb-latency-v1\0";
+
+impl SignedLatency {
+    /// Signs one part.
+    pub fn sign(report: &LatencyReport, identity: &AgentIdentity) -> SignedLatency {
+        let bytes = postcard::to_allocvec(report).unwrap_or_default();
+        let mut message = LATENCY_DOMAIN.to_vec();
+        message.extend_from_slice(&bytes);
+        SignedLatency {
+            signature: identity.sign(&message),
+            report: bytes,
+        }
+    }
+
+    /// The agent it claims to come from (unverified), to find its certificate.
+    pub fn claimed_agent(&self) -> Result<String, WireError> {
+        postcard::from_bytes::<LatencyReport>(&self.report)
+            .map(|r| r.agent_id)
+            .map_err(|e| WireError::Decode(e.to_string()))
+    }
+
+    /// Verifies against the agent's `certificate` (DER) and decodes.
+    pub fn open(&self, certificate: &[u8]) -> Result<LatencyReport, WireError> {
+        let mut message = LATENCY_DOMAIN.to_vec();
+        message.extend_from_slice(&self.report);
+        if !identity::verify(certificate, &message, &self.signature) {
+            return Err(WireError::BadSignature);
+        }
+        let report: LatencyReport =
+            postcard::from_bytes(&self.report).map_err(|e| WireError::Decode(e.to_string()))?;
+        let expected = identity::agent_id(&report.region, certificate);
+        if report.agent_id != expected {
+            return Err(WireError::IdMismatch {
+                claimed: report.agent_id,
+                expected,
+            });
+        }
+        Ok(report)
+    }
+}
+
+/// Splits `samples` into signed parts whose sealed packets stay under the path MTU.
+pub fn latency_parts(
+    samples: &[LatencySample],
+    identity: &AgentIdentity,
+    region: &str,
+    version: u64,
+    full: bool,
+) -> Vec<SignedLatency> {
+    /// Bytes of samples per part: with the header, the signature (≤ 72), the message
+    /// framing and the seal (≈ 50), a part stays well under 1,200 bytes.
+    const SAMPLE_BUDGET: usize = 900;
+    let mut chunks: Vec<Vec<LatencySample>> = vec![Vec::new()];
+    let mut used = 0;
+    for sample in samples {
+        let size = postcard::to_allocvec(sample).map_or(32, |b| b.len());
+        if used + size > SAMPLE_BUDGET && !chunks.last().is_none_or(Vec::is_empty) {
+            chunks.push(Vec::new());
+            used = 0;
+        }
+        used += size;
+        if let Some(last) = chunks.last_mut() {
+            last.push(*sample);
+        }
+    }
+    let parts = u16::try_from(chunks.len()).unwrap_or(u16::MAX);
+    chunks
+        .into_iter()
+        .take(usize::from(u16::MAX))
+        .enumerate()
+        .map(|(i, samples)| {
+            SignedLatency::sign(
+                &LatencyReport {
+                    agent_id: identity.agent_id().to_owned(),
+                    region: region.to_owned(),
+                    version,
+                    full,
+                    part: u16::try_from(i).unwrap_or(u16::MAX),
+                    parts,
+                    samples,
+                },
+                identity,
+            )
+        })
+        .collect()
 }
 
 /// Administrative state as reported.
@@ -226,7 +358,9 @@ mod tests {
             "a one-backend report fits a packet: {} bytes",
             bytes.len()
         );
-        let Message::V1(MessageV1::Report(back)) = Message::decode(&bytes).expect("decode");
+        let Message::V1(MessageV1::Report(back)) = Message::decode(&bytes).expect("decode") else {
+            panic!("not a report")
+        };
         assert_eq!(back, signed);
         assert_eq!(back.open().expect("verifies"), report(&agent, 7));
     }
@@ -272,5 +406,49 @@ mod tests {
             !supersedes(4, Some(5)),
             "an older report never replaces a newer one"
         );
+    }
+
+    #[test]
+    fn latency_reports_split_under_the_mtu_and_verify_only_with_their_certificate() {
+        use crate::gossip::seal::{ClusterKey, Envelope};
+        use crate::latency::table::Subnet;
+        let agent = identity("lat", "eu");
+        let other = identity("lat-other", "eu");
+        let samples: Vec<LatencySample> = (0..1000u32)
+            .map(|i| LatencySample {
+                subnet: if i % 2 == 0 {
+                    Subnet::of(std::net::Ipv4Addr::from(i << 8).into(), 24, 48)
+                } else {
+                    Subnet::of(std::net::Ipv6Addr::from(u128::from(i) << 80).into(), 24, 48)
+                },
+                rtt_us: 20_000 + i,
+                samples: 7,
+            })
+            .collect();
+        let parts = latency_parts(&samples, &agent, "eu", 42, true);
+        assert!(parts.len() > 1);
+        let key = ClusterKey::from_base64(Some("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="))
+            .expect("key");
+        let envelope = Envelope::new(&key, std::time::Duration::from_secs(30));
+        let mut back = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let wire = Message::V1(MessageV1::Latency(part.clone())).encode();
+            let sealed = envelope.seal(&wire, 1);
+            assert!(sealed.len() <= 1232, "part {i}: {} bytes", sealed.len());
+            let report = part.open(agent.certificate()).expect("verifies");
+            assert_eq!(
+                (report.part as usize, report.parts as usize, report.version),
+                (i, parts.len(), 42)
+            );
+            assert!(
+                part.open(other.certificate()).is_err(),
+                "another agent's certificate"
+            );
+            back.extend(report.samples);
+        }
+        assert_eq!(back, samples, "every sample once, in order");
+        let mut tampered = parts[0].clone();
+        tampered.report[5] ^= 1;
+        assert!(tampered.open(agent.certificate()).is_err());
     }
 }

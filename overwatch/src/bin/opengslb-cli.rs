@@ -52,6 +52,12 @@ enum Command {
     Stats,
     /// Load-balanced names and what they answer now.
     Domains,
+    /// Client latency agents learned, per subnet and region.
+    Latency {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Agents and their certificate pins.
     Agents {
         #[command(subcommand)]
@@ -232,6 +238,10 @@ async fn run(cli: &Cli) -> Result<String, String> {
         Command::Domains => ("/api/v1/domains", Vec::new()),
         Command::Agents { .. } => ("/api/v1/overwatch/agents", Vec::new()),
         Command::Overrides { .. } => ("/api/v1/overrides", Vec::new()),
+        Command::Latency { region } => (
+            "/api/v1/overwatch/latency",
+            region.iter().map(|r| ("region", r)).collect(),
+        ),
         Command::Cluster { .. } => ("/api/v1/cluster/status", Vec::new()),
         Command::Config { .. } => return Err("config commands run offline".into()),
     };
@@ -249,6 +259,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
         Command::Domains => domains_table(&body),
         Command::Agents { .. } => agents_table(&body),
         Command::Overrides { .. } => overrides_table(&body),
+        Command::Latency { .. } => latency_table(&body),
         Command::Cluster { .. } => cluster_text(&body),
         Command::Config { .. } => String::new(),
     })
@@ -341,6 +352,30 @@ fn segment(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+fn latency_table(body: &Value) -> String {
+    let rows = rows(body, "entries", |e| {
+        vec![
+            field(e, "subnet"),
+            field(e, "region"),
+            field(e, "rtt_ms"),
+            field(e, "samples"),
+            field(e, "agents"),
+            field(e, "last_updated"),
+        ]
+    });
+    table(
+        &[
+            "SUBNET",
+            "REGION",
+            "RTT_MS",
+            "SAMPLES",
+            "AGENTS",
+            "LAST_UPDATED",
+        ],
+        &rows,
+    )
 }
 
 fn overrides_table(body: &Value) -> String {

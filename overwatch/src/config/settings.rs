@@ -206,6 +206,9 @@ pub enum Algorithm {
     Geolocation,
     /// The region with the lowest probe RTT.
     Latency,
+    /// The region with the lowest RTT agents learned from real clients of the asking
+    /// subnet; geolocation when nothing is learned for it.
+    LearnedLatency,
 }
 
 impl Algorithm {
@@ -217,6 +220,7 @@ impl Algorithm {
             Algorithm::Failover => "failover",
             Algorithm::Geolocation => "geolocation",
             Algorithm::Latency => "latency",
+            Algorithm::LearnedLatency => "learned_latency",
         }
     }
 }

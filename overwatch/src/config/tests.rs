@@ -158,7 +158,7 @@ fn every_validation_problem_is_reported_with_its_place() {
         .replace("    ttl: 10\n", "    ttl: 0\n")
         .replace(
             "routing_algorithm: geolocation",
-            "routing_algorithm: learned_latency",
+            "routing_algorithm: nearest",
         )
         .replace("  - name: eu-west\n", "  - name: us-east\n")
         .replace("type: http", "type: icmp")
@@ -172,7 +172,7 @@ fn every_validation_problem_is_reported_with_its_place() {
         "ow.yaml:37:11: regions: region \"us-east\" is defined twice",
         "ow.yaml:43:24: domains[app.gslb.example.com].regions: no region named \"nowhere\"",
         "ow.yaml:44:10: domains[app.gslb.example.com].ttl: must be 1 to",
-        "ow.yaml:48:24: domains[geo.gslb.example.com].routing_algorithm: learned_latency is not implemented yet",
+        "ow.yaml:48:24: domains[geo.gslb.example.com].routing_algorithm: \"nearest\" is not one of round-robin",
         "ow.yaml:49:15: domains[geo.gslb.example.com].regions: no region named \"eu-west\"",
     ];
     assert_eq!(p.len(), expect.len(), "{p:#?}");

@@ -695,12 +695,9 @@ fn domain_settings(
         "failover" => Some(Algorithm::Failover),
         "geolocation" => Some(Algorithm::Geolocation),
         "latency" => Some(Algorithm::Latency),
-        "learned_latency" => {
-            c.at(&domain.routing_algorithm, format!("domains[{name}].routing_algorithm: learned_latency is not implemented yet (it needs the agents' passive RTT reports); use latency or geolocation"));
-            None
-        }
+        "learned_latency" => Some(Algorithm::LearnedLatency),
         other => {
-            c.at(&domain.routing_algorithm, format!("domains[{name}].routing_algorithm: {other:?} is not one of round-robin, weighted, failover, geolocation, latency"));
+            c.at(&domain.routing_algorithm, format!("domains[{name}].routing_algorithm: {other:?} is not one of round-robin, weighted, failover, geolocation, latency, learned_latency"));
             None
         }
     };

@@ -235,7 +235,12 @@ fn route<'s>(
     client: Client,
     entropy: u64,
 ) -> Answer<'s> {
-    let located = (domain.algorithm == crate::config::Algorithm::Geolocation).then(|| {
+    let learned = (domain.algorithm == crate::config::Algorithm::LearnedLatency)
+        .then(|| learned_region(snapshot, domain, family, client.ip))
+        .flatten();
+    let geo_decides = domain.algorithm == crate::config::Algorithm::Geolocation
+        || (domain.algorithm == crate::config::Algorithm::LearnedLatency && learned.is_none());
+    let located = geo_decides.then(|| {
         locate(
             client.ip,
             &snapshot.geo,
@@ -252,6 +257,8 @@ fn route<'s>(
         client_prefix: located.map_or(0, |l| l.prefix),
         max_latency: domain.max_latency,
         min_samples: domain.min_samples,
+        learned_region: learned.map(|(region, _)| region),
+        learned_prefix: learned.map_or(0, |(_, prefix)| prefix),
     };
     let decision = decide_among(
         domain.algorithm,
@@ -260,7 +267,13 @@ fn route<'s>(
         &query,
     );
     let chosen: Vec<usize> = if !decision.chosen.is_empty() {
-        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => "healthy").increment(1);
+        let outcome =
+            if domain.algorithm == crate::config::Algorithm::LearnedLatency && learned.is_none() {
+                "geo_fallback"
+            } else {
+                "healthy"
+            };
+        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome).increment(1);
         decision.chosen
     } else {
         let fallback: Vec<usize> = match domain.policy {
@@ -293,6 +306,33 @@ fn route<'s>(
         ecs_scope: client.ecs.map(|_| decision.scope),
         label: &domain.label,
     }
+}
+
+/// The position (in the domain's regions) of the region with the lowest learned RTT for
+/// the client's subnet among those with a healthy server, enough samples and an RTT under
+/// the limit; with the learned prefix length.
+fn learned_region(
+    snapshot: &DnsSnapshot,
+    domain: &DomainAnswers,
+    family: &super::snapshot::Family,
+    client: IpAddr,
+) -> Option<(usize, u8)> {
+    let (cells, prefix) = snapshot.latency.lookup(client)?;
+    cells
+        .iter()
+        .filter(|c| {
+            c.samples >= domain.min_samples && domain.max_latency.is_none_or(|max| c.rtt <= max)
+        })
+        .filter_map(|c| {
+            let pos = domain.regions.iter().position(|r| *r == c.region)?;
+            family
+                .healthy
+                .iter()
+                .any(|&i| family.candidates[i].region_pos == pos)
+                .then_some((c.rtt, pos))
+        })
+        .min()
+        .map(|(_, pos)| (pos, prefix))
 }
 
 fn max_prefix(ip: IpAddr) -> u8 {

@@ -99,6 +99,8 @@ pub struct DnsSnapshot {
     pub regions: Vec<RegionSettings>,
     /// The view generation this was built from.
     pub generation: u64,
+    /// Learned client latency (`learned_latency`).
+    pub latency: Arc<crate::latency::LatencyIndex>,
 }
 
 impl DnsSnapshot {
@@ -211,6 +213,7 @@ impl DnsSnapshot {
             geo_db: view.geo.clone(),
             regions: settings.regions.clone(),
             generation: view.generation,
+            latency: view.latency.clone(),
         }
     }
 
