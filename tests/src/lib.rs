@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cluster;
 pub mod gslb;
 pub mod haproxy;
+pub mod netns;
 pub mod overwatch;
 pub mod process;
 

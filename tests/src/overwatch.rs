@@ -43,9 +43,21 @@ impl Overwatch {
     /// Writes `yaml` to `dir/overwatch.yaml` and starts the node; waits for its listeners.
     /// Use port 0 everywhere: the harness reads the real addresses from the log.
     pub fn start(dir: &TempDir, yaml: &str) -> Overwatch {
+        Overwatch::start_in(dir, yaml, None)
+    }
+
+    /// [`Overwatch::start`] inside network namespace `netns` (`ip netns exec`).
+    pub fn start_in(dir: &TempDir, yaml: &str, netns: Option<&str>) -> Overwatch {
         let config = dir.join("overwatch.yaml");
         std::fs::write(&config, yaml).expect("write config");
-        let mut command = Command::new(overwatch_binary());
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(overwatch_binary());
+                c
+            }
+            None => Command::new(overwatch_binary()),
+        };
         command
             .arg("--config")
             .arg(&config)

@@ -92,3 +92,186 @@ fn collector_rtts_agree_with_ss() {
         );
     }
 }
+
+/// Two client namespaces reach two backends over links that add 20 ms and 120 ms: the
+/// agents learn each client subnet's RTT from the kernel, overwatch shows it, and a
+/// `learned_latency` domain answers each subnet with its nearer backend.
+#[test]
+fn learned_latency_routes_each_subnet_to_its_nearer_region() {
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use opengslb_tests::gslb::{TOKEN, cluster_key};
+    use opengslb_tests::netns::{Link, Netns, unavailable};
+    use opengslb_tests::overwatch::{Overwatch, cli_binary};
+    use opengslb_tests::process::Spawned;
+    use opengslb_tests::{TempDir, agent_binary, built_binary, poll_until};
+
+    if let Some(reason) = unavailable() {
+        eprintln!("SKIPPED learned_latency end to end: {reason}");
+        return;
+    }
+    let srv = Netns::new("srv");
+    let c1 = Netns::new("c1");
+    let c2 = Netns::new("c2");
+    let (near, far) = (Duration::from_millis(20), Duration::from_millis(120));
+    let a: Ipv4Addr = "10.100.0.1".parse().expect("ip");
+    let b: Ipv4Addr = "10.100.0.2".parse().expect("ip");
+    srv.ip(&["addr", "add", "10.100.0.1/32", "dev", "lo"]);
+    srv.ip(&["addr", "add", "10.100.0.2/32", "dev", "lo"]);
+    let _l1 = Link::new(
+        &c1,
+        &srv,
+        1,
+        "10.201.1.2".parse().expect("ip"),
+        "10.100.0.0/24",
+        HashMap::from([(a, near), (b, far)]),
+    );
+    let _l2 = Link::new(
+        &c2,
+        &srv,
+        2,
+        "10.202.1.2".parse().expect("ip"),
+        "10.100.0.0/24",
+        HashMap::from([(a, far), (b, near)]),
+    );
+
+    let peer = built_binary("latency-peer", "tests");
+    let in_ns = |ns: &Netns, name: &str, args: &[&str]| {
+        let mut c = ns.command(&peer);
+        c.args(args);
+        Spawned::start(name, c)
+    };
+    let _backend_a = in_ns(&srv, "backend a", &["serve", "10.100.0.1:8081"]);
+    let _backend_b = in_ns(&srv, "backend b", &["serve", "10.100.0.2:8082"]);
+
+    let dir = TempDir::new("learned-latency");
+    let key = cluster_key(3);
+    let yaml = format!(
+        "overwatch:\n  agent_tokens: {{app: {TOKEN}}}\n  validation: {{enabled: false}}\n  geolocation: {{default_region: b, ecs_enabled: true}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: a\n  - name: b\ndomains:\n  - name: lat.gslb.test\n    routing_algorithm: learned_latency\n    regions: [a, b]\n    latency_config: {{min_samples: 3}}\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n"
+    );
+    let ow = Overwatch::start_in(&dir, &yaml, Some(&srv.name));
+    let gossip = ow.gossip.expect("gossip");
+    let agent = |region: &str, ip: Ipv4Addr, port: u16| {
+        let config = dir.join(&format!("agent-{region}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "identity:\n  service_token: {TOKEN}\n  region: {region}\n  cert_path: {d}/{region}.crt\n  key_path: {d}/{region}.key\nbackends:\n  - {{service: app, address: {ip}, port: {port}}}\ngossip:\n  encryption_key: \"{key}\"\n  overwatch_nodes: [\"{gossip}\"]\n  bind_address: \"127.0.0.1:0\"\nheartbeat:\n  interval: 1s\nlatency_learning:\n  enabled: true\n  poll_interval: 500ms\n  min_connection_age: 1s\n  report_interval: 1s\n  min_samples: 2\n",
+                d = dir.path().display()
+            ),
+        )
+        .expect("agent config");
+        let mut c = srv.command(agent_binary());
+        c.arg("--config").arg(&config);
+        Spawned::start(&format!("agent {region}"), c)
+    };
+    let _agent_a = agent("a", a, 8081);
+    let _agent_b = agent("b", b, 8082);
+    let _clients1 = in_ns(
+        &c1,
+        "clients 1",
+        &["client", "10.100.0.1:8081", "10.100.0.2:8082"],
+    );
+    let _clients2 = in_ns(
+        &c2,
+        "clients 2",
+        &["client", "10.100.0.1:8081", "10.100.0.2:8082"],
+    );
+
+    let api = format!("http://{}", ow.api.expect("api"));
+    let table = || -> HashMap<(String, String), f64> {
+        let out = srv
+            .command(cli_binary())
+            .args(["--api", &api, "--json", "latency"])
+            .output()
+            .expect("cli");
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        body["entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                (
+                    (
+                        e["subnet"].as_str().unwrap_or("").to_owned(),
+                        e["region"].as_str().unwrap_or("").to_owned(),
+                    ),
+                    e["rtt_ms"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect()
+    };
+    let expected = [
+        ("10.201.1.0/24", "a", 20.0),
+        ("10.201.1.0/24", "b", 120.0),
+        ("10.202.1.0/24", "a", 120.0),
+        ("10.202.1.0/24", "b", 20.0),
+    ];
+    let learned = poll_until(
+        Duration::from_secs(40),
+        "both subnets learned in both regions within 20 %",
+        || {
+            let t = table();
+            expected
+                .iter()
+                .all(|(subnet, region, ms)| {
+                    t.get(&((*subnet).to_owned(), (*region).to_owned()))
+                        .is_some_and(|rtt| (rtt - ms).abs() <= ms * 0.2)
+                })
+                .then_some(t)
+        },
+    );
+    eprintln!("learned: {learned:?}");
+
+    let dig = |subnet: &str| -> (Vec<String>, String) {
+        let out = srv
+            .command("dig")
+            .args([
+                &format!("@{}", ow.dns.ip()),
+                "-p",
+                &ow.dns.port().to_string(),
+                "lat.gslb.test",
+                "A",
+                "+noall",
+                "+answer",
+                "+comments",
+                &format!("+subnet={subnet}"),
+            ])
+            .output()
+            .expect("dig");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let answers = text
+            .lines()
+            .filter(|l| !l.starts_with(';') && l.contains("\tA\t"))
+            .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+            .collect();
+        (answers, text)
+    };
+    let (answers, text) = dig("10.201.1.0/24");
+    assert_eq!(answers, ["10.100.0.1"], "{text}");
+    assert!(
+        text.contains("CLIENT-SUBNET: 10.201.1.0/24/24"),
+        "scope = the learned prefix: {text}"
+    );
+    let (answers, text) = dig("10.202.1.0/24");
+    assert_eq!(answers, ["10.100.0.2"], "{text}");
+    // A subnet nobody learned: geolocation decides (default region b).
+    let (answers, text) = dig("10.203.7.0/24");
+    assert_eq!(answers, ["10.100.0.2"], "{text}");
+    let metrics = srv
+        .command(&peer)
+        .args(["get", &ow.metrics.expect("metrics").to_string(), "/metrics"])
+        .output()
+        .expect("metrics");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("opengslb_routing_decisions_total")
+                && l.contains("outcome=\"geo_fallback\"")),
+        "{metrics}"
+    );
+}
