@@ -344,48 +344,86 @@ async fn domains(State(state): State<ApiState>) -> Json<serde_json::Value> {
     Json(json!({ "domains": list }))
 }
 
-/// `GET /api/v1/overwatch/latency`: what agents learned, per client subnet and region,
-/// with the `learned_latency` domains that route by it.
+/// One row of `GET /api/v1/overwatch/latency`.
+#[derive(Serialize)]
+struct LatencyRow<'a> {
+    subnet: String,
+    region: &'a str,
+    domains: &'a [String],
+    rtt_ms: f64,
+    samples: u32,
+    agents: u16,
+    last_updated: String,
+}
+
+/// Rows returned unless `limit` says otherwise (the table may hold 100,000s).
+const LATENCY_DEFAULT_LIMIT: usize = 1000;
+
+/// `GET /api/v1/overwatch/latency?subnet=&region=&limit=`: what agents learned, per
+/// client subnet and region, with the `learned_latency` domains that route by it.
+/// `total` counts every match; at most `limit` (default 1,000) are listed.
 async fn latency(
     State(state): State<ApiState>,
     Query(params): Query<HashMap<String, String>>,
-) -> Json<serde_json::Value> {
-    let view = state.view.borrow().clone();
-    let domains_of = |region: &str| -> Vec<&str> {
-        view.settings
-            .domains
-            .iter()
-            .filter(|d| d.algorithm == crate::config::Algorithm::LearnedLatency)
-            .filter(|d| {
-                d.regions
-                    .iter()
-                    .any(|&r| view.settings.regions[r].name == region)
-            })
-            .map(|d| d.name.as_str())
-            .collect()
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = match params.get("limit") {
+        Some(l) => l.parse::<usize>().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("limit {l:?} is not a number"),
+            )
+        })?,
+        None => LATENCY_DEFAULT_LIMIT,
     };
-    let list: Vec<serde_json::Value> = view
+    let view = state.view.borrow().clone();
+    let domains_of: HashMap<&str, Vec<String>> = view
+        .settings
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let names = view
+                .settings
+                .domains
+                .iter()
+                .filter(|d| {
+                    d.algorithm == crate::config::Algorithm::LearnedLatency
+                        && d.regions.contains(&i)
+                })
+                .map(|d| d.name.clone())
+                .collect();
+            (r.name.as_str(), names)
+        })
+        .collect();
+    let none = Vec::new();
+    let matches = view
         .latency_cells
         .iter()
-        .filter(|c| params.get("region").is_none_or(|r| &c.region == r))
+        .filter(|c| params.get("region").is_none_or(|r| *c.region == **r))
         .filter(|c| {
             params
                 .get("subnet")
-                .is_none_or(|s| &c.subnet.to_string() == s)
-        })
-        .map(|c| {
-            json!({
-                "subnet": c.subnet.to_string(),
-                "region": c.region,
-                "domains": domains_of(&c.region),
-                "rtt_ms": (c.rtt.as_secs_f64() * 1e6).round() / 1e3,
-                "samples": c.samples,
-                "agents": c.agents,
-                "last_updated": rfc3339(c.last_updated),
-            })
-        })
-        .collect();
-    Json(json!({ "entries": list, "total": list.len() }))
+                .is_none_or(|s| c.subnet.to_string() == *s)
+        });
+    let mut total = 0usize;
+    let mut list = Vec::new();
+    for c in matches {
+        total += 1;
+        if list.len() < limit {
+            list.push(LatencyRow {
+                subnet: c.subnet.to_string(),
+                region: &c.region,
+                domains: domains_of.get(&*c.region).unwrap_or(&none),
+                rtt_ms: (c.rtt.as_secs_f64() * 1e6).round() / 1e3,
+                samples: c.samples,
+                agents: c.agents,
+                last_updated: rfc3339(c.last_updated),
+            });
+        }
+    }
+    Ok(Json(
+        json!({ "entries": list, "total": total, "limit": limit }),
+    ))
 }
 
 async fn agents(State(state): State<ApiState>) -> Json<serde_json::Value> {

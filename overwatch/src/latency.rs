@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opengslb_agent::gossip::wire::LatencyReport;
@@ -15,17 +16,25 @@ pub const ENTRY_TTL: Duration = Duration::from_secs(3600);
 /// Most (subnet, region) cells kept; new subnets beyond it are refused until some expire.
 pub const MAX_CELLS: usize = 500_000;
 
-#[derive(Debug, Clone)]
-struct AgentFigure {
+/// One agent's figure for a cell: 16 bytes, names interned.
+#[derive(Debug, Clone, Copy)]
+struct Figure {
+    agent: u32,
     rtt_us: u32,
     samples: u32,
-    at: SystemTime,
+    /// Seconds since the epoch.
+    at: u32,
 }
 
-/// The table, owned by the state owner.
+/// The table, owned by the state owner. Region and agent names are interned, so a cell is
+/// its key and one or a few 16-byte figures (most subnets are reached by one agent per
+/// region).
 #[derive(Debug, Default)]
 pub struct LatencyTable {
-    cells: HashMap<(Subnet, String), HashMap<String, AgentFigure>>,
+    cells: HashMap<(Subnet, u16), smallvec::SmallVec<[Figure; 1]>>,
+    regions: Vec<String>,
+    agents: Vec<String>,
+    agent_ids: HashMap<String, u32>,
     refused: u64,
 }
 
@@ -34,8 +43,8 @@ pub struct LatencyTable {
 pub struct Merged {
     /// Client subnet.
     pub subnet: Subnet,
-    /// Region.
-    pub region: String,
+    /// Region name.
+    pub region: Arc<str>,
     /// Sample-weighted mean RTT of the region's agents.
     pub rtt: Duration,
     /// Samples across them.
@@ -43,37 +52,69 @@ pub struct Merged {
     /// Newest contribution.
     pub last_updated: SystemTime,
     /// Agents contributing.
-    pub agents: usize,
+    pub agents: u16,
+}
+
+fn epoch_secs(t: SystemTime) -> u32 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 impl LatencyTable {
+    fn intern_region(&mut self, region: &str) -> u16 {
+        match self.regions.iter().position(|r| r == region) {
+            Some(i) => i as u16,
+            None => {
+                self.regions.push(region.to_owned());
+                (self.regions.len() - 1) as u16
+            }
+        }
+    }
+
+    fn intern_agent(&mut self, agent_id: &str) -> u32 {
+        if let Some(&i) = self.agent_ids.get(agent_id) {
+            return i;
+        }
+        let i = self.agents.len() as u32;
+        self.agents.push(agent_id.to_owned());
+        self.agent_ids.insert(agent_id.to_owned(), i);
+        i
+    }
+
     /// Takes in one verified report part from `agent_id` in `region`.
     pub fn apply(&mut self, agent_id: &str, report: &LatencyReport, now: SystemTime) {
+        let region = self.intern_region(&report.region);
+        let agent = self.intern_agent(agent_id);
+        let at = epoch_secs(now);
         for sample in &report.samples {
-            let key = (sample.subnet, report.region.clone());
+            let key = (sample.subnet, region);
             if !self.cells.contains_key(&key) && self.cells.len() >= MAX_CELLS {
                 self.refused += 1;
                 continue;
             }
-            self.cells.entry(key).or_default().insert(
-                agent_id.to_owned(),
-                AgentFigure {
-                    rtt_us: sample.rtt_us,
-                    samples: sample.samples,
-                    at: now,
-                },
-            );
+            let figure = Figure {
+                agent,
+                rtt_us: sample.rtt_us,
+                samples: sample.samples,
+                at,
+            };
+            let figures = self.cells.entry(key).or_default();
+            match figures.iter_mut().find(|f| f.agent == agent) {
+                Some(f) => *f = figure,
+                None => figures.push(figure),
+            }
         }
     }
 
     /// Drops figures older than [`ENTRY_TTL`] and what agents no longer pinned said.
     pub fn expire(&mut self, now: SystemTime, pinned: &dyn Fn(&str) -> bool) {
-        self.cells.retain(|_, agents| {
-            agents.retain(|id, f| {
-                pinned(id) && now.duration_since(f.at).unwrap_or_default() < ENTRY_TTL
-            });
-            !agents.is_empty()
+        let oldest = epoch_secs(now).saturating_sub(ENTRY_TTL.as_secs() as u32);
+        let gone: Vec<bool> = self.agents.iter().map(|a| !pinned(a)).collect();
+        self.cells.retain(|_, figures| {
+            figures.retain(|f| !gone[f.agent as usize] && f.at > oldest);
+            !figures.is_empty()
         });
+        self.cells.shrink_to_fit();
     }
 
     /// New subnets refused at the bound so far.
@@ -91,29 +132,30 @@ impl LatencyTable {
         self.cells.is_empty()
     }
 
-    /// Every cell, merged across agents.
+    /// Every cell, merged across agents, sorted by subnet then region.
     pub fn merged(&self) -> Vec<Merged> {
+        let names: Vec<Arc<str>> = self.regions.iter().map(|r| Arc::from(r.as_str())).collect();
         let mut out: Vec<Merged> = self
             .cells
             .iter()
-            .map(|((subnet, region), agents)| {
-                let samples: u64 = agents.values().map(|f| u64::from(f.samples)).sum();
-                let weighted: f64 = agents
-                    .values()
-                    .map(|f| f64::from(f.rtt_us) * f64::from(f.samples.max(1)))
+            .map(|((subnet, region), figures)| {
+                let samples: u64 = figures.iter().map(|f| u64::from(f.samples)).sum();
+                let weight = |f: &Figure| f64::from(f.samples.max(1));
+                let weighted: f64 = figures
+                    .iter()
+                    .map(|f| f64::from(f.rtt_us) * weight(f))
                     .sum();
-                let weights: f64 = agents.values().map(|f| f64::from(f.samples.max(1))).sum();
+                let weights: f64 = figures.iter().map(weight).sum();
                 Merged {
                     subnet: *subnet,
-                    region: region.clone(),
+                    region: Arc::clone(&names[*region as usize]),
                     rtt: Duration::from_micros((weighted / weights.max(1.0)).round() as u64),
                     samples: u32::try_from(samples).unwrap_or(u32::MAX),
-                    last_updated: agents
-                        .values()
-                        .map(|f| f.at)
-                        .max()
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                    agents: agents.len(),
+                    last_updated: SystemTime::UNIX_EPOCH
+                        + Duration::from_secs(u64::from(
+                            figures.iter().map(|f| f.at).max().unwrap_or(0),
+                        )),
+                    agents: figures.len() as u16,
                 }
             })
             .collect();
@@ -140,13 +182,13 @@ pub struct RegionRtt {
 pub struct LatencyIndex {
     v4_prefixes: Vec<u8>,
     v6_prefixes: Vec<u8>,
-    by_subnet: HashMap<Subnet, Vec<RegionRtt>>,
+    by_subnet: HashMap<Subnet, smallvec::SmallVec<[RegionRtt; 2]>>,
 }
 
 impl LatencyIndex {
     /// Builds the index from merged cells; `region_index` maps names to `settings.regions`.
     pub fn build(merged: &[Merged], region_index: &dyn Fn(&str) -> Option<usize>) -> LatencyIndex {
-        let mut by_subnet: HashMap<Subnet, Vec<RegionRtt>> = HashMap::new();
+        let mut by_subnet: HashMap<Subnet, smallvec::SmallVec<[RegionRtt; 2]>> = HashMap::new();
         let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
         for m in merged {
             let Some(region) = region_index(&m.region) else {
@@ -235,6 +277,7 @@ mod tests {
         let eu = m.iter().find(|c| c.region == "eu").expect("eu");
         assert_eq!(eu.rtt, Duration::from_micros(12_500));
         assert_eq!((eu.samples, eu.agents), (4, 2));
+        assert_eq!(&*eu.region, "eu");
         t.expire(t0 + Duration::from_secs(10), &|id| id != "eu-b");
         assert_eq!(
             t.merged()

@@ -461,11 +461,7 @@ impl Member {
     async fn send_latency(&mut self, parts: Vec<SignedLatency>) {
         let targets = self.overwatch_targets();
         for signed in parts {
-            let message = Message::V1(MessageV1::Latency(signed)).encode();
-            let mut payload = Vec::with_capacity(message.len() + 1);
-            payload.push(KIND_LATENCY);
-            payload.extend_from_slice(&message);
-            let packet = self.envelope.seal(&payload, now_ms());
+            let packet = seal_latency(&self.envelope, signed);
             for target in &targets {
                 self.send(&packet, *target).await;
             }
@@ -580,6 +576,15 @@ impl Member {
             tracing::debug!(%to, error = %err, "gossip send failed");
         }
     }
+}
+
+/// Seals one latency part as sent straight to an overwatch node.
+pub fn seal_latency(envelope: &Envelope, signed: SignedLatency) -> Vec<u8> {
+    let message = Message::V1(MessageV1::Latency(signed)).encode();
+    let mut payload = Vec::with_capacity(message.len() + 1);
+    payload.push(KIND_LATENCY);
+    payload.extend_from_slice(&message);
+    envelope.seal(&payload, now_ms())
 }
 
 /// A sealed packet carrying one encoded `Message` straight to a member (not through

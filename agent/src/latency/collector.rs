@@ -42,25 +42,26 @@ pub fn established(ports: &HashSet<u16>) -> io::Result<Vec<Connection>> {
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
     let mut found = Vec::new();
-    for family in [AF_INET, AF_INET6] {
-        dump(&mut socket, family, ports, &mut found)?;
+    // One dump per port and family: the kernel skips sockets of other local ports itself
+    // (inet_diag compares the request's source port while walking its hash table), so a
+    // busy host's client-side and unrelated sockets are never copied out and parsed.
+    for &port in ports {
+        for family in [AF_INET, AF_INET6] {
+            dump(&mut socket, family, port, &mut found)?;
+        }
     }
     Ok(found)
 }
 
-fn dump(
-    socket: &mut Socket,
-    family: u8,
-    ports: &HashSet<u16>,
-    found: &mut Vec<Connection>,
-) -> io::Result<()> {
+fn dump(socket: &mut Socket, family: u8, port: u16, found: &mut Vec<Connection>) -> io::Result<()> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let socket_id = if family == AF_INET {
+    let mut socket_id = if family == AF_INET {
         SocketId::new_v4()
     } else {
         SocketId::new_v6()
     };
+    socket_id.source_port = port;
     let mut packet = NetlinkMessage::new(
         header,
         SockDiagMessage::InetRequest(InetRequest {
@@ -94,7 +95,7 @@ fn dump(
                 }
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
                     let id = &response.header.socket_id;
-                    if ports.contains(&id.source_port) {
+                    if id.source_port == port {
                         let rtt = response.nlas.iter().find_map(|nla| match nla {
                             Nla::TcpInfo(info) => Some(Duration::from_micros(u64::from(info.rtt))),
                             _ => None,

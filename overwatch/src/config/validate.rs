@@ -767,7 +767,10 @@ fn domain_settings(
     };
     let (mut max_latency, mut min_samples) = (None, 3);
     if let Some(l) = &domain.latency_config {
-        if !matches!(algorithm, Some(Algorithm::Latency | Algorithm::LearnedLatency)) {
+        if !matches!(
+            algorithm,
+            Some(Algorithm::Latency | Algorithm::LearnedLatency)
+        ) {
             c.at(
                 &domain.routing_algorithm,
                 format!("domains[{name}].latency_config: only used by routing_algorithm latency or learned_latency"),

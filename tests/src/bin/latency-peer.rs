@@ -4,6 +4,8 @@
 //! - `client ADDR…`: three connections to each address, one byte out and its echo back
 //!   every 50 ms, so both kernels keep sampling the RTT. Runs until killed.
 //! - `get HOST:PORT PATH`: an HTTP/1.0 GET; prints the body, exits 1 on a non-2xx status.
+//! - `hold ADDR N`: N established loopback connections to itself on ADDR, each with one
+//!   round trip done (so the kernel has an RTT); prints `holding N`, then sleeps.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,6 +17,7 @@ fn main() {
         Some("serve") if args.len() == 2 => serve(&args[1]),
         Some("client") if args.len() >= 2 => client(&args[1..]),
         Some("get") if args.len() == 3 => get(&args[1], &args[2]),
+        Some("hold") if args.len() == 3 => hold(&args[1], &args[2]),
         _ => {
             eprintln!("usage: latency-peer serve ADDR | client ADDR... | get HOST:PORT PATH");
             std::process::exit(2);
@@ -83,6 +86,34 @@ fn get(addr: &str, path: &str) {
         .unwrap_or_else(|e| fail(&e.to_string()));
     if !ok {
         std::process::exit(1);
+    }
+}
+
+fn hold(addr: &str, n: &str) {
+    let n: usize = n.parse().unwrap_or_else(|_| fail("N must be a number"));
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    let mut held = Vec::with_capacity(2 * n);
+    for _ in 0..n {
+        let mut client =
+            TcpStream::connect(addr).unwrap_or_else(|e| fail(&format!("connect: {e}")));
+        let (mut server, _) = listener
+            .accept()
+            .unwrap_or_else(|e| fail(&format!("accept: {e}")));
+        let mut byte = [0u8; 1];
+        let _ = server.write_all(b"x");
+        let _ = client.read_exact(&mut byte);
+        let _ = client.write_all(b"y");
+        let _ = server.read_exact(&mut byte);
+        held.push(client);
+        held.push(server);
+    }
+    let _ = writeln!(std::io::stdout(), "holding {n}");
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
