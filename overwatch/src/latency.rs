@@ -274,7 +274,7 @@ mod tests {
         t.apply("us-a", &report("us", &[("10.0.0.0", 24, 90_000, 5)]), t0);
         let m = t.merged();
         assert_eq!(m.len(), 2);
-        let eu = m.iter().find(|c| c.region == "eu").expect("eu");
+        let eu = m.iter().find(|c| &*c.region == "eu").expect("eu");
         assert_eq!(eu.rtt, Duration::from_micros(12_500));
         assert_eq!((eu.samples, eu.agents), (4, 2));
         assert_eq!(&*eu.region, "eu");
@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(
             t.merged()
                 .iter()
-                .find(|c| c.region == "eu")
+                .find(|c| &*c.region == "eu")
                 .expect("eu")
                 .agents,
             1,
