@@ -115,7 +115,9 @@ pub async fn run(
     .await
     .map_err(RunError::Startup)?;
     let (owner, view_rx) = StateOwner::new(settings.clone(), prepared.geo.clone());
-    let owner = owner.with_cluster(cluster.clone());
+    // Learned decisions per resolver, from DNS to the owner; DNS drops them when full.
+    let (observer_tx, observer_rx) = mpsc::channel(1024);
+    let owner = owner.with_cluster(cluster.clone()).observing(observer_rx);
     let (report_tx, report_rx) = mpsc::channel(1024);
     // Room for a burst of gossip events (each agent's report is one) between batches.
     let (command_tx, command_rx) = mpsc::channel(4096);
@@ -155,7 +157,7 @@ pub async fn run(
         .udp
         .local_addr()
         .map_err(|e| RunError::Startup(e.to_string()))?;
-    let mut dns_server = dns::serve(sockets, dns_rx.clone());
+    let mut dns_server = dns::serve(sockets, dns_rx.clone(), Some(observer_tx));
     tracing::info!(addr = %dns_addr, zones = settings.dns.zones.len(), domains = settings.domains.len(), "dns listening (udp+tcp)");
 
     if let Some(api_settings) = &settings.api {

@@ -183,6 +183,7 @@ pub struct LatencyIndex {
     v4_prefixes: Vec<u8>,
     v6_prefixes: Vec<u8>,
     by_subnet: HashMap<Subnet, smallvec::SmallVec<[RegionRtt; 2]>>,
+    resolvers: HashMap<IpAddr, usize>,
 }
 
 impl LatencyIndex {
@@ -209,7 +210,19 @@ impl LatencyIndex {
             v4_prefixes: v4.into_iter().rev().collect(),
             v6_prefixes: v6.into_iter().rev().collect(),
             by_subnet,
+            resolvers: HashMap::new(),
         }
+    }
+
+    /// Adds the resolvers mapped to one region ([`Resolvers::mapped`]).
+    pub fn with_resolvers(mut self, resolvers: HashMap<IpAddr, usize>) -> LatencyIndex {
+        self.resolvers = resolvers;
+        self
+    }
+
+    /// The region a resolver's ECS clients all went to, if it is mapped.
+    pub fn resolver_region(&self, resolver: IpAddr) -> Option<usize> {
+        self.resolvers.get(&resolver).copied()
     }
 
     /// The most specific learned subnet containing `ip`, with its regions.
@@ -238,6 +251,64 @@ impl LatencyIndex {
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
         self.by_subnet.is_empty()
+    }
+}
+
+/// Learned decisions per resolver, to route a resolver that sends no ECS like the clients
+/// it served with ECS: only if at least [`Resolvers::MIN_SEEN`] sampled decisions all went
+/// to one region. Bounded; a resolver not seen for [`ENTRY_TTL`] is forgotten.
+#[derive(Debug, Default)]
+pub struct Resolvers {
+    seen: HashMap<IpAddr, Tally>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    region: usize,
+    count: u32,
+    mixed: bool,
+    last: std::time::Instant,
+}
+
+impl Resolvers {
+    /// Sampled decisions needed before a resolver is mapped.
+    pub const MIN_SEEN: u32 = 5;
+    /// Most resolvers tracked.
+    pub const MAX: usize = 100_000;
+
+    /// Records one decision; true when the resolver's mapping changed.
+    pub fn record(&mut self, resolver: IpAddr, region: usize, now: std::time::Instant) -> bool {
+        if !self.seen.contains_key(&resolver) && self.seen.len() >= Self::MAX {
+            return false;
+        }
+        let t = self.seen.entry(resolver).or_insert(Tally {
+            region,
+            count: 0,
+            mixed: false,
+            last: now,
+        });
+        let before = t.count >= Self::MIN_SEEN && !t.mixed;
+        t.mixed |= t.region != region;
+        t.count = t.count.saturating_add(1);
+        t.last = now;
+        before != (t.count >= Self::MIN_SEEN && !t.mixed)
+    }
+
+    /// Forgets resolvers quiet for [`ENTRY_TTL`]; true if a mapped one went.
+    pub fn expire(&mut self, now: std::time::Instant) -> bool {
+        let before = self.mapped().len();
+        self.seen
+            .retain(|_, t| now.duration_since(t.last) < ENTRY_TTL);
+        self.mapped().len() != before
+    }
+
+    /// Resolvers whose sampled decisions all went to one region.
+    pub fn mapped(&self) -> HashMap<IpAddr, usize> {
+        self.seen
+            .iter()
+            .filter(|(_, t)| t.count >= Self::MIN_SEEN && !t.mixed)
+            .map(|(ip, t)| (*ip, t.region))
+            .collect()
     }
 }
 
@@ -331,6 +402,25 @@ mod tests {
             "unknown region ignored"
         );
         assert!(index.lookup("192.0.2.1".parse().expect("ip")).is_none());
+    }
+
+    #[test]
+    fn a_resolver_is_mapped_only_when_all_its_clients_went_to_one_region() {
+        let mut r = Resolvers::default();
+        let now = std::time::Instant::now();
+        let (one, two): (IpAddr, IpAddr) = (
+            "192.0.2.53".parse().expect("ip"),
+            "198.51.100.53".parse().expect("ip"),
+        );
+        for i in 0..Resolvers::MIN_SEEN {
+            let changed = r.record(one, 1, now);
+            assert_eq!(changed, i + 1 == Resolvers::MIN_SEEN);
+            r.record(two, 0, now);
+        }
+        assert!(r.record(two, 1, now), "a second region unmaps it");
+        assert_eq!(r.mapped(), HashMap::from([(one, 1)]));
+        assert!(r.expire(now + ENTRY_TTL));
+        assert!(r.mapped().is_empty());
     }
 
     #[test]

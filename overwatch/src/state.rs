@@ -19,9 +19,10 @@ use crate::cluster::machine::{
 };
 use crate::cluster::node::{Cluster, Write};
 use crate::config::Settings;
+use crate::dns::ResolverSeen;
 use crate::geo::GeoDb;
 use crate::health::{CheckReport, CheckState};
-use crate::latency::{LatencyIndex, LatencyTable, Merged};
+use crate::latency::{LatencyIndex, LatencyTable, Merged, Resolvers};
 use crate::status::{AgentClaim, Effective, Layers, Validation, effective};
 
 /// How often staleness, removal and smoothed RTTs are re-evaluated.
@@ -188,6 +189,8 @@ pub struct StateOwner {
     latency_index: Arc<LatencyIndex>,
     latency_cells: Arc<Vec<Merged>>,
     latency_expired: Instant,
+    resolvers: Resolvers,
+    observations: Option<mpsc::Receiver<ResolverSeen>>,
 }
 
 /// The keys of every configured backend, in config order, with their region index.
@@ -248,6 +251,8 @@ impl StateOwner {
             latency_index: Arc::default(),
             latency_cells: Arc::default(),
             latency_expired: Instant::now(),
+            resolvers: Resolvers::default(),
+            observations: None,
         };
         owner.sync_checks();
         owner.publish();
@@ -264,6 +269,12 @@ impl StateOwner {
         self
     }
 
+    /// Also takes in the DNS server's learned decisions per resolver.
+    pub fn observing(mut self, observations: mpsc::Receiver<ResolverSeen>) -> StateOwner {
+        self.observations = Some(observations);
+        self
+    }
+
     /// Applies reports and commands until `shutdown`.
     pub async fn run(
         mut self,
@@ -272,6 +283,7 @@ impl StateOwner {
         shutdown: CancellationToken,
     ) {
         let mut machine_rx = self.cluster.as_ref().map(Cluster::machine);
+        let mut observations = self.observations.take();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A burst (a thousand agents changing at once, a round of checks) is applied as one
@@ -294,6 +306,10 @@ impl StateOwner {
                         dirty |= self.apply_check(&report);
                     }
                     dirty
+                }
+                Some(seen) = next_observation(&mut observations) => {
+                    self.latency_dirty |= self.resolvers.record(seen.resolver, seen.region, Instant::now());
+                    false
                 }
                 Some(machine) = next_machine(&mut machine_rx) => {
                     self.replicate(machine);
@@ -415,6 +431,7 @@ impl StateOwner {
             self.latency
                 .expire(SystemTime::now(), &|id: &str| pins.contains_key(id));
             self.latency_dirty |= self.latency.len() != before;
+            self.latency_dirty |= self.resolvers.expire(now);
         }
         let rtt_due = (self.rtt_dirty || self.latency_dirty)
             && self.last_rtt_publish.elapsed() >= RTT_PUBLISH_PERIOD;
@@ -822,9 +839,12 @@ impl StateOwner {
             self.latency_dirty = false;
             let cells = self.latency.merged();
             let regions = &self.settings.regions;
-            self.latency_index = Arc::new(LatencyIndex::build(&cells, &|name: &str| {
-                regions.iter().position(|r| r.name == name)
-            }));
+            self.latency_index = Arc::new(
+                LatencyIndex::build(&cells, &|name: &str| {
+                    regions.iter().position(|r| r.name == name)
+                })
+                .with_resolvers(self.resolvers.mapped()),
+            );
             self.latency_cells = Arc::new(cells);
         }
         self.last_rtt_publish = Instant::now();
@@ -906,6 +926,17 @@ async fn next_machine(rx: &mut Option<watch::Receiver<Arc<Machine>>>) -> Option<
         Some(rx) => match rx.changed().await {
             Ok(()) => Some(rx.borrow_and_update().clone()),
             Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the next DNS observation; never resolves without an observer.
+async fn next_observation(rx: &mut Option<mpsc::Receiver<ResolverSeen>>) -> Option<ResolverSeen> {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(seen) => Some(seen),
+            None => std::future::pending().await,
         },
         None => std::future::pending().await,
     }

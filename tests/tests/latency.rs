@@ -226,22 +226,23 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
     );
     eprintln!("learned: {learned:?}");
 
-    let dig = |subnet: &str| -> (Vec<String>, String) {
-        let out = srv
-            .command("dig")
-            .args([
-                &format!("@{}", ow.dns.ip()),
-                "-p",
-                &ow.dns.port().to_string(),
-                "lat.gslb.test",
-                "A",
-                "+noall",
-                "+answer",
-                "+comments",
-                &format!("+subnet={subnet}"),
-            ])
-            .output()
-            .expect("dig");
+    let dig_from = |source: &str, ecs: Option<&str>| -> (Vec<String>, String) {
+        let mut args = vec![
+            format!("@{}", ow.dns.ip()),
+            "-p".into(),
+            ow.dns.port().to_string(),
+            "-b".into(),
+            source.into(),
+            "lat.gslb.test".into(),
+            "A".into(),
+            "+noall".into(),
+            "+answer".into(),
+            "+comments".into(),
+        ];
+        if let Some(subnet) = ecs {
+            args.push(format!("+subnet={subnet}"));
+        }
+        let out = srv.command("dig").args(&args).output().expect("dig");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let answers = text
             .lines()
@@ -250,6 +251,7 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
             .collect();
         (answers, text)
     };
+    let dig = |subnet: &str| dig_from("127.0.0.1", Some(subnet));
     let (answers, text) = dig("10.201.1.0/24");
     assert_eq!(answers, ["10.100.0.1"], "{text}");
     assert!(
@@ -261,6 +263,22 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
     // A subnet nobody learned: geolocation decides (default region b).
     let (answers, text) = dig("10.203.7.0/24");
     assert_eq!(answers, ["10.100.0.2"], "{text}");
+
+    // A resolver (127.0.0.3) whose ECS clients all went to region a is routed like them
+    // when it asks without ECS; before that, geolocation decides (region b).
+    let (answers, text) = dig_from("127.0.0.3", None);
+    assert_eq!(answers, ["10.100.0.2"], "not mapped yet: {text}");
+    poll_until(
+        Duration::from_secs(15),
+        "the resolver mapped to region a",
+        || {
+            for _ in 0..16 {
+                dig_from("127.0.0.3", Some("10.201.1.0/24"));
+            }
+            (dig_from("127.0.0.3", None).0 == ["10.100.0.1"]).then_some(())
+        },
+    );
+
     let metrics = srv
         .command(&peer)
         .args(["get", &ow.metrics.expect("metrics").to_string(), "/metrics"])

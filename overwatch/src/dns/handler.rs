@@ -28,7 +28,22 @@ pub struct Handler {
     snapshots: watch::Receiver<Arc<DnsSnapshot>>,
     /// Rotation and weighted draws: a counter, so consecutive answers differ.
     counter: AtomicU64,
+    /// Where `learned_latency` decisions made for an ECS subnet are reported, as
+    /// (resolver, region), so resolvers can be mapped to their clients' region.
+    observer: Option<tokio::sync::mpsc::Sender<ResolverSeen>>,
 }
+
+/// A resolver asked, with a learned ECS subnet, and the answer went to `region`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolverSeen {
+    /// The resolver's address (the query's source).
+    pub resolver: IpAddr,
+    /// Index into `settings.regions`.
+    pub region: usize,
+}
+
+/// One query in this many with a learned ECS decision is reported to the observer.
+const OBSERVE_EVERY: u64 = 8;
 
 impl Handler {
     /// A handler that always answers from the latest snapshot.
@@ -36,7 +51,14 @@ impl Handler {
         Handler {
             snapshots,
             counter: AtomicU64::new(0),
+            observer: None,
         }
+    }
+
+    /// Also reports learned decisions for ECS subnets (never waiting: a full channel drops).
+    pub fn with_observer(mut self, observer: tokio::sync::mpsc::Sender<ResolverSeen>) -> Handler {
+        self.observer = Some(observer);
+        self
     }
 }
 
@@ -45,6 +67,8 @@ static NO_DOMAIN: SharedString = SharedString::const_str("-");
 
 /// What one query resolves to.
 struct Answer<'s> {
+    /// The region a learned ECS decision chose (`settings.regions` index).
+    learned: Option<usize>,
     rcode: ResponseCode,
     answers: Vec<&'s Record>,
     soa: Option<&'s Record>,
@@ -56,6 +80,7 @@ struct Answer<'s> {
 impl<'s> Answer<'s> {
     fn empty(rcode: ResponseCode, soa: Option<&'s Record>, label: &'s SharedString) -> Self {
         Answer {
+            learned: None,
             rcode,
             answers: Vec::new(),
             soa,
@@ -121,6 +146,14 @@ impl RequestHandler for Handler {
             )
         };
 
+        if let (Some(region), Some(observer)) = (answer.learned, &self.observer)
+            && entropy % OBSERVE_EVERY == 0
+        {
+            let _ = observer.try_send(ResolverSeen {
+                resolver: request.src().ip(),
+                region,
+            });
+        }
         metadata.response_code = answer.rcode;
         metadata.authoritative =
             matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
@@ -197,6 +230,7 @@ fn resolve<'s>(
         }
         Some(NameKind::Apex(_)) => match qtype {
             RecordType::SOA => Answer {
+                learned: None,
                 rcode: ResponseCode::NoError,
                 answers: vec![&zone.soa],
                 soa: None,
@@ -204,6 +238,7 @@ fn resolve<'s>(
                 label: &zone.label,
             },
             RecordType::NS => Answer {
+                learned: None,
                 rcode: ResponseCode::NoError,
                 answers: zone.ns.iter().collect(),
                 soa: None,
@@ -236,7 +271,7 @@ fn route<'s>(
     entropy: u64,
 ) -> Answer<'s> {
     let learned = (domain.algorithm == crate::config::Algorithm::LearnedLatency)
-        .then(|| learned_region(snapshot, domain, family, client.ip))
+        .then(|| learned_region(snapshot, domain, family, client))
         .flatten();
     let geo_decides = domain.algorithm == crate::config::Algorithm::Geolocation
         || (domain.algorithm == crate::config::Algorithm::LearnedLatency && learned.is_none());
@@ -300,6 +335,9 @@ fn route<'s>(
         fallback
     };
     Answer {
+        learned: learned
+            .filter(|(_, prefix)| *prefix > 0 && client.ecs.is_some())
+            .map(|(pos, _)| domain.regions[pos]),
         rcode: ResponseCode::NoError,
         answers: chosen.into_iter().map(|i| &family.records[i]).collect(),
         soa: None,
@@ -310,27 +348,39 @@ fn route<'s>(
 
 /// The position (in the domain's regions) of the region with the lowest learned RTT for
 /// the client's subnet among those with a healthy server, enough samples and an RTT under
-/// the limit; with the learned prefix length.
+/// the limit; with the learned prefix length. Without ECS and with nothing learned for
+/// the resolver's own subnet, a resolver whose ECS clients all went to one region is
+/// routed like them (prefix 0: the answer depends on the resolver, not a subnet).
 fn learned_region(
     snapshot: &DnsSnapshot,
     domain: &DomainAnswers,
     family: &super::snapshot::Family,
-    client: IpAddr,
+    client: Client,
 ) -> Option<(usize, u8)> {
-    let (cells, prefix) = snapshot.latency.lookup(client)?;
+    let healthy_pos = |region: usize| {
+        let pos = domain.regions.iter().position(|r| *r == region)?;
+        family
+            .healthy
+            .iter()
+            .any(|&i| family.candidates[i].region_pos == pos)
+            .then_some(pos)
+    };
+    let Some((cells, prefix)) = snapshot.latency.lookup(client.ip) else {
+        return match client.ecs {
+            None => snapshot
+                .latency
+                .resolver_region(client.ip)
+                .and_then(healthy_pos)
+                .map(|pos| (pos, 0)),
+            Some(_) => None,
+        };
+    };
     cells
         .iter()
         .filter(|c| {
             c.samples >= domain.min_samples && domain.max_latency.is_none_or(|max| c.rtt <= max)
         })
-        .filter_map(|c| {
-            let pos = domain.regions.iter().position(|r| *r == c.region)?;
-            family
-                .healthy
-                .iter()
-                .any(|&i| family.candidates[i].region_pos == pos)
-                .then_some((c.rtt, pos))
-        })
+        .filter_map(|c| Some((c.rtt, healthy_pos(c.region)?)))
         .min()
         .map(|(_, pos)| (pos, prefix))
 }

@@ -13,7 +13,7 @@ use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
-pub use handler::Handler;
+pub use handler::{Handler, ResolverSeen};
 pub use snapshot::DnsSnapshot;
 
 /// How long a TCP client may stay idle between queries.
@@ -45,8 +45,17 @@ pub async fn bind(addr: SocketAddr) -> io::Result<Sockets> {
 }
 
 /// Starts serving; the returned server stops with `shutdown_gracefully`.
-pub fn serve(sockets: Sockets, snapshots: watch::Receiver<Arc<DnsSnapshot>>) -> Server<Handler> {
-    let mut server = Server::new(Handler::new(snapshots));
+pub fn serve(
+    sockets: Sockets,
+    snapshots: watch::Receiver<Arc<DnsSnapshot>>,
+    observer: Option<tokio::sync::mpsc::Sender<handler::ResolverSeen>>,
+) -> Server<Handler> {
+    let handler = Handler::new(snapshots);
+    let handler = match observer {
+        Some(o) => handler.with_observer(o),
+        None => handler,
+    };
+    let mut server = Server::new(handler);
     server.register_socket(sockets.udp);
     server.register_listener(sockets.tcp, TCP_IDLE, 64);
     server
