@@ -96,6 +96,24 @@ fn collector_rtts_agree_with_ss() {
 /// Two client namespaces reach two backends over links that add 20 ms and 120 ms: the
 /// agents learn each client subnet's RTT from the kernel, overwatch shows it, and a
 /// `learned_latency` domain answers each subnet with its nearer backend.
+/// `latency-peer get` inside `ns`: (exit success, body).
+fn ow_get(
+    ns: &opengslb_tests::netns::Netns,
+    peer: &std::path::Path,
+    api: std::net::SocketAddr,
+    path: &str,
+) -> (bool, String) {
+    let out = ns
+        .command(peer)
+        .args(["get", &api.to_string(), path])
+        .output()
+        .expect("latency-peer get");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 #[test]
 fn learned_latency_routes_each_subnet_to_its_nearer_region() {
     use std::collections::HashMap;
@@ -151,15 +169,21 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
     let yaml = format!(
         "overwatch:\n  agent_tokens: {{app: {TOKEN}}}\n  validation: {{enabled: false}}\n  geolocation: {{default_region: b, ecs_enabled: true}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: a\n  - name: b\ndomains:\n  - name: lat.gslb.test\n    routing_algorithm: learned_latency\n    regions: [a, b]\n    latency_config: {{min_samples: 3}}\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n"
     );
-    let ow = Overwatch::start_in(&dir, &yaml, Some(&srv.name));
+    let mut ow = Overwatch::start_in(&dir, &yaml, Some(&srv.name));
     let gossip = ow.gossip.expect("gossip");
-    let agent = |region: &str, ip: Ipv4Addr, port: u16| {
+    let agent = |region: &str,
+                 ip: Ipv4Addr,
+                 port: u16,
+                 gossip: std::net::SocketAddr,
+                 learn: bool| {
         let config = dir.join(&format!("agent-{region}.yaml"));
         std::fs::write(
             &config,
             format!(
                 "identity:\n  service_token: {TOKEN}\n  region: {region}\n  cert_path: {d}/{region}.crt\n  key_path: {d}/{region}.key\nbackends:\n  - {{service: app, address: {ip}, port: {port}}}\ngossip:\n  encryption_key: \"{key}\"\n  overwatch_nodes: [\"{gossip}\"]\n  bind_address: \"127.0.0.1:0\"\nheartbeat:\n  interval: 1s\nlatency_learning:\n  enabled: true\n  poll_interval: 500ms\n  min_connection_age: 1s\n  report_interval: 1s\n  min_samples: 2\n",
                 d = dir.path().display()
+            )
+            .replace("  enabled: true\n", &format!("  enabled: {learn}\n")
             ),
         )
         .expect("agent config");
@@ -167,8 +191,8 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
         c.arg("--config").arg(&config);
         Spawned::start(&format!("agent {region}"), c)
     };
-    let _agent_a = agent("a", a, 8081);
-    let _agent_b = agent("b", b, 8082);
+    let agent_a = agent("a", a, 8081, gossip, true);
+    let agent_b = agent("b", b, 8082, gossip, true);
     let _clients1 = in_ns(
         &c1,
         "clients 1",
@@ -291,5 +315,52 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
             .any(|l| l.starts_with("opengslb_routing_decisions_total")
                 && l.contains("outcome=\"geo_fallback\"")),
         "{metrics}"
+    );
+
+    // Learned latency lives in memory: a restarted node with no agent reporting yet has no
+    // data, and geolocation answers (region b) even for the subnet that was learned.
+    drop((agent_a, agent_b));
+    ow.process.signal(libc::SIGTERM);
+    assert!(ow.process.wait_exit(Duration::from_secs(10)).success());
+    let ow = Overwatch::start_in(&dir, &yaml, Some(&srv.name));
+    let gossip = ow.gossip.expect("gossip");
+    // The same agents report again, this time without learning latency.
+    let _agents = (
+        agent("a", a, 8081, gossip, false),
+        agent("b", b, 8082, gossip, false),
+    );
+    let short = |ecs: &str| {
+        let out = srv
+            .command("dig")
+            .args([
+                &format!("@{}", ow.dns.ip()),
+                "-p",
+                &ow.dns.port().to_string(),
+                "lat.gslb.test",
+                "A",
+                "+short",
+                &format!("+subnet={ecs}"),
+            ])
+            .output()
+            .expect("dig");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    poll_until(
+        Duration::from_secs(15),
+        "both backends healthy again",
+        || {
+            let (_, body) = ow_get(&srv, &peer, ow.api.expect("api"), "/api/v1/overwatch/stats");
+            body.contains("\"healthy_backends\":2").then_some(())
+        },
+    );
+    poll_until(
+        Duration::from_secs(5),
+        "DNS answering from the new state",
+        || (!short("10.202.1.0/24").is_empty()).then_some(()),
+    );
+    assert_eq!(
+        short("10.201.1.0/24"),
+        "10.100.0.2",
+        "geo fallback after a restart"
     );
 }
