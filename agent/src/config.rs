@@ -766,6 +766,40 @@ mod tests {
         assert!(c.predictive.cpu.is_some() && c.predictive.error_rate.is_some());
         crate::gossip::seal::ClusterKey::from_base64(c.encryption_key.as_deref())
             .expect("the example key is well-formed");
+        let l = c.latency.expect("latency learning on in the example");
+        assert_eq!(
+            (
+                l.table.ipv4_prefix,
+                l.table.ipv6_prefix,
+                l.table.max_subnets,
+                l.min_samples
+            ),
+            (24, 48, 100_000, 5)
+        );
+        assert_eq!(l.table.subnet_ttl, Duration::from_secs(168 * 3600));
+    }
+
+    #[test]
+    fn latency_learning_values_are_checked_at_their_place() {
+        let text = format!(
+            "{GOOD}latency_learning:\n  enabled: true\n  ipv4_prefix: 33\n  ewma_alpha: 0\n  max_subnets: 0\n  poll_interval: soon\n"
+        );
+        let err = parse("a.yaml", &text).expect_err("bad values");
+        let text = err.to_string();
+        for needle in [
+            "latency_learning.ipv4_prefix: must be 1 to 32",
+            "latency_learning.ewma_alpha: must be more than 0 and at most 1",
+            "latency_learning.max_subnets: must be 1 or more",
+            "latency_learning.poll_interval: invalid duration",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let off = parse(
+            "a.yaml",
+            &format!("{GOOD}latency_learning:\n  enabled: false\n"),
+        )
+        .expect("valid");
+        assert!(off.latency.is_none());
     }
 
     #[test]

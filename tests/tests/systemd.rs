@@ -108,7 +108,10 @@ fn units_are_socket_activated_unprivileged_and_hardened() {
         ("PrivateTmp", "yes"),
         ("PrivateDevices", "yes"),
         ("CapabilityBoundingSet", ""),
-        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+        (
+            "RestrictAddressFamilies",
+            "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        ),
     ] {
         assert_eq!(key(&service, k), Some(v), "{k}");
     }
