@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the end-to-end tests drive
-# (haproxy, dig, systemd's tools, iproute2) when run as root, then builds and runs every test.
+# (haproxy, dig, systemd's tools, iproute2, chromium + chromedriver, promtool) when run as root, then builds and runs every test.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,9 @@ declare -A needs=(
   [systemd-socket-activate]=systemd
   [ss]=iproute2
   [ip]=iproute2
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
+  [promtool]=prometheus
 )
 missing=()
 for cmd in "${!needs[@]}"; do

@@ -69,6 +69,9 @@ pub fn router(state: ApiState) -> Router {
             get(agent).delete(delete_agent),
         )
         .route("/api/v1/overwatch/latency", get(latency))
+        .route("/api/v1/overwatch/changes", get(changes))
+        .route("/", get(status_page))
+        .route("/status.js", get(status_script))
         .route("/api/v1/overrides", get(overrides))
         .route(
             "/api/v1/overrides/{service}/{address}",
@@ -424,6 +427,38 @@ async fn latency(
     Ok(Json(
         json!({ "entries": list, "total": total, "limit": limit }),
     ))
+}
+
+/// `GET /api/v1/overwatch/changes`: the latest backend status changes, newest first.
+async fn changes(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let view = state.view.borrow().clone();
+    Json(json!({ "changes": *view.recent, "total": view.recent.len() }))
+}
+
+/// The status page: one HTML file and one script, compiled in (no CDN, works offline).
+async fn status_page() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("web/status.html"),
+    )
+        .into_response()
+}
+
+async fn status_script() -> Response {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("web/status.js"),
+    )
+        .into_response()
 }
 
 async fn agents(State(state): State<ApiState>) -> Json<serde_json::Value> {

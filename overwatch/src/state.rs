@@ -29,6 +29,8 @@ use crate::status::{AgentClaim, Effective, Layers, Validation, effective};
 const TICK: Duration = Duration::from_millis(250);
 /// How often a changed smoothed RTT alone (no status change) is published.
 const RTT_PUBLISH_PERIOD: Duration = Duration::from_secs(1);
+/// Recent status changes kept for the status page and the API.
+const RECENT_CHANGES: usize = 200;
 /// How often expired latency figures are dropped.
 const LATENCY_EXPIRY_PERIOD: Duration = Duration::from_secs(60);
 /// Most registry and pin changes the leader proposes in one Raft entry.
@@ -140,6 +142,25 @@ pub struct View {
     pub latency: Arc<LatencyIndex>,
     /// The same, merged per (subnet, region), for the API.
     pub latency_cells: Arc<Vec<Merged>>,
+    /// The latest backend status changes, newest first.
+    pub recent: Arc<Vec<Change>>,
+}
+
+/// One backend status change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// RFC 3339.
+    pub at: String,
+    /// `service/address:port`.
+    pub backend: String,
+    /// Region.
+    pub region: String,
+    /// Status before.
+    pub from: &'static str,
+    /// Status after.
+    pub to: &'static str,
+    /// Why, in words.
+    pub reason: String,
 }
 
 /// Readers' handle on the latest view.
@@ -191,6 +212,7 @@ pub struct StateOwner {
     latency_expired: Instant,
     resolvers: Resolvers,
     observations: Option<mpsc::Receiver<ResolverSeen>>,
+    recent: std::collections::VecDeque<Change>,
 }
 
 /// The keys of every configured backend, in config order, with their region index.
@@ -226,6 +248,7 @@ impl StateOwner {
             replicated: Arc::default(),
             latency: Arc::default(),
             latency_cells: Arc::default(),
+            recent: Arc::default(),
         });
         let (tx, rx) = watch::channel(placeholder);
         let mut owner = StateOwner {
@@ -253,6 +276,7 @@ impl StateOwner {
             latency_expired: Instant::now(),
             resolvers: Resolvers::default(),
             observations: None,
+            recent: std::collections::VecDeque::new(),
         };
         owner.sync_checks();
         owner.publish();
@@ -855,8 +879,17 @@ impl StateOwner {
                     changes.insert(b.key.clone(), (*e, *t));
                 }
                 previous => {
-                    if previous.is_some() {
+                    if let Some((before, _)) = previous {
                         tracing::info!(backend = %display_key(&b.key), status = b.effective.name(), reason = %b.reason, "backend status changed");
+                        self.recent.push_front(Change {
+                            at: crate::api::rfc3339(SystemTime::now()),
+                            backend: display_key(&b.key),
+                            region: b.key.region.clone(),
+                            from: before.name(),
+                            to: b.effective.name(),
+                            reason: b.reason.clone(),
+                        });
+                        self.recent.truncate(RECENT_CHANGES);
                     }
                     changes.insert(b.key.clone(), (b.effective, b.last_change));
                 }
@@ -916,6 +949,7 @@ impl StateOwner {
             replicated: self.replicated.clone(),
             latency: self.latency_index.clone(),
             latency_cells: self.latency_cells.clone(),
+            recent: Arc::new(self.recent.iter().cloned().collect()),
         }));
     }
 }

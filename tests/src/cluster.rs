@@ -27,6 +27,8 @@ pub struct TestCluster {
     pub body: String,
     /// Extra `cluster:` keys (indented two spaces), e.g. [`TEST_TIMING`].
     pub cluster_extra: String,
+    /// Extra `overwatch:` keys (indented two spaces), e.g. gossip for agents.
+    pub overwatch_extra: String,
 }
 
 /// A loopback TCP port that was free a moment ago.
@@ -40,6 +42,16 @@ pub fn free_port() -> u16 {
 impl TestCluster {
     /// Starts three nodes with `body` (dns zones, regions, domains) and `cluster_extra`.
     pub fn start(label: &str, body: &str, cluster_extra: &str) -> TestCluster {
+        TestCluster::start_with(label, "", body, cluster_extra)
+    }
+
+    /// [`TestCluster::start`] with extra `overwatch:` keys.
+    pub fn start_with(
+        label: &str,
+        overwatch_extra: &str,
+        body: &str,
+        cluster_extra: &str,
+    ) -> TestCluster {
         let mut cluster = TestCluster {
             nodes: Vec::new(),
             dirs: (0..3)
@@ -50,6 +62,7 @@ impl TestCluster {
                 .collect(),
             body: body.to_owned(),
             cluster_extra: cluster_extra.to_owned(),
+            overwatch_extra: overwatch_extra.to_owned(),
         };
         cluster.nodes = (0..3).map(|_| None).collect();
         for i in 0..3 {
@@ -67,9 +80,10 @@ impl TestCluster {
             .map(|(j, a)| format!("    {}: \"{a}\"\n", j + 1))
             .collect();
         format!(
-            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {SECRET}\n{extra}  peers:\n{peers}",
+            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{overwatch_extra}{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {SECRET}\n{extra}  peers:\n{peers}",
             n = i + 1,
             body = self.body,
+            overwatch_extra = self.overwatch_extra,
             listen = self.rpc[i],
             extra = self.cluster_extra,
         )

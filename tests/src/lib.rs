@@ -2,6 +2,7 @@
 //! third-party programs (haproxy), reads what they log, and cleans every process up.
 
 pub mod bench;
+pub mod browser;
 pub mod cluster;
 pub mod gslb;
 pub mod haproxy;
