@@ -386,8 +386,19 @@ fn local(listener: &TcpListener) -> String {
 }
 
 fn install_metrics() -> Result<PrometheusHandle, RunError> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS)
         .and_then(PrometheusBuilder::install_recorder)
-        .map_err(|e| RunError::Startup(format!("metrics: {e}")))
+        .map_err(|e| RunError::Startup(format!("metrics: {e}")))?;
+    // Counters the alert rules and the dashboard use exist from the start (at 0), so a
+    // healthy node exports them and `rate()` has a first point.
+    metrics::counter!("opengslb_gossip_decrypt_failures_total").increment(0);
+    for direction in ["in", "out"] {
+        metrics::counter!("opengslb_gossip_packets_total", "direction" => direction).increment(0);
+    }
+    metrics::counter!("opengslb_cluster_leader_changes_total").increment(0);
+    metrics::gauge!("opengslb_overwatch_latency_subnets").set(0.0);
+    metrics::counter!("opengslb_config_reloads_total", "result" => "success").increment(0);
+    metrics::counter!("opengslb_config_reloads_total", "result" => "failure").increment(0);
+    Ok(handle)
 }

@@ -908,6 +908,42 @@ impl StateOwner {
         }
         self.last_healthy
             .retain(|name, _| self.settings.domains.iter().any(|d| &d.name == name));
+        for domain in &self.settings.domains {
+            let members = backends
+                .iter()
+                .filter(|b| domain.regions.contains(&b.region));
+            let (total, healthy) = members.fold((0, 0), |(t, h), b| {
+                (t + 1, h + usize::from(b.effective.in_rotation()))
+            });
+            metrics::gauge!("opengslb_domain_backends_total", "domain" => domain.name.clone())
+                .set(total as f64);
+            metrics::gauge!("opengslb_domain_backends_healthy", "domain" => domain.name.clone())
+                .set(healthy as f64);
+        }
+        // An agent that says its backend is up while overwatch's own check fails (or the
+        // reverse): a network path or check to look at.
+        let disagreements = backends
+            .iter()
+            .filter(|b| {
+                let agent_up = b
+                    .agent
+                    .as_ref()
+                    .filter(|a| !a.stale)
+                    .map(|a| !matches!(a.health, HealthState::Down(_)));
+                let check_up = match b.validation {
+                    Validation::Healthy => Some(true),
+                    Validation::Unhealthy(_) => Some(false),
+                    _ => None,
+                };
+                matches!((agent_up, check_up), (Some(a), Some(c)) if a != c)
+            })
+            .count();
+        metrics::gauge!("opengslb_validation_agent_disagreements").set(disagreements as f64);
+        metrics::gauge!("opengslb_overrides_active").set(
+            self.replicated
+                .active_overrides(wall_ms(SystemTime::now()))
+                .count() as f64,
+        );
         for (service, (total, healthy)) in service_counts(&backends) {
             metrics::gauge!("opengslb_backends_total", "service" => service.clone())
                 .set(total as f64);

@@ -255,6 +255,7 @@ impl Cluster {
         }
         cluster.bootstrap(&settings).await?;
 
+        tracker.spawn(export_metrics(cluster.clone(), shutdown.clone()));
         let stop = shutdown.clone();
         let raft_for_stop = raft.clone();
         tracker.spawn(async move {
@@ -622,6 +623,47 @@ impl Cluster {
             quorum: m.current_leader.is_some() && reachable_voters * 2 > voters.len(),
             members,
         }
+    }
+}
+
+/// Raft state as Prometheus gauges: leader known, this node leading, quorum, term,
+/// applied index, and leader changes.
+async fn export_metrics(cluster: Cluster, shutdown: CancellationToken) {
+    let mut metrics = cluster.raft.metrics();
+    let mut last_leader = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let m = metrics.borrow_and_update().clone();
+        if m.current_leader != last_leader {
+            if last_leader.is_some() || m.current_leader.is_some() {
+                metrics::counter!("opengslb_cluster_leader_changes_total").increment(1);
+            }
+            last_leader = m.current_leader;
+        }
+        let voters = m.membership_config.membership().voter_ids().count();
+        let quorum = match m.current_leader {
+            None => false,
+            Some(l) if l == cluster.id => {
+                voters <= 1
+                    || m.millis_since_quorum_ack
+                        .is_some_and(|ack| ack <= ms(cluster.quorum_grace))
+            }
+            Some(_) => true,
+        };
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        metrics::gauge!("opengslb_cluster_has_leader").set(flag(m.current_leader.is_some()));
+        metrics::gauge!("opengslb_cluster_is_leader")
+            .set(flag(m.current_leader == Some(cluster.id)));
+        metrics::gauge!("opengslb_cluster_quorum").set(flag(quorum));
+        metrics::gauge!("opengslb_cluster_term").set(m.current_term as f64);
+        metrics::gauge!("opengslb_cluster_members").set(voters as f64);
+        metrics::gauge!("opengslb_cluster_last_applied_index")
+            .set(m.last_applied.map_or(0.0, |l| l.index as f64));
     }
 }
 
