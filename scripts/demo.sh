@@ -53,6 +53,7 @@ OpenGSLB demo: 3 overwatch nodes, 3 agents, 3 backends (Ctrl-C stops everything)
 
   dig @127.0.0.1 -p 5301 app.gslb.test A +short      # nodes answer on 5301, 5302, 5303
   export OPENGSLB_API=http://127.0.0.1:8001 OPENGSLB_TOKEN=demo-api-token-0123456789
+  Status page: http://127.0.0.1:8001/   (8002, 8003; paste the token to set overrides)
   $bin/opengslb-cli cluster status             # leader, term, members
   $bin/opengslb-cli servers                    # backends with every status layer
 
