@@ -64,6 +64,6 @@ OpenGSLB demo: 3 overwatch nodes, 3 agents, 3 backends (Ctrl-C stops everything)
     $bin/opengslb-cli overrides clear app 127.0.0.3:18083
   Lose a node: kill -9 the leader's process (ps -ef | grep opengslb-overwatch);
     the others elect a new leader and keep answering and taking writes.
-  The HAProxy face: nc 127.0.0.1 7771   (7772, 7773)
+  The HAProxy face: bash -c 'cat < /dev/tcp/127.0.0.1/7771'   (7772, 7773)
 TXT
 wait
