@@ -11,7 +11,8 @@ use crate::{TempDir, poll_until};
 /// Raft timing for tests: elections after 400 ms instead of the default 500 ms.
 pub const TEST_TIMING: &str = "  heartbeat_interval: 100ms\n  election_timeout: 400ms\n";
 
-/// The cluster secret in test configs.
+/// The first part of every test cluster's secret; each cluster adds its own suffix, so
+/// two clusters of concurrently running tests can never talk to each other.
 pub const SECRET: &str = "cluster-secret-0123456789";
 
 /// A cluster under test: node `i` (Raft id `i + 1`) runs in `dirs[i]`.
@@ -29,14 +30,24 @@ pub struct TestCluster {
     pub cluster_extra: String,
     /// Extra `overwatch:` keys (indented two spaces), e.g. gossip for agents.
     pub overwatch_extra: String,
+    /// This cluster's secret.
+    pub secret: String,
 }
 
-/// A loopback TCP port that was free a moment ago.
+/// A loopback TCP port that was free a moment ago, for a Raft listener the peers must
+/// know in advance. Taken below the kernel's ephemeral range (32768–60999), where
+/// nothing else in the suite binds (everything else binds port 0), spread by process id
+/// so concurrent test processes start far apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(97);
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + (base.wrapping_add(n) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl TestCluster {
@@ -63,6 +74,7 @@ impl TestCluster {
             body: body.to_owned(),
             cluster_extra: cluster_extra.to_owned(),
             overwatch_extra: overwatch_extra.to_owned(),
+            secret: format!("{SECRET}-{label}-{}", std::process::id()),
         };
         cluster.nodes = (0..3).map(|_| None).collect();
         for i in 0..3 {
@@ -80,10 +92,11 @@ impl TestCluster {
             .map(|(j, a)| format!("    {}: \"{a}\"\n", j + 1))
             .collect();
         format!(
-            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{overwatch_extra}{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {SECRET}\n{extra}  peers:\n{peers}",
+            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{overwatch_extra}{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {secret}\n{extra}  peers:\n{peers}",
             n = i + 1,
             body = self.body,
             overwatch_extra = self.overwatch_extra,
+            secret = self.secret,
             listen = self.rpc[i],
             extra = self.cluster_extra,
         )

@@ -78,6 +78,7 @@ impl Connection {
             .client
             .post(&url)
             .bearer_auth(self.network.secret.as_str())
+            .header(TARGET_HEADER, self.target.to_string())
             .timeout(option.hard_ttl())
             .json(request)
             .send()
@@ -152,13 +153,35 @@ struct RpcState {
     gate: VoteGate,
 }
 
-/// The RPC endpoints a peer calls, for `raft`, refusing calls without `secret` before
-/// anything else looks at the request.
-pub fn router(raft: Raft<TypeConfig>, secret: &str, gate: VoteGate) -> Router {
+/// The Raft id a call is meant for: a node refuses calls for another id (a peer list that
+/// points at the wrong address must not feed one node another's messages).
+pub const TARGET_HEADER: &str = "x-opengslb-raft-target";
+
+/// The RPC endpoints a peer calls, for `raft` (node `id`), refusing calls without `secret`
+/// or meant for another node before anything else looks at the request.
+pub fn router(raft: Raft<TypeConfig>, id: NodeId, secret: &str, gate: VoteGate) -> Router {
     let routes = Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
-        .route("/raft/snapshot", post(snapshot));
+        .route("/raft/snapshot", post(snapshot))
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                let target = request
+                    .headers()
+                    .get(TARGET_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<NodeId>().ok());
+                if target == Some(id) {
+                    next.run(request).await
+                } else {
+                    (
+                        StatusCode::MISDIRECTED_REQUEST,
+                        Json(serde_json::json!({ "error": format!("this is node {id}, not {target:?}: check cluster.peers") })),
+                    )
+                        .into_response()
+                }
+            },
+        ));
     require_secret(routes, secret).with_state(RpcState { raft, gate })
 }
 
@@ -280,7 +303,7 @@ mod tests {
         )
         .await
         .expect("raft");
-        let app = router(raft.clone(), SECRET, VoteGate::default());
+        let app = router(raft.clone(), id, SECRET, VoteGate::default());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -382,6 +405,19 @@ mod tests {
             .await
             .expect("http");
         assert_eq!(denied.status(), reqwest::StatusCode::UNAUTHORIZED);
+        // A call with the secret but meant for another node is refused too.
+        let misdirected = reqwest::Client::new()
+            .post(format!("http://{}/raft/vote", addrs[&first]))
+            .bearer_auth(SECRET)
+            .header(TARGET_HEADER, (first % 3 + 1).to_string())
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .expect("http");
+        assert_eq!(
+            misdirected.status(),
+            reqwest::StatusCode::MISDIRECTED_REQUEST
+        );
 
         // The leader dies; the other two elect a new one and keep accepting writes.
         let Node {

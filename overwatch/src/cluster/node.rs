@@ -344,7 +344,7 @@ impl Cluster {
             .route("/cluster/write", post(forwarded_write))
             .route("/cluster/local", get(local_status));
         let local: Router = require_secret(routes, secret).with_state(self.clone());
-        raft_router(self.raft.clone(), secret, self.vote_gate.clone()).merge(local)
+        raft_router(self.raft.clone(), self.id, secret, self.vote_gate.clone()).merge(local)
     }
 
     /// This node's Raft id.
