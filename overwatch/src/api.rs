@@ -520,6 +520,14 @@ async fn delete_agent(
     }
 }
 
+/// The token of an `Authorization: Bearer …` header (the API's and the cluster RPC's).
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
 /// The name of the `api.tokens` entry whose token the request carries.
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
     if state.tokens.is_empty() {
@@ -528,16 +536,12 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> 
             "changes are disabled: no api.tokens are configured".into(),
         ));
     }
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::UNAUTHORIZED,
-                "a change needs `Authorization: Bearer TOKEN` with a token from api.tokens".into(),
-            )
-        })?;
+    let presented = bearer_token(headers).ok_or_else(|| {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a change needs `Authorization: Bearer TOKEN` with a token from api.tokens".into(),
+        )
+    })?;
     // Every token is compared in full, so timing tells nothing about which one nearly matched.
     let mut found = None;
     for (name, token) in state.tokens.iter() {
@@ -792,11 +796,7 @@ async fn add_member(
             "id: node ids start at 1".into(),
         ));
     }
-    let valid = request
-        .address
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-    if !valid {
+    if !crate::config::is_host_port(&request.address) {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             format!(

@@ -201,7 +201,6 @@ pub struct StateOwner {
     tx: watch::Sender<Arc<View>>,
     cluster: Option<Cluster>,
     replicated: Arc<Machine>,
-    replicated_pins: std::collections::BTreeSet<String>,
     expired_agents: std::collections::HashSet<String>,
     started: Instant,
     proposing: Arc<std::sync::atomic::AtomicBool>,
@@ -265,7 +264,6 @@ impl StateOwner {
             tx,
             cluster: None,
             replicated: Arc::default(),
-            replicated_pins: std::collections::BTreeSet::new(),
             expired_agents: std::collections::HashSet::new(),
             started: Instant::now(),
             proposing: Arc::default(),
@@ -679,9 +677,11 @@ impl StateOwner {
                 );
             }
         }
+        // Pinned in the state replaced now, gone from the new one: revoked.
         let revoked: Vec<String> = self
-            .replicated_pins
-            .iter()
+            .replicated
+            .pins
+            .keys()
             .filter(|id| !machine.pins.contains_key(*id))
             .cloned()
             .collect();
@@ -690,7 +690,6 @@ impl StateOwner {
                 tracing::info!(%agent_id, "agent pin revoked: it may register again");
             }
         }
-        self.replicated_pins = machine.pins.keys().cloned().collect();
         self.expired_agents.retain(|id| {
             machine
                 .backends

@@ -212,19 +212,10 @@ async fn check_secret(
     }
 }
 
-/// Constant-time comparison of the presented bearer token with the secret.
-pub fn authorized(secret: &str, headers: &HeaderMap) -> bool {
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    presented.is_some_and(|p| {
-        p.len() == secret.len()
-            && p.bytes()
-                .zip(secret.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    })
+/// Whether the request's bearer token is the secret (compared in constant time).
+fn authorized(secret: &str, headers: &HeaderMap) -> bool {
+    crate::api::bearer_token(headers)
+        .is_some_and(|p| crate::agents::constant_time_eq(p.as_bytes(), secret.as_bytes()))
 }
 
 async fn append(

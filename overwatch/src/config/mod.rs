@@ -12,7 +12,7 @@ pub use duration::{HumanDuration, parse_duration};
 pub use schema::RawConfig;
 pub use settings::*;
 pub(crate) use validate::is_within;
-pub use validate::validate;
+pub use validate::{is_host_port, validate};
 
 /// One thing wrong with a config file, at a place in it (line 0: no particular place).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -416,12 +416,9 @@ fn cluster_settings(c: &mut Collector, raw: &RawCluster) -> Option<ClusterSettin
     let mut peers = std::collections::BTreeMap::new();
     for (id, addr) in &raw.peers {
         let text = addr.value.trim();
-        let host_port = text.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
         if *id == 0 {
             c.at(addr, "cluster.peers: node ids start at 1");
-        } else if !host_port {
+        } else if !is_host_port(text) {
             c.at(
                 addr,
                 format!("cluster.peers.{id}: {text:?} is not HOST:PORT"),
@@ -873,6 +870,13 @@ pub(crate) fn is_within(name: &str, zone: &str) -> bool {
         || name
             .strip_suffix(zone)
             .is_some_and(|prefix| prefix.ends_with('.'))
+}
+
+/// `HOST:PORT` with a non-empty host (a name or an address) and a port above 0: how
+/// peers' RPC addresses are written.
+pub fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 /// `":53"` (all addresses) or `host:port` with an IP host.
