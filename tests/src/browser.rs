@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cluster::free_port;
 use crate::overwatch::http_request;
 use crate::process::Spawned;
 
@@ -16,13 +17,6 @@ pub struct Browser {
     driver: Spawned,
     addr: SocketAddr,
     session: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl Browser {

@@ -96,6 +96,39 @@ fn collector_rtts_agree_with_ss() {
 /// Two client namespaces reach two backends over links that add 20 ms and 120 ms: the
 /// agents learn each client subnet's RTT from the kernel, overwatch shows it, and a
 /// `learned_latency` domain answers each subnet with its nearer backend.
+/// `dig lat.gslb.test A` inside `ns` from `source`, with ECS when given: (A records,
+/// dig's output).
+fn dig_in(
+    ns: &opengslb_tests::netns::Netns,
+    dns: std::net::SocketAddr,
+    source: &str,
+    ecs: Option<&str>,
+) -> (Vec<String>, String) {
+    let mut args = vec![
+        format!("@{}", dns.ip()),
+        "-p".into(),
+        dns.port().to_string(),
+        "-b".into(),
+        source.into(),
+        "lat.gslb.test".into(),
+        "A".into(),
+        "+noall".into(),
+        "+answer".into(),
+        "+comments".into(),
+    ];
+    if let Some(subnet) = ecs {
+        args.push(format!("+subnet={subnet}"));
+    }
+    let out = ns.command("dig").args(&args).output().expect("dig");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answers = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && l.contains("\tA\t"))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    (answers, text)
+}
+
 /// `latency-peer get` inside `ns`: (exit success, body).
 fn ow_get(
     ns: &opengslb_tests::netns::Netns,
@@ -250,31 +283,7 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
     );
     eprintln!("learned: {learned:?}");
 
-    let dig_from = |source: &str, ecs: Option<&str>| -> (Vec<String>, String) {
-        let mut args = vec![
-            format!("@{}", ow.dns.ip()),
-            "-p".into(),
-            ow.dns.port().to_string(),
-            "-b".into(),
-            source.into(),
-            "lat.gslb.test".into(),
-            "A".into(),
-            "+noall".into(),
-            "+answer".into(),
-            "+comments".into(),
-        ];
-        if let Some(subnet) = ecs {
-            args.push(format!("+subnet={subnet}"));
-        }
-        let out = srv.command("dig").args(&args).output().expect("dig");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let answers = text
-            .lines()
-            .filter(|l| !l.starts_with(';') && l.contains("\tA\t"))
-            .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
-            .collect();
-        (answers, text)
-    };
+    let dig_from = |source: &str, ecs: Option<&str>| dig_in(&srv, ow.dns, source, ecs);
     let dig = |subnet: &str| dig_from("127.0.0.1", Some(subnet));
     let (answers, text) = dig("10.201.1.0/24");
     assert_eq!(answers, ["10.100.0.1"], "{text}");
@@ -303,12 +312,7 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
         },
     );
 
-    let metrics = srv
-        .command(&peer)
-        .args(["get", &ow.metrics.expect("metrics").to_string(), "/metrics"])
-        .output()
-        .expect("metrics");
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let (_, metrics) = ow_get(&srv, &peer, ow.metrics.expect("metrics"), "/metrics");
     assert!(
         metrics
             .lines()
@@ -329,22 +333,7 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
         agent("a", a, 8081, gossip, false),
         agent("b", b, 8082, gossip, false),
     );
-    let short = |ecs: &str| {
-        let out = srv
-            .command("dig")
-            .args([
-                &format!("@{}", ow.dns.ip()),
-                "-p",
-                &ow.dns.port().to_string(),
-                "lat.gslb.test",
-                "A",
-                "+short",
-                &format!("+subnet={ecs}"),
-            ])
-            .output()
-            .expect("dig");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let answers = |ecs: &str| dig_in(&srv, ow.dns, "127.0.0.1", Some(ecs)).0;
     poll_until(
         Duration::from_secs(15),
         "both backends healthy again",
@@ -356,11 +345,11 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
     poll_until(
         Duration::from_secs(5),
         "DNS answering from the new state",
-        || (!short("10.202.1.0/24").is_empty()).then_some(()),
+        || (!answers("10.202.1.0/24").is_empty()).then_some(()),
     );
     assert_eq!(
-        short("10.201.1.0/24"),
-        "10.100.0.2",
+        answers("10.201.1.0/24"),
+        ["10.100.0.2"],
         "geo fallback after a restart"
     );
 }
