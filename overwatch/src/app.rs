@@ -146,7 +146,7 @@ pub async fn run(
     let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsSnapshot::build(&view_rx.borrow())));
     tracker.spawn(publish_snapshots(view_rx.clone(), dns_tx, shutdown.clone()));
 
-    let sockets = dns::bind(settings.dns.listen)
+    let sockets = dns::bind(settings.dns.listen, dns::default_udp_workers())
         .await
         .map_err(|source| RunError::Bind {
             what: "dns.listen_address",
@@ -154,10 +154,10 @@ pub async fn run(
             source,
         })?;
     let dns_addr = sockets
-        .udp
         .local_addr()
         .map_err(|e| RunError::Startup(e.to_string()))?;
-    let mut dns_server = dns::serve(sockets, dns_rx.clone(), Some(observer_tx));
+    let mut dns_server = dns::serve(sockets, dns_rx.clone(), Some(observer_tx))
+        .map_err(|e| RunError::Startup(format!("dns workers: {e}")))?;
     tracing::info!(addr = %dns_addr, zones = settings.dns.zones.len(), domains = settings.domains.len(), "dns listening (udp+tcp)");
 
     if let Some(api_settings) = &settings.api {

@@ -3,7 +3,16 @@
 
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::config::Algorithm;
+
+/// Most picks (and healthy candidates) a decision holds without touching the heap. The
+/// UDP fast path answers only families this small, so it never allocates.
+pub const INLINE_PICKS: usize = 32;
+
+/// Chosen candidate indexes, in answer order.
+pub type Picks = SmallVec<[usize; INLINE_PICKS]>;
 
 /// One server of a domain, for one address family, as routing sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +54,7 @@ pub struct Query {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// Chosen candidates.
-    pub chosen: Vec<usize>,
+    pub chosen: Picks,
     /// Leading client-address bits the choice depended on (0: not client-dependent).
     pub scope: u8,
 }
@@ -72,7 +81,7 @@ pub fn decide_among(
 ) -> Decision {
     let not_client_dependent = |chosen| Decision { chosen, scope: 0 };
     if healthy.is_empty() {
-        return not_client_dependent(Vec::new());
+        return not_client_dependent(Picks::new());
     }
     match algorithm {
         Algorithm::RoundRobin => not_client_dependent(rotate(healthy, q.entropy, q.max_records)),
@@ -110,7 +119,7 @@ pub fn decide_among(
 }
 
 /// All of `items`, starting at `entropy % len`, at most `max`.
-fn rotate(items: &[usize], entropy: u64, max: usize) -> Vec<usize> {
+fn rotate(items: &[usize], entropy: u64, max: usize) -> Picks {
     let start = (entropy % items.len() as u64) as usize;
     items
         .iter()
@@ -122,21 +131,17 @@ fn rotate(items: &[usize], entropy: u64, max: usize) -> Vec<usize> {
 }
 
 /// Weighted draws without replacement; weight-0 servers only when no weighted one is healthy.
-fn weighted(candidates: &[Candidate], healthy: &[usize], entropy: u64, max: usize) -> Vec<usize> {
-    let weighted: Vec<usize> = healthy
+fn weighted(candidates: &[Candidate], healthy: &[usize], entropy: u64, max: usize) -> Picks {
+    let mut pool: SmallVec<[(usize, u64); INLINE_PICKS]> = healthy
         .iter()
-        .copied()
-        .filter(|&i| candidates[i].weight > 0)
-        .collect();
-    if weighted.is_empty() {
-        return rotate(healthy, entropy, max); // standbys, equally
-    }
-    let mut pool: Vec<(usize, u64)> = weighted
-        .iter()
+        .filter(|&&i| candidates[i].weight > 0)
         .map(|&i| (i, u64::from(candidates[i].weight)))
         .collect();
+    if pool.is_empty() {
+        return rotate(healthy, entropy, max); // standbys, equally
+    }
     let mut rng = SplitMix(entropy);
-    let mut chosen = Vec::with_capacity(max.min(pool.len()));
+    let mut chosen = Picks::new();
     while chosen.len() < max && !pool.is_empty() {
         let total: u64 = pool.iter().map(|(_, w)| w).sum();
         let mut ticket = rng.next() % total;
@@ -163,7 +168,7 @@ fn first_healthy_region(
     healthy: &[usize],
     preferred: Option<usize>,
     max: usize,
-) -> Vec<usize> {
+) -> Picks {
     let region = preferred
         .filter(|p| healthy.iter().any(|&i| candidates[i].region_pos == *p))
         .unwrap_or_else(|| {
@@ -183,7 +188,7 @@ fn first_healthy_region(
 
 /// The region whose best healthy server has the lowest RTT (enough samples, under the
 /// limit); its healthy servers fastest first. `None` when no server qualifies yet.
-fn fastest_region(candidates: &[Candidate], healthy: &[usize], q: &Query) -> Option<Vec<usize>> {
+fn fastest_region(candidates: &[Candidate], healthy: &[usize], q: &Query) -> Option<Picks> {
     let qualifies = |i: usize| {
         candidates[i]
             .rtt
@@ -198,13 +203,13 @@ fn fastest_region(candidates: &[Candidate], healthy: &[usize], q: &Query) -> Opt
         .filter_map(|i| Some((qualifies(i)?, i)))
         .min()?;
     let region = candidates[best.1].region_pos;
-    let mut members: Vec<(Duration, usize)> = healthy
+    let mut members: SmallVec<[(Duration, usize); INLINE_PICKS]> = healthy
         .iter()
         .copied()
         .filter(|&i| candidates[i].region_pos == region)
         .filter_map(|i| Some((qualifies(i)?, i)))
         .collect();
-    members.sort();
+    members.sort_unstable();
     Some(
         members
             .into_iter()
@@ -265,7 +270,7 @@ mod tests {
         };
         let d = decide(Algorithm::LearnedLatency, &cands, &learned);
         assert_eq!(
-            (d.chosen, d.scope),
+            (d.chosen.to_vec(), d.scope),
             (vec![1], 24),
             "learned wins, scope = learned prefix"
         );
@@ -275,14 +280,14 @@ mod tests {
         };
         let d = decide(Algorithm::LearnedLatency, &cands, &fallback);
         assert_eq!(
-            (d.chosen, d.scope),
+            (d.chosen.to_vec(), d.scope),
             (vec![0], 16),
             "geolocation decides without data"
         );
         let down = [c(0, true, 1), c(1, false, 1)];
         let d = decide(Algorithm::LearnedLatency, &down, &learned);
         assert_eq!(
-            d.chosen,
+            d.chosen.to_vec(),
             vec![0],
             "a learned region with nothing healthy is skipped"
         );
@@ -300,7 +305,9 @@ mod tests {
             "every healthy server leads some answer, the sick one none"
         );
         assert_eq!(
-            decide(Algorithm::RoundRobin, &cands, &q(8, 1)).chosen,
+            decide(Algorithm::RoundRobin, &cands, &q(8, 1))
+                .chosen
+                .to_vec(),
             [2, 3, 0]
         );
         assert_eq!(
@@ -332,14 +339,18 @@ mod tests {
         let cands = [c(0, true, 0), c(0, true, 100), c(1, false, 100)];
         for e in 0..1000 {
             assert_eq!(
-                decide(Algorithm::Weighted, &cands, &q(8, e)).chosen,
+                decide(Algorithm::Weighted, &cands, &q(8, e))
+                    .chosen
+                    .to_vec(),
                 [1],
                 "standby stays out while a weighted server is up"
             );
         }
         let only_standby = [c(0, true, 0), c(0, false, 100)];
         assert_eq!(
-            decide(Algorithm::Weighted, &only_standby, &q(8, 0)).chosen,
+            decide(Algorithm::Weighted, &only_standby, &q(8, 0))
+                .chosen
+                .to_vec(),
             [0]
         );
     }
@@ -350,7 +361,7 @@ mod tests {
         for e in 0..1000 {
             let mut chosen = decide(Algorithm::Weighted, &cands, &q(3, e)).chosen;
             chosen.sort();
-            assert_eq!(chosen, [0, 1, 2]);
+            assert_eq!(chosen.as_slice(), [0, 1, 2]);
         }
     }
 
@@ -359,21 +370,35 @@ mod tests {
         let mut cands = vec![c(0, true, 1), c(0, true, 1), c(1, true, 1), c(2, true, 1)];
         for e in 0..10 {
             assert_eq!(
-                decide(Algorithm::Failover, &cands, &q(8, e)).chosen,
+                decide(Algorithm::Failover, &cands, &q(8, e))
+                    .chosen
+                    .to_vec(),
                 [0, 1],
                 "same answer every time"
             );
         }
         cands[0].healthy = false;
-        assert_eq!(decide(Algorithm::Failover, &cands, &q(8, 3)).chosen, [1]);
+        assert_eq!(
+            decide(Algorithm::Failover, &cands, &q(8, 3))
+                .chosen
+                .to_vec(),
+            [1]
+        );
         cands[1].healthy = false;
         assert_eq!(
-            decide(Algorithm::Failover, &cands, &q(8, 3)).chosen,
+            decide(Algorithm::Failover, &cands, &q(8, 3))
+                .chosen
+                .to_vec(),
             [2],
             "next region"
         );
         cands[2].healthy = false;
-        assert_eq!(decide(Algorithm::Failover, &cands, &q(8, 3)).chosen, [3]);
+        assert_eq!(
+            decide(Algorithm::Failover, &cands, &q(8, 3))
+                .chosen
+                .to_vec(),
+            [3]
+        );
     }
 
     #[test]
@@ -385,7 +410,7 @@ mod tests {
         assert_eq!(
             decide(Algorithm::Geolocation, &cands, &query),
             Decision {
-                chosen: vec![1, 2],
+                chosen: Picks::from_slice(&[1, 2]),
                 scope: 16
             }
         );
@@ -394,13 +419,18 @@ mod tests {
         assert_eq!(
             decide(Algorithm::Geolocation, &down, &query),
             Decision {
-                chosen: vec![0],
+                chosen: Picks::from_slice(&[0]),
                 scope: 16
             }
         );
         // A client from no region of this domain.
         query.client_region = None;
-        assert_eq!(decide(Algorithm::Geolocation, &cands, &query).chosen, [0]);
+        assert_eq!(
+            decide(Algorithm::Geolocation, &cands, &query)
+                .chosen
+                .to_vec(),
+            [0]
+        );
     }
 
     #[test]
@@ -435,7 +465,7 @@ mod tests {
         let mut query = q(8, 0);
         query.min_samples = 3;
         assert_eq!(
-            decide(Algorithm::Latency, &cands, &query).chosen,
+            decide(Algorithm::Latency, &cands, &query).chosen.to_vec(),
             [2, 1],
             "region 1, fastest first; the sick one never"
         );

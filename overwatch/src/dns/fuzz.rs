@@ -10,7 +10,7 @@ use hickory_proto::serialize::binary::BinDecodable;
 use proptest::prelude::*;
 use tokio::sync::watch;
 
-use super::{DnsSnapshot, Handler, answer_packet};
+use super::{DnsSnapshot, Handler, answer_udp};
 use crate::state::StateOwner;
 
 const CONFIG: &str = r#"
@@ -66,7 +66,7 @@ fn build_handler() -> Handler {
 
 fn answer(packet: &[u8]) -> Option<Vec<u8>> {
     let src: SocketAddr = "127.0.0.1:5300".parse().expect("addr");
-    RUNTIME.with(|rt| rt.block_on(answer_packet(&HANDLER, packet, src)))
+    RUNTIME.with(|rt| rt.block_on(answer_udp(&HANDLER, packet, src)))
 }
 
 fn check(packet: &[u8]) -> Result<(), TestCaseError> {

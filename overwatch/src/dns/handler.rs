@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind};
 use crate::config::AllDownPolicy;
 use crate::geo::locate;
-use crate::routing::{Query, decide_among};
+use crate::routing::{Picks, Query, decide_among};
 
 /// UDP payload we advertise and accept in responses (RFC 9715 / DNS flag day 2020).
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -43,7 +43,7 @@ pub struct ResolverSeen {
 }
 
 /// One query in this many with a learned ECS decision is reported to the observer.
-const OBSERVE_EVERY: u64 = 8;
+pub(crate) const OBSERVE_EVERY: u64 = 8;
 
 impl Handler {
     /// A handler that always answers from the latest snapshot.
@@ -55,6 +55,12 @@ impl Handler {
         }
     }
 
+    /// The entropy the next query gets (rotation start, weighted draws); then one more per
+    /// query. For differential tests, which give the fast path the same.
+    pub fn set_next_entropy(&self, entropy: u64) {
+        self.counter.store(entropy, Ordering::Relaxed);
+    }
+
     /// Also reports learned decisions for ECS subnets (never waiting: a full channel drops).
     pub fn with_observer(mut self, observer: tokio::sync::mpsc::Sender<ResolverSeen>) -> Handler {
         self.observer = Some(observer);
@@ -63,38 +69,149 @@ impl Handler {
 }
 
 /// Metrics label for queries that name no configured zone or domain.
-static NO_DOMAIN: SharedString = SharedString::const_str("-");
+pub(crate) static NO_DOMAIN: SharedString = SharedString::const_str("-");
 
-/// What one query resolves to.
-struct Answer<'s> {
+/// What one question resolves to, shared by the hickory path and the UDP fast path so
+/// both give the same answer. Holds no heap memory: the fast path builds one per query.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    pub rcode: ResponseCode,
+    pub section: Section,
+    /// The ECS scope the answer deserves, when the query carried ECS.
+    pub ecs_scope: Option<u8>,
     /// The region a learned ECS decision chose (`settings.regions` index).
-    learned: Option<usize>,
-    rcode: ResponseCode,
-    answers: Vec<&'s Record>,
-    soa: Option<&'s Record>,
-    ecs_scope: Option<u8>,
+    pub learned: Option<usize>,
     /// Metrics label: a configured domain or zone, never the raw query name.
-    label: &'s SharedString,
+    pub label: Label,
+    /// The routing decision, for `opengslb_routing_decisions_total`: domain and outcome.
+    pub decision: Option<(usize, Outcome)>,
 }
 
-impl<'s> Answer<'s> {
-    fn empty(rcode: ResponseCode, soa: Option<&'s Record>, label: &'s SharedString) -> Self {
-        Answer {
-            learned: None,
-            rcode,
-            answers: Vec::new(),
-            soa,
-            ecs_scope: None,
-            label,
+/// Which configured name a query counts under in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Label {
+    /// No configured zone or domain.
+    Nothing,
+    /// A zone (`snapshot.zones` index).
+    Zone(usize),
+    /// A domain.
+    Domain(usize),
+}
+
+impl Label {
+    /// The label value.
+    pub(crate) fn name(self, snapshot: &DnsSnapshot) -> &SharedString {
+        match self {
+            Label::Nothing => &NO_DOMAIN,
+            Label::Zone(z) => &snapshot.zones[z].label,
+            Label::Domain(d) => &snapshot.domains[d].label,
         }
     }
 }
 
+/// How a routing decision came out (`opengslb_routing_decisions_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Healthy servers chosen by the algorithm.
+    Healthy,
+    /// `learned_latency` knew nothing for the client; geolocation chose.
+    GeoFallback,
+    /// All down, answered by the domain's policy (`servfail` when it gave nothing).
+    AllDown(AllDownPolicy),
+}
+
+impl Outcome {
+    /// Every outcome, by [`Outcome::index`].
+    pub(crate) const ALL: [Outcome; 5] = [
+        Outcome::Healthy,
+        Outcome::GeoFallback,
+        Outcome::AllDown(AllDownPolicy::ServFail),
+        Outcome::AllDown(AllDownPolicy::ReturnLastHealthy),
+        Outcome::AllDown(AllDownPolicy::ReturnAll),
+    ];
+
+    /// The label value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Outcome::Healthy => "healthy",
+            Outcome::GeoFallback => "geo_fallback",
+            Outcome::AllDown(policy) => policy.name(),
+        }
+    }
+
+    /// Position in [`Outcome::ALL`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Outcome::Healthy => 0,
+            Outcome::GeoFallback => 1,
+            Outcome::AllDown(AllDownPolicy::ServFail) => 2,
+            Outcome::AllDown(AllDownPolicy::ReturnLastHealthy) => 3,
+            Outcome::AllDown(AllDownPolicy::ReturnAll) => 4,
+        }
+    }
+}
+
+/// The records a response carries.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // on the stack per query; boxing would allocate
+pub(crate) enum Section {
+    /// None (REFUSED, SERVFAIL).
+    Nothing,
+    /// The zone's SOA in the authority section (NXDOMAIN, NODATA); `snapshot.zones` index.
+    Negative(usize),
+    /// The zone's SOA as the answer.
+    Soa(usize),
+    /// The zone's NS records as the answer.
+    Ns(usize),
+    /// Records of a domain's family (v6 or not), chosen by routing.
+    Records {
+        domain: usize,
+        v6: bool,
+        chosen: Picks,
+    },
+}
+
+impl Resolved {
+    fn empty(rcode: ResponseCode, section: Section, label: Label) -> Self {
+        Resolved {
+            rcode,
+            section,
+            ecs_scope: None,
+            learned: None,
+            label,
+            decision: None,
+        }
+    }
+}
+
+/// Where a query name stands: its zone (`snapshot.zones` index) and what it is there.
+/// Each path classifies names its own way (hickory's `LowerName`, the fast path's wire
+/// bytes); everything after classification is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// In none of our zones.
+    Outside,
+    /// In zone `.0`; `.1` is `None` for a name that does not exist.
+    In(usize, Option<NameKind>),
+}
+
 /// The client for routing: the ECS subnet when present (and enabled), else the source.
 #[derive(Debug, Clone, Copy)]
-struct Client {
-    ip: IpAddr,
-    ecs: Option<(IpAddr, u8)>,
+pub(crate) struct Client {
+    pub ip: IpAddr,
+    pub ecs: Option<(IpAddr, u8)>,
+}
+
+impl Client {
+    /// The client as routing sees it: the ECS address when it has a prefix, else `src`.
+    pub(crate) fn new(src: IpAddr, ecs: Option<(IpAddr, u8)>) -> Client {
+        Client {
+            ip: ecs
+                .filter(|(_, prefix)| *prefix > 0)
+                .map_or(src, |(ip, _)| ip),
+            ecs,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -120,28 +237,22 @@ impl RequestHandler for Handler {
         let queries = request.queries.queries();
         let mut qtype_label = "other";
         let answer = if request.metadata.message_type != MessageType::Query {
-            Answer::empty(ResponseCode::FormErr, None, &NO_DOMAIN)
+            Resolved::empty(ResponseCode::FormErr, Section::Nothing, Label::Nothing)
         } else if request.metadata.op_code != OpCode::Query {
-            Answer::empty(ResponseCode::NotImp, None, &NO_DOMAIN)
+            Resolved::empty(ResponseCode::NotImp, Section::Nothing, Label::Nothing)
         } else if queries.len() != 1 {
-            Answer::empty(ResponseCode::FormErr, None, &NO_DOMAIN)
+            Resolved::empty(ResponseCode::FormErr, Section::Nothing, Label::Nothing)
         } else if request_edns.is_some_and(|e| e.version() > 0) {
-            Answer::empty(ResponseCode::BADVERS, None, &NO_DOMAIN)
+            Resolved::empty(ResponseCode::BADVERS, Section::Nothing, Label::Nothing)
         } else {
             let query = &queries[0];
             qtype_label = type_label(query.query_type());
-            let client = Client {
-                ip: ecs
-                    .filter(|(_, prefix)| *prefix > 0)
-                    .map_or(request.src().ip(), |(ip, _)| ip),
-                ecs,
-            };
             resolve(
                 &snapshot,
-                query.name(),
+                place(&snapshot, query.name()),
                 query.query_type(),
                 query.query_class(),
-                client,
+                Client::new(request.src().ip(), ecs),
                 entropy,
             )
         };
@@ -171,15 +282,25 @@ impl RequestHandler for Handler {
             }
             response_edns = Some(edns);
         }
+        let (records, soa): (Vec<&Record>, Option<&Record>) = match &answer.section {
+            Section::Nothing => (Vec::new(), None),
+            Section::Negative(z) => (Vec::new(), Some(&snapshot.zones[*z].soa)),
+            Section::Soa(z) => (vec![&snapshot.zones[*z].soa], None),
+            Section::Ns(z) => (snapshot.zones[*z].ns.iter().collect(), None),
+            Section::Records { domain, v6, chosen } => {
+                let family = snapshot.domains[*domain].family(*v6);
+                (chosen.iter().map(|&i| &family.records[i]).collect(), None)
+            }
+        };
         let mut builder = MessageResponseBuilder::from_message_request(request);
         if let Some(edns) = &response_edns {
             builder.edns(edns);
         }
         let response = builder.build(
             metadata,
-            answer.answers.iter().copied(),
+            records.iter().copied(),
             std::iter::empty(),
-            answer.soa,
+            soa,
             std::iter::empty(),
         );
         let info = match response_handle.send_response(response).await {
@@ -194,9 +315,13 @@ impl RequestHandler for Handler {
                 })
             }
         };
+        if let Some((d, outcome)) = answer.decision {
+            let domain = &snapshot.domains[d];
+            metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome.name()).increment(1);
+        }
         metrics::counter!(
             "opengslb_dns_queries_total",
-            "domain" => answer.label.clone(),
+            "domain" => answer.label.name(&snapshot).clone(),
             "type" => qtype_label,
             "rcode" => rcode_label(answer.rcode),
         )
@@ -207,69 +332,58 @@ impl RequestHandler for Handler {
     }
 }
 
-/// Answers a well-formed single question.
-fn resolve<'s>(
-    snapshot: &'s DnsSnapshot,
-    name: &LowerName,
+/// Where `name` stands in the snapshot (the hickory path's classification).
+fn place(snapshot: &DnsSnapshot, name: &LowerName) -> Placement {
+    match snapshot.zone_of(name) {
+        None => Placement::Outside,
+        Some(zone) => Placement::In(zone, snapshot.names.get(name).copied()),
+    }
+}
+
+/// Answers a well-formed single question whose name is placed.
+pub(crate) fn resolve(
+    snapshot: &DnsSnapshot,
+    place: Placement,
     qtype: RecordType,
     qclass: DNSClass,
     client: Client,
     entropy: u64,
-) -> Answer<'s> {
-    let Some(zone) = snapshot.zone_of(name) else {
-        return Answer::empty(ResponseCode::Refused, None, &NO_DOMAIN);
+) -> Resolved {
+    let Placement::In(z, kind) = place else {
+        return Resolved::empty(ResponseCode::Refused, Section::Nothing, Label::Nothing);
     };
     if qclass != DNSClass::IN {
-        return Answer::empty(ResponseCode::Refused, None, &zone.label);
+        return Resolved::empty(ResponseCode::Refused, Section::Nothing, Label::Zone(z));
     }
-    let soa = Some(&zone.soa);
-    match snapshot.names.get(name) {
-        None => Answer::empty(ResponseCode::NXDomain, soa, &zone.label),
-        Some(NameKind::EmptyNonTerminal(_)) => {
-            Answer::empty(ResponseCode::NoError, soa, &zone.label)
-        }
+    let in_zone = Label::Zone(z);
+    let nodata = |label| Resolved::empty(ResponseCode::NoError, Section::Negative(z), label);
+    match kind {
+        None => Resolved::empty(ResponseCode::NXDomain, Section::Negative(z), in_zone),
+        Some(NameKind::EmptyNonTerminal(_)) => nodata(in_zone),
         Some(NameKind::Apex(_)) => match qtype {
-            RecordType::SOA => Answer {
-                learned: None,
-                rcode: ResponseCode::NoError,
-                answers: vec![&zone.soa],
-                soa: None,
-                ecs_scope: None,
-                label: &zone.label,
-            },
-            RecordType::NS => Answer {
-                learned: None,
-                rcode: ResponseCode::NoError,
-                answers: zone.ns.iter().collect(),
-                soa: None,
-                ecs_scope: None,
-                label: &zone.label,
-            },
-            _ => Answer::empty(ResponseCode::NoError, soa, &zone.label),
+            RecordType::SOA => Resolved::empty(ResponseCode::NoError, Section::Soa(z), in_zone),
+            RecordType::NS => Resolved::empty(ResponseCode::NoError, Section::Ns(z), in_zone),
+            _ => nodata(in_zone),
         },
         Some(NameKind::Domain(d, _)) => {
-            let domain = &snapshot.domains[*d];
-            let family = match qtype {
-                RecordType::A => &domain.v4,
-                RecordType::AAAA => &domain.v6,
-                _ => return Answer::empty(ResponseCode::NoError, soa, &domain.label),
+            let domain = &snapshot.domains[d];
+            let v6 = match qtype {
+                RecordType::A => false,
+                RecordType::AAAA => true,
+                _ => return nodata(Label::Domain(d)),
             };
-            if family.records.is_empty() {
+            if domain.family(v6).records.is_empty() {
                 // No server of this family is configured: the name has no such records.
-                return Answer::empty(ResponseCode::NoError, soa, &domain.label);
+                return nodata(Label::Domain(d));
             }
-            route(snapshot, domain, family, client, entropy)
+            route(snapshot, d, v6, client, entropy)
         }
     }
 }
 
-fn route<'s>(
-    snapshot: &'s DnsSnapshot,
-    domain: &'s DomainAnswers,
-    family: &'s super::snapshot::Family,
-    client: Client,
-    entropy: u64,
-) -> Answer<'s> {
+fn route(snapshot: &DnsSnapshot, d: usize, v6: bool, client: Client, entropy: u64) -> Resolved {
+    let domain = &snapshot.domains[d];
+    let family = domain.family(v6);
     let learned = (domain.algorithm == crate::config::Algorithm::LearnedLatency)
         .then(|| learned_region(snapshot, domain, family, client))
         .flatten();
@@ -301,18 +415,17 @@ fn route<'s>(
         &family.healthy,
         &query,
     );
-    let chosen: Vec<usize> = if !decision.chosen.is_empty() {
+    let (chosen, outcome) = if !decision.chosen.is_empty() {
         let outcome =
             if domain.algorithm == crate::config::Algorithm::LearnedLatency && learned.is_none() {
-                "geo_fallback"
+                Outcome::GeoFallback
             } else {
-                "healthy"
+                Outcome::Healthy
             };
-        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome).increment(1);
-        decision.chosen
+        (decision.chosen, outcome)
     } else {
-        let fallback: Vec<usize> = match domain.policy {
-            AllDownPolicy::ServFail => Vec::new(),
+        let fallback: Picks = match domain.policy {
+            AllDownPolicy::ServFail => Picks::new(),
             AllDownPolicy::ReturnLastHealthy => family
                 .last_healthy
                 .iter()
@@ -323,26 +436,27 @@ fn route<'s>(
                 (0..family.records.len()).take(domain.max_records).collect()
             }
         };
-        let outcome = if fallback.is_empty() {
-            "servfail"
-        } else {
-            domain.policy.name()
-        };
-        metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome).increment(1);
         if fallback.is_empty() {
-            return Answer::empty(ResponseCode::ServFail, None, &domain.label);
+            let mut servfail =
+                Resolved::empty(ResponseCode::ServFail, Section::Nothing, Label::Domain(d));
+            servfail.decision = Some((d, Outcome::AllDown(AllDownPolicy::ServFail)));
+            return servfail;
         }
-        fallback
+        (fallback, Outcome::AllDown(domain.policy))
     };
-    Answer {
+    Resolved {
+        rcode: ResponseCode::NoError,
+        section: Section::Records {
+            domain: d,
+            v6,
+            chosen,
+        },
+        ecs_scope: client.ecs.map(|_| decision.scope),
         learned: learned
             .filter(|(_, prefix)| *prefix > 0 && client.ecs.is_some())
             .map(|(pos, _)| domain.regions[pos]),
-        rcode: ResponseCode::NoError,
-        answers: chosen.into_iter().map(|i| &family.records[i]).collect(),
-        soa: None,
-        ecs_scope: client.ecs.map(|_| decision.scope),
-        label: &domain.label,
+        label: Label::Domain(d),
+        decision: Some((d, outcome)),
     }
 }
 
@@ -385,11 +499,11 @@ fn learned_region(
         .map(|(_, pos)| (pos, prefix))
 }
 
-fn max_prefix(ip: IpAddr) -> u8 {
+pub(crate) fn max_prefix(ip: IpAddr) -> u8 {
     if ip.is_ipv4() { 32 } else { 128 }
 }
 
-fn type_label(t: RecordType) -> &'static str {
+pub(crate) fn type_label(t: RecordType) -> &'static str {
     match t {
         RecordType::A => "A",
         RecordType::AAAA => "AAAA",
@@ -403,7 +517,7 @@ fn type_label(t: RecordType) -> &'static str {
     }
 }
 
-fn rcode_label(r: ResponseCode) -> &'static str {
+pub(crate) fn rcode_label(r: ResponseCode) -> &'static str {
     match r {
         ResponseCode::NoError => "NOERROR",
         ResponseCode::FormErr => "FORMERR",

@@ -1,16 +1,20 @@
 //! Authoritative DNS: an immutable snapshot (`snapshot`) answered by a hickory-server
 //! handler (`handler`) on UDP and TCP (`serve`).
 
+pub mod fast;
 pub mod handler;
 pub mod snapshot;
+mod udp;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hickory_proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use handler::{Handler, ResolverSeen};
@@ -19,21 +23,34 @@ pub use snapshot::DnsSnapshot;
 /// How long a TCP client may stay idle between queries.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
-/// Bound UDP and TCP sockets on the same port.
+/// Bound sockets: one UDP socket per worker (one `SO_REUSEPORT` group) and TCP, on the
+/// same port.
 #[derive(Debug)]
 pub struct Sockets {
-    /// UDP.
-    pub udp: UdpSocket,
+    /// UDP, one per worker.
+    pub udp: Vec<std::net::UdpSocket>,
     /// TCP.
     pub tcp: TcpListener,
 }
 
-/// Binds UDP and TCP on `addr`; with port 0, one free port for both.
-pub async fn bind(addr: SocketAddr) -> io::Result<Sockets> {
+impl Sockets {
+    /// The address bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// UDP workers for this machine: one per CPU this process may run on.
+pub fn default_udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Binds `udp_workers` UDP sockets and TCP on `addr`; with port 0, one free port for all.
+pub async fn bind(addr: SocketAddr, udp_workers: usize) -> io::Result<Sockets> {
     let mut last_err = None;
     for _ in 0..20 {
-        let udp = UdpSocket::bind(addr).await?;
-        let port = udp.local_addr()?.port();
+        let udp = udp::bind_group(addr, udp_workers)?;
+        let port = udp[0].local_addr()?.port();
         match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
             Ok(tcp) => return Ok(Sockets { udp, tcp }),
             // Port 0: the kernel's free UDP port may be taken for TCP; try another.
@@ -44,24 +61,53 @@ pub async fn bind(addr: SocketAddr) -> io::Result<Sockets> {
     Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
 }
 
-/// Starts serving; the returned server stops with `shutdown_gracefully`.
+/// The DNS server: UDP workers (fast path, hickory path for the rest) and hickory on TCP.
+pub struct DnsServer {
+    udp: Option<udp::UdpWorkers>,
+    tcp: Server<Handler>,
+}
+
+impl DnsServer {
+    /// Stops both; UDP workers finish their batch first.
+    pub async fn shutdown_gracefully(&mut self) {
+        if let Some(udp) = self.udp.take() {
+            let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
+        }
+        if let Err(e) = self.tcp.shutdown_gracefully().await {
+            tracing::debug!(error = %e, "dns tcp shutdown");
+        }
+    }
+}
+
+/// Starts serving. Must be called inside the Tokio runtime.
 pub fn serve(
     sockets: Sockets,
     snapshots: watch::Receiver<Arc<DnsSnapshot>>,
     observer: Option<tokio::sync::mpsc::Sender<handler::ResolverSeen>>,
-) -> Server<Handler> {
-    let handler = Handler::new(snapshots);
-    let handler = match observer {
-        Some(o) => handler.with_observer(o),
-        None => handler,
+) -> io::Result<DnsServer> {
+    let handler = |observer: &Option<tokio::sync::mpsc::Sender<handler::ResolverSeen>>| {
+        let handler = Handler::new(snapshots.clone());
+        match observer {
+            Some(o) => handler.with_observer(o.clone()),
+            None => handler,
+        }
     };
-    let mut server = Server::new(handler);
-    server.register_socket(sockets.udp);
-    server.register_listener(sockets.tcp, TCP_IDLE, 64);
-    server
+    let udp = udp::UdpWorkers::start(
+        sockets.udp,
+        &snapshots,
+        Arc::new(handler(&observer)),
+        observer.clone(),
+    )?;
+    let mut tcp = Server::new(handler(&observer));
+    tcp.register_listener(sockets.tcp, TCP_IDLE, 64);
+    Ok(DnsServer {
+        udp: Some(udp),
+        tcp,
+    })
 }
 
-/// Collects the encoded response instead of sending it.
+/// Collects the encoded response instead of sending it, limited and encoded the way
+/// hickory's UDP response handle does it.
 #[derive(Clone, Default)]
 struct Capture(Arc<std::sync::Mutex<Option<Vec<u8>>>>);
 
@@ -78,11 +124,27 @@ impl hickory_server::server::ResponseHandler for Capture {
             impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
         >,
     ) -> Result<hickory_server::server::ResponseInfo, hickory_server::net::NetError> {
+        let id = response.metadata().id;
         let mut bytes = Vec::with_capacity(512);
-        let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
-        // The UDP limit without EDNS: what the server would enforce on that path.
-        encoder.set_max_size(u16::MAX);
-        let info = response.destructive_emit(&mut encoder)?;
+        let mut encoder = BinEncoder::new(&mut bytes);
+        // No EDNS: the requestor advertised no buffer, 512 bytes (RFC 1035 §4.2.1).
+        encoder.set_max_size(response.edns().map_or(512, |e| e.max_payload()));
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(error) => {
+                // What hickory sends when a response cannot be encoded: a bare SERVFAIL.
+                tracing::warn!(%error, "cannot encode DNS response");
+                bytes.clear();
+                let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+                metadata.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata,
+                    counts: Default::default(),
+                };
+                header.emit(&mut BinEncoder::new(&mut bytes))?;
+                hickory_server::server::ResponseInfo::from(header)
+            }
+        };
         *self
             .0
             .lock()
@@ -91,17 +153,36 @@ impl hickory_server::server::ResponseHandler for Capture {
     }
 }
 
-/// Answers one packet through the same handler the server runs, without sockets: the
-/// reference path for fuzzing and differential tests. `None` when the bytes are not a
-/// DNS message hickory can parse (the server then answers FORMERR or nothing).
-pub async fn answer_packet(handler: &Handler, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+/// Answers one UDP datagram the way hickory's server does (no response to fewer than 12
+/// bytes or to a response; FORMERR when the message does not parse; the handler
+/// otherwise, limited to 512 bytes or our EDNS payload), without sockets. The path for
+/// everything the fast path declines, and the reference the differential tests compare
+/// the fast path with. `None`: nothing is sent.
+pub async fn answer_udp(handler: &Handler, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
     use hickory_server::server::RequestHandler;
-    let request = hickory_server::server::Request::from_bytes(
+    let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
+    let request = match hickory_server::server::Request::from_bytes(
         packet.to_vec(),
         src,
         hickory_server::net::xfer::Protocol::Udp,
-    )
-    .ok()?;
+    ) {
+        Ok(request) => request,
+        Err(_) => {
+            let mut metadata = Metadata::response_from_request(&header.metadata);
+            metadata.response_code = ResponseCode::FormErr;
+            let mut bytes = Vec::with_capacity(HEADER_LEN);
+            Header {
+                metadata,
+                counts: Default::default(),
+            }
+            .emit(&mut BinEncoder::new(&mut bytes))
+            .ok()?;
+            return Some(bytes);
+        }
+    };
+    if request.metadata.message_type == MessageType::Response {
+        return None; // never answer a response: reflection
+    }
     let capture = Capture::default();
     handler
         .handle_request::<_, hickory_server::net::runtime::TokioTime>(&request, capture.clone())
@@ -113,5 +194,10 @@ pub async fn answer_packet(handler: &Handler, packet: &[u8], src: SocketAddr) ->
         .take()
 }
 
+/// A DNS header's length.
+const HEADER_LEN: usize = 12;
+
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod fuzz;

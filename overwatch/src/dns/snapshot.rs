@@ -82,6 +82,13 @@ pub struct DomainAnswers {
     pub v6: Family,
 }
 
+impl DomainAnswers {
+    /// The AAAA family when `v6`, else the A family.
+    pub fn family(&self, v6: bool) -> &Family {
+        if v6 { &self.v6 } else { &self.v4 }
+    }
+}
+
 /// The snapshot.
 #[derive(Debug)]
 pub struct DnsSnapshot {
@@ -101,6 +108,8 @@ pub struct DnsSnapshot {
     pub generation: u64,
     /// Learned client latency (`learned_latency`).
     pub latency: Arc<crate::latency::LatencyIndex>,
+    /// Wire-format pieces for the UDP fast path.
+    pub(crate) fast: super::fast::FastTables,
 }
 
 impl DnsSnapshot {
@@ -205,8 +214,10 @@ impl DnsSnapshot {
             });
         }
         zones.sort_by_key(|(_, z)| std::cmp::Reverse(z.apex.num_labels()));
+        let zones: Vec<Zone> = zones.into_iter().map(|(_, z)| z).collect();
         DnsSnapshot {
-            zones: zones.into_iter().map(|(_, z)| z).collect(),
+            fast: super::fast::FastTables::build(&zones, &names, &domains),
+            zones,
             names,
             domains,
             geo: settings.geo.clone(),
@@ -217,9 +228,9 @@ impl DnsSnapshot {
         }
     }
 
-    /// The zone a query name belongs to (the most specific one).
-    pub fn zone_of(&self, name: &LowerName) -> Option<&Zone> {
-        self.zones.iter().find(|z| z.apex.zone_of(name))
+    /// The zone a query name belongs to (the most specific one), as a `zones` index.
+    pub fn zone_of(&self, name: &LowerName) -> Option<usize> {
+        self.zones.iter().position(|z| z.apex.zone_of(name))
     }
 }
 

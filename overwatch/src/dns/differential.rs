@@ -1,0 +1,295 @@
+//! Differential tests: the same queries through the UDP fast path and the hickory path.
+//! Whatever the fast path answers must be byte for byte what the hickory path sends;
+//! anything else it must decline. The standard queries must not be declined.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use proptest::prelude::*;
+use tokio::sync::watch;
+
+use super::fast::{self, MAX_RESPONSE};
+use super::{DnsSnapshot, Handler, answer_udp};
+use crate::state::StateOwner;
+
+/// Every algorithm, several servers per family (rotation), a weight-0 standby, an empty
+/// non-terminal, two zones, NS records, IPv6 without and with servers.
+const CONFIG: &str = r#"
+overwatch:
+  validation: {enabled: false}
+  geolocation:
+    default_region: a
+    custom_mappings: [{cidr: 10.0.0.0/8, region: b}, {cidr: "2001:db8:b::/48", region: b}]
+dns:
+  zones: [diff.test, second.test]
+  nameservers: [ns1.diff.test, ns2.diff.test]
+regions:
+  - name: a
+    servers: [{address: 192.0.2.1}, {address: 192.0.2.2}, {address: 192.0.2.3, weight: 5}, {address: "2001:db8::1"}, {address: "2001:db8::2"}]
+  - name: b
+    servers: [{address: 198.51.100.1, weight: 0}, {address: 198.51.100.2}]
+domains:
+  - {name: rr.diff.test, routing_algorithm: round-robin, regions: [a, b]}
+  - {name: geo.diff.test, routing_algorithm: geolocation, regions: [a, b]}
+  - {name: w.diff.test, routing_algorithm: weighted, regions: [a, b]}
+  - {name: f.diff.test, routing_algorithm: failover, regions: [b, a]}
+  - {name: l.diff.test, routing_algorithm: latency, regions: [a, b]}
+  - {name: ll.diff.test, routing_algorithm: learned_latency, regions: [a, b]}
+  - {name: deep.down.diff.test, routing_algorithm: round-robin, regions: [b]}
+  - {name: one.diff.test, routing_algorithm: round-robin, regions: [a], max_records: 1}
+  - {name: x.second.test, routing_algorithm: round-robin, regions: [a, b]}
+"#;
+
+const NAMES: [&str; 16] = [
+    "rr.diff.test",
+    "geo.diff.test",
+    "w.diff.test",
+    "f.diff.test",
+    "l.diff.test",
+    "ll.diff.test",
+    "deep.down.diff.test",
+    "down.diff.test",
+    "one.diff.test",
+    "x.second.test",
+    "second.test",
+    "diff.test",
+    "nx.diff.test",
+    "a.b.c.nx.second.test",
+    "elsewhere.test",
+    "diff.test.example",
+];
+
+struct Both {
+    snapshot: Arc<DnsSnapshot>,
+    handler: Handler,
+}
+
+static BOTH: LazyLock<Both> = LazyLock::new(|| {
+    let settings = Arc::new(crate::config::parse("diff.yaml", CONFIG).expect("config"));
+    let (_owner, view) = StateOwner::new(settings, None);
+    let snapshot = Arc::new(DnsSnapshot::build(&view.borrow()));
+    let (_tx, rx) = watch::channel(Arc::clone(&snapshot));
+    Both {
+        snapshot,
+        handler: Handler::new(rx),
+    }
+});
+
+thread_local! {
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+}
+
+/// The fast path's answer (`None`: declined) and the hickory path's, with the same entropy.
+fn both(packet: &[u8], src: SocketAddr, entropy: u64) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let both = &*BOTH;
+    let mut out = [0u8; MAX_RESPONSE];
+    let fast = fast::answer(&both.snapshot, packet, src, entropy, &mut out)
+        .map(|answered| out[..answered.len].to_vec());
+    both.handler.set_next_entropy(entropy);
+    let reference = RUNTIME.with(|rt| rt.block_on(answer_udp(&both.handler, packet, src)));
+    (fast, reference)
+}
+
+/// Fails unless the fast path declined or answered exactly as the hickory path did.
+fn check(packet: &[u8], src: SocketAddr, entropy: u64) -> Result<bool, TestCaseError> {
+    match both(packet, src, entropy) {
+        (None, _) => Ok(false),
+        (Some(fast), reference) => {
+            prop_assert_eq!(
+                Some(&fast),
+                reference.as_ref(),
+                "query {:02x?} from {} entropy {}",
+                packet,
+                src,
+                entropy
+            );
+            Ok(true)
+        }
+    }
+}
+
+/// A query: header flags, name, type, class, and optionally an OPT record with options.
+fn query(id: u16, flags: u16, name: &str, qtype: u16, qclass: u16, opt: Option<&[u8]>) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64);
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&flags.to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(opt.is_some())]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        p.push(label.len() as u8);
+        p.extend_from_slice(label.as_bytes());
+    }
+    p.push(0);
+    p.extend_from_slice(&qtype.to_be_bytes());
+    p.extend_from_slice(&qclass.to_be_bytes());
+    if let Some(options) = opt {
+        p.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0, 0]);
+        p.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        p.extend_from_slice(options);
+    }
+    p
+}
+
+/// An ECS option for `addr`/`source` (family 1 or 2), the address cut to the prefix.
+fn ecs(family: u16, source: u8, addr: &[u8], scope: u8) -> Vec<u8> {
+    let n = usize::from(source).div_ceil(8).min(addr.len());
+    let mut o = Vec::new();
+    o.extend_from_slice(&8u16.to_be_bytes());
+    o.extend_from_slice(&((4 + n) as u16).to_be_bytes());
+    o.extend_from_slice(&family.to_be_bytes());
+    o.extend_from_slice(&[source, scope]);
+    o.extend_from_slice(&addr[..n]);
+    o
+}
+
+fn src(v: u8) -> SocketAddr {
+    match v % 4 {
+        0 => "127.0.0.1:5300".parse(),
+        1 => "10.9.8.7:40000".parse(),
+        2 => "[2001:db8:b::5]:53".parse(),
+        _ => "[::1]:9".parse(),
+    }
+    .expect("addr")
+}
+
+/// Mixed case, as resolvers using 0x20 randomisation send names.
+fn mixed_case(name: &str, mask: u64) -> String {
+    name.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if mask >> (i % 64) & 1 == 1 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn standard_queries_take_the_fast_path_and_match() {
+    let mut answered = 0;
+    for (n, name) in NAMES.iter().enumerate() {
+        for qtype in [1u16, 28, 6, 2] {
+            for edns in 0..4 {
+                let options = match edns {
+                    0 => None,
+                    1 => Some(Vec::new()),
+                    2 => Some(ecs(1, 24, &[10, 1, 2], 0)),
+                    _ => Some(ecs(2, 56, &[0x20, 0x01, 0x0d, 0xb8, 0, 0x0b, 0], 0)),
+                };
+                for entropy in 0..4 {
+                    let packet = query(
+                        0x4242,
+                        0x0120,
+                        &mixed_case(name, 0x5a5a_5a5a ^ entropy),
+                        qtype,
+                        1,
+                        options.as_deref(),
+                    );
+                    let source = src(n as u8 + entropy as u8);
+                    let took = check(&packet, source, entropy).map_err(|e| e.to_string());
+                    let took = took.expect("fast path and hickory path disagree");
+                    let in_zone = !name.ends_with("elsewhere.test") && !name.ends_with(".example");
+                    assert_eq!(
+                        took, in_zone,
+                        "{name} type {qtype} edns {edns}: the fast path answers exactly the in-zone names"
+                    );
+                    answered += usize::from(took);
+                }
+            }
+        }
+    }
+    assert!(answered > 700, "{answered} answered by the fast path");
+}
+
+#[test]
+fn unusual_queries_are_declined() {
+    let plain = query(1, 0x0100, "rr.diff.test", 1, 1, None);
+    let mut cases = vec![
+        query(1, 0x0100, "rr.diff.test", 16, 1, None),  // TXT
+        query(1, 0x0100, "rr.diff.test", 255, 1, None), // ANY
+        query(1, 0x0100, "rr.diff.test", 1, 3, None),   // class CH
+        query(1, 0x2800, "rr.diff.test", 1, 1, None),   // opcode UPDATE
+        query(1, 0x8100, "rr.diff.test", 1, 1, None),   // a response
+        query(
+            1,
+            0x0100,
+            "rr.diff.test",
+            1,
+            1,
+            Some(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+        ), // cookie
+        query(
+            1,
+            0x0100,
+            "rr.diff.test",
+            1,
+            1,
+            Some(&ecs(1, 33, &[1, 2, 3, 4, 5], 0)),
+        ),
+        plain[..plain.len() - 1].to_vec(),
+        [plain.as_slice(), &[0]].concat(),
+    ];
+    let mut two_questions = plain.clone();
+    two_questions[5] = 2;
+    cases.push(two_questions);
+    let mut version_1 = query(1, 0x0100, "rr.diff.test", 1, 1, Some(&[]));
+    let at = version_1.len() - 6;
+    version_1[at] = 1;
+    cases.push(version_1);
+    for packet in cases {
+        let (fast, reference) = both(&packet, src(0), 7);
+        assert!(
+            fast.is_none(),
+            "declined: {packet:02x?} (hickory says {reference:02x?})"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_path_matches_or_declines(
+        id in any::<u16>(),
+        flags in prop_oneof![Just(0x0100u16), Just(0x0120), Just(0x0110), Just(0), any::<u16>()],
+        name in 0..NAMES.len(),
+        extra_label in proptest::option::of("[a-zA-Z0-9-]{1,12}"),
+        case_mask in any::<u64>(),
+        qtype in prop_oneof![Just(1u16), Just(28), Just(6), Just(2), any::<u16>()],
+        qclass in prop_oneof![Just(1u16), Just(1), Just(1), any::<u16>()],
+        edns in prop_oneof![
+            Just(None),
+            Just(Some(Vec::new())),
+            (0u8..=32, proptest::collection::vec(any::<u8>(), 4), any::<u8>())
+                .prop_map(|(source, addr, scope)| Some(ecs(1, source, &addr, scope))),
+            (0u8..=128, proptest::collection::vec(any::<u8>(), 16), any::<u8>())
+                .prop_map(|(source, addr, scope)| Some(ecs(2, source, &addr, scope))),
+            proptest::collection::vec(any::<u8>(), 0..24).prop_map(Some),
+        ],
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        cut in proptest::option::weighted(0.1, any::<prop::sample::Index>()),
+        source in any::<u8>(),
+        entropy in any::<u64>(),
+    ) {
+        let base = NAMES[name];
+        let name = match extra_label {
+            Some(label) => format!("{label}.{base}"),
+            None => base.to_string(),
+        };
+        let mut packet = query(id, flags, &mixed_case(&name, case_mask), qtype, qclass, edns.as_deref());
+        for (at, byte) in flips {
+            let i = at.index(packet.len());
+            packet[i] ^= byte;
+        }
+        if let Some(cut) = cut {
+            packet.truncate(cut.index(packet.len() + 1));
+        }
+        check(&packet, src(source), entropy)?;
+    }
+
+    #[test]
+    fn random_bytes_match_or_decline(packet in proptest::collection::vec(any::<u8>(), 0..300), entropy in any::<u64>()) {
+        check(&packet, src(entropy as u8), entropy)?;
+    }
+}

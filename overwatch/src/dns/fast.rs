@@ -1,0 +1,481 @@
+//! The UDP fast path: standard queries for names in our zones (opcode QUERY, one
+//! question, class IN, type A/AAAA/SOA/NS, with or without an OPT record carrying ECS)
+//! answered from wire-format pieces rendered per snapshot by hickory's own encoder.
+//!
+//! Answering is: parse the question without allocating, decide with the same
+//! [`handler::resolve`] the hickory path uses, copy the pieces, patch the ID, flags,
+//! compression pointers and ECS scope. Everything else is declined (`None`) and goes to
+//! the hickory path, which stays the reference: the differential tests require both to
+//! produce the same bytes for every query the fast path answers.
+//!
+//! Why the pieces are position-independent: hickory copies the question verbatim and
+//! never uses it as a compression target, so the records after it compress only against
+//! each other. A section rendered at offset 0 is correct at any offset once its
+//! pointers are moved by that offset.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+use super::handler::{self, Client, EDNS_PAYLOAD, Label, Outcome, Placement, Section};
+use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind, Zone};
+use crate::routing::INLINE_PICKS;
+
+/// The largest response the fast path writes: the EDNS payload we advertise.
+pub const MAX_RESPONSE: usize = EDNS_PAYLOAD as usize;
+/// Without EDNS a UDP response is limited to 512 bytes (RFC 1035 §4.2.1).
+const PLAIN_LIMIT: usize = 512;
+const HEADER: usize = 12;
+/// Longest name in wire form (RFC 1035 §3.1).
+const MAX_NAME: usize = 255;
+const TYPE_OPT: u16 = 41;
+const OPTION_ECS: u16 = 8;
+
+/// A response section in wire form. Compression pointers in `bytes` are relative to
+/// the section's first byte; `pointers` lists where they are.
+#[derive(Debug, Default)]
+struct Piece {
+    bytes: Box<[u8]>,
+    pointers: Box<[u16]>,
+    records: u16,
+}
+
+impl Piece {
+    /// Renders `records` with hickory's encoder, exactly as a response would carry them
+    /// right after the question.
+    fn render(records: &[&Record]) -> Piece {
+        let mut bytes = Vec::new();
+        let mut encoder = BinEncoder::new(&mut bytes);
+        for record in records {
+            if record.emit(&mut encoder).is_err() {
+                // Validated names and addresses always encode; never answer from a bad piece.
+                return Piece::default();
+            }
+        }
+        let pointers = pointers_in(&bytes, records.len());
+        Piece {
+            bytes: bytes.into_boxed_slice(),
+            pointers: pointers.into_boxed_slice(),
+            records: records.len() as u16,
+        }
+    }
+
+    /// Writes the piece at `at`, moving its pointers; the new end, or `None` if it does
+    /// not fit.
+    fn write(&self, out: &mut [u8], at: usize) -> Option<usize> {
+        let end = at.checked_add(self.bytes.len())?;
+        out.get_mut(at..end)?.copy_from_slice(&self.bytes);
+        for &p in self.pointers.iter() {
+            let p = at + usize::from(p);
+            let target = usize::from(u16::from_be_bytes([out[p], out[p + 1]]) & 0x3FFF) + at;
+            if target >= 0x3FFF {
+                return None;
+            }
+            out[p..p + 2].copy_from_slice(&(0xC000 | target as u16).to_be_bytes());
+        }
+        Some(end)
+    }
+}
+
+/// Offsets of the compression pointers in `count` rendered records (owner names and the
+/// names inside NS and SOA data: the only names our records carry).
+fn pointers_in(bytes: &[u8], count: usize) -> Vec<u16> {
+    fn skip_name(bytes: &[u8], mut i: usize, pointers: &mut Vec<u16>) -> usize {
+        loop {
+            let len = bytes[i];
+            if len == 0 {
+                return i + 1;
+            }
+            if len & 0xC0 == 0xC0 {
+                pointers.push(i as u16);
+                return i + 2;
+            }
+            i += 1 + usize::from(len);
+        }
+    }
+    let mut pointers = Vec::new();
+    let mut i = 0;
+    for _ in 0..count {
+        i = skip_name(bytes, i, &mut pointers);
+        let rtype = u16::from_be_bytes([bytes[i], bytes[i + 1]]);
+        let rdlen = usize::from(u16::from_be_bytes([bytes[i + 8], bytes[i + 9]]));
+        let rdata = i + 10;
+        match RecordType::from(rtype) {
+            RecordType::NS => {
+                skip_name(bytes, rdata, &mut pointers);
+            }
+            RecordType::SOA => {
+                let after_mname = skip_name(bytes, rdata, &mut pointers);
+                skip_name(bytes, after_mname, &mut pointers);
+            }
+            _ => {}
+        }
+        i = rdata + rdlen;
+    }
+    pointers
+}
+
+/// One address family of a domain: the owner name and each server's record without it.
+/// The first record of an answer carries the name, the others point at it.
+#[derive(Debug)]
+struct FamilyWire {
+    owner: Box<[u8]>,
+    rest: Vec<Box<[u8]>>,
+}
+
+impl FamilyWire {
+    fn render(records: &[Record]) -> Option<FamilyWire> {
+        if records.is_empty() || records.len() > INLINE_PICKS {
+            return None;
+        }
+        let mut owner = None;
+        let mut rest = Vec::with_capacity(records.len());
+        for record in records {
+            let piece = Piece::render(&[record]);
+            // A record alone starts with its full owner name.
+            let name_end = piece.bytes.iter().position(|&b| b == 0)? + 1;
+            owner.get_or_insert_with(|| piece.bytes[..name_end].into());
+            rest.push(piece.bytes[name_end..].into());
+        }
+        Some(FamilyWire {
+            owner: owner?,
+            rest,
+        })
+    }
+}
+
+/// Per snapshot: everything the fast path needs besides the snapshot's routing data.
+#[derive(Debug, Default)]
+pub struct FastTables {
+    /// Every name that exists in our zones, lower case, wire form.
+    names: HashMap<Box<[u8]>, NameKind>,
+    /// By `snapshot.zones` index: the apex (lower case, wire form), its SOA and its NS set.
+    zones: Vec<(Box<[u8]>, Piece, Piece)>,
+    /// By domain: A and AAAA (`None`: not answered here).
+    families: Vec<[Option<FamilyWire>; 2]>,
+}
+
+impl FastTables {
+    /// Renders the tables for a snapshot's zones, names and domains.
+    pub(crate) fn build(
+        zones: &[Zone],
+        names: &HashMap<hickory_proto::rr::LowerName, NameKind>,
+        domains: &[DomainAnswers],
+    ) -> FastTables {
+        let wire = |name: &hickory_proto::rr::Name| -> Box<[u8]> {
+            let mut bytes = Vec::new();
+            let mut encoder = BinEncoder::new(&mut bytes);
+            let _ = name.to_lowercase().emit(&mut encoder);
+            bytes.into_boxed_slice()
+        };
+        FastTables {
+            names: names.iter().map(|(n, k)| (wire(n), *k)).collect(),
+            zones: zones
+                .iter()
+                .map(|z| {
+                    let ns: Vec<&Record> = z.ns.iter().collect();
+                    (wire(&z.apex), Piece::render(&[&z.soa]), Piece::render(&ns))
+                })
+                .collect(),
+            families: domains
+                .iter()
+                .map(|d| {
+                    [
+                        FamilyWire::render(&d.v4.records),
+                        FamilyWire::render(&d.v6.records),
+                    ]
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The client subnet option of a query.
+#[derive(Debug, Clone, Copy)]
+struct Ecs {
+    addr: IpAddr,
+    source: u8,
+    /// The option's bytes in the query (code, length, family, prefixes, address).
+    at: usize,
+    len: usize,
+}
+
+/// A query the fast path can answer, parsed in place.
+struct Parsed {
+    /// End of the question (after QCLASS).
+    question_end: usize,
+    qtype: RecordType,
+    /// The name, lower case, wire form.
+    name: [u8; MAX_NAME],
+    name_len: usize,
+    /// Offsets in `name` where labels start.
+    labels: [u8; MAX_NAME / 2 + 1],
+    label_count: usize,
+    /// `Some` when the query has an OPT record; inside, its ECS option if any.
+    edns: Option<Option<Ecs>>,
+}
+
+/// Parses a query the fast path can answer; `None` for anything else.
+fn parse(q: &[u8]) -> Option<Parsed> {
+    let header = q.get(..HEADER)?;
+    // QR = 0 and opcode QUERY; one question, no answer or authority records.
+    if header[2] & 0xF8 != 0 || header[4..10] != [0, 1, 0, 0, 0, 0] {
+        return None;
+    }
+    let additional = u16::from_be_bytes([header[10], header[11]]);
+    if additional > 1 {
+        return None;
+    }
+    let mut parsed = Parsed {
+        question_end: 0,
+        qtype: RecordType::A,
+        name: [0; MAX_NAME],
+        name_len: 0,
+        labels: [0; MAX_NAME / 2 + 1],
+        label_count: 0,
+        edns: None,
+    };
+    let mut i = HEADER;
+    loop {
+        let len = usize::from(*q.get(i)?);
+        if len > 63 {
+            return None; // compression pointers and extended label types
+        }
+        let end = parsed.name_len + 1 + len;
+        if end > MAX_NAME {
+            return None;
+        }
+        let label = q.get(i..i + 1 + len)?;
+        if len > 0 {
+            parsed.labels[parsed.label_count] = parsed.name_len as u8;
+            parsed.label_count += 1;
+        }
+        for (dst, src) in parsed.name[parsed.name_len..end].iter_mut().zip(label) {
+            *dst = src.to_ascii_lowercase();
+        }
+        parsed.name_len = end;
+        i += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let fixed = q.get(i..i + 4)?;
+    parsed.qtype = RecordType::from(u16::from_be_bytes([fixed[0], fixed[1]]));
+    if u16::from_be_bytes([fixed[2], fixed[3]]) != u16::from(DNSClass::IN) {
+        return None;
+    }
+    i += 4;
+    parsed.question_end = i;
+    if additional == 1 {
+        // OPT: root owner, type 41, class = payload, TTL = extended rcode, version, flags.
+        let opt = q.get(i..i + 11)?;
+        if opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != TYPE_OPT {
+            return None;
+        }
+        if opt[5] != 0 || opt[6] != 0 {
+            return None; // extended rcode or a version we do not speak: BADVERS there
+        }
+        let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
+        i += 11;
+        if q.len() != i + rdlen {
+            return None;
+        }
+        let mut ecs = None;
+        while i < q.len() {
+            let option = q.get(i..i + 4)?;
+            let code = u16::from_be_bytes([option[0], option[1]]);
+            let len = usize::from(u16::from_be_bytes([option[2], option[3]]));
+            let data = q.get(i + 4..i + 4 + len)?;
+            if code != OPTION_ECS || ecs.is_some() {
+                return None;
+            }
+            ecs = Some(parse_ecs(data, i)?);
+            i += 4 + len;
+        }
+        parsed.edns = Some(ecs);
+    } else if i != q.len() {
+        return None;
+    }
+    Some(parsed)
+}
+
+/// A client subnet option's data (RFC 7871 §6), when it is exactly well-formed.
+fn parse_ecs(data: &[u8], at: usize) -> Option<Ecs> {
+    let (family, source) = (
+        u16::from_be_bytes([*data.first()?, *data.get(1)?]),
+        *data.get(2)?,
+    );
+    let address = data.get(4..)?;
+    if address.len() != usize::from(source).div_ceil(8) {
+        return None;
+    }
+    let addr = match family {
+        1 if source <= 32 => {
+            let mut octets = [0; 4];
+            octets[..address.len()].copy_from_slice(address);
+            IpAddr::V4(Ipv4Addr::from(octets))
+        }
+        2 if source <= 128 => {
+            let mut octets = [0; 16];
+            octets[..address.len()].copy_from_slice(address);
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(Ecs {
+        addr,
+        source,
+        at,
+        len: 4 + data.len(),
+    })
+}
+
+/// What an answered query counts as, for the metrics the hickory path keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    /// Bytes written.
+    pub len: usize,
+    /// The configured name it counts under.
+    pub(crate) label: Label,
+    /// Query type.
+    pub qtype: RecordType,
+    /// Response code.
+    pub rcode: ResponseCode,
+    /// The routing decision: domain and outcome.
+    pub(crate) decision: Option<(usize, Outcome)>,
+    /// A learned ECS decision's region, for the resolver observer.
+    pub learned: Option<usize>,
+}
+
+/// Answers `query` from `src` into `out` (at least [`MAX_RESPONSE`] bytes), or declines.
+/// Never allocates.
+pub fn answer(
+    snapshot: &DnsSnapshot,
+    query: &[u8],
+    src: SocketAddr,
+    entropy: u64,
+    out: &mut [u8],
+) -> Option<Answered> {
+    let tables = &snapshot.fast;
+    let parsed = parse(query)?;
+    if !matches!(
+        parsed.qtype,
+        RecordType::A | RecordType::AAAA | RecordType::SOA | RecordType::NS
+    ) {
+        return None;
+    }
+    let name = &parsed.name[..parsed.name_len];
+    // The most specific zone, as `DnsSnapshot::zone_of` finds it.
+    let zone = tables.zones.iter().position(|(apex, _, _)| {
+        name.len() >= apex.len()
+            && name[name.len() - apex.len()..] == apex[..]
+            && (apex.len() == 1
+                || parsed.labels[..parsed.label_count]
+                    .iter()
+                    .any(|&l| usize::from(l) == name.len() - apex.len()))
+    })?;
+    let kind = tables.names.get(name).copied();
+    if let Some(NameKind::Domain(d, _)) = kind
+        && matches!(parsed.qtype, RecordType::A | RecordType::AAAA)
+        && tables.families[d][usize::from(parsed.qtype == RecordType::AAAA)].is_none()
+        && !snapshot.domains[d]
+            .family(parsed.qtype == RecordType::AAAA)
+            .records
+            .is_empty()
+    {
+        return None; // too many servers to route without allocating
+    }
+    let ecs = parsed.edns.flatten().filter(|_| snapshot.geo.ecs_enabled);
+    let client = Client::new(src.ip(), ecs.map(|e| (e.addr, e.source)));
+    let resolved = handler::resolve(
+        snapshot,
+        Placement::In(zone, kind),
+        parsed.qtype,
+        DNSClass::IN,
+        client,
+        entropy,
+    );
+
+    let limit = out.len().min(if parsed.edns.is_some() {
+        MAX_RESPONSE
+    } else {
+        PLAIN_LIMIT
+    });
+    let out = &mut out[..limit];
+    let base = parsed.question_end;
+    out.get_mut(..base)?.copy_from_slice(&query[..base]);
+    let (mut end, answers, authority) = match &resolved.section {
+        Section::Nothing => (base, 0, 0),
+        Section::Negative(z) => {
+            let soa = &tables.zones[*z].1;
+            (soa.write(out, base)?, 0, soa.records)
+        }
+        Section::Soa(z) => {
+            let soa = &tables.zones[*z].1;
+            (soa.write(out, base)?, soa.records, 0)
+        }
+        Section::Ns(z) => {
+            let ns = &tables.zones[*z].2;
+            (ns.write(out, base)?, ns.records, 0)
+        }
+        Section::Records { domain, v6, chosen } => {
+            let family = tables.families[*domain][usize::from(*v6)].as_ref()?;
+            let mut end = put(out, base, &family.owner)?;
+            for (n, &i) in chosen.iter().enumerate() {
+                if n > 0 {
+                    end = put(out, end, &(0xC000 | base as u16).to_be_bytes())?;
+                }
+                end = put(out, end, &family.rest[i])?;
+            }
+            (end, chosen.len() as u16, 0)
+        }
+    };
+    if let Some(request_ecs) = parsed.edns {
+        let option_len = request_ecs.map_or(0, |e| e.len);
+        let mut opt = [0u8; 11];
+        opt[1..3].copy_from_slice(&TYPE_OPT.to_be_bytes());
+        opt[3..5].copy_from_slice(&EDNS_PAYLOAD.to_be_bytes());
+        opt[5] = resolved.rcode.high();
+        opt[9..11].copy_from_slice(&(option_len as u16).to_be_bytes());
+        end = put(out, end, &opt)?;
+        if let Some(e) = request_ecs {
+            let option = end;
+            end = put(out, end, &query[e.at..e.at + e.len])?;
+            // Echo the subnet with the scope the answer deserves (RFC 7871 §7.2.1).
+            let scope = resolved
+                .ecs_scope
+                .unwrap_or(0)
+                .min(handler::max_prefix(e.addr));
+            out[option + 7] = scope;
+        }
+    }
+    // Header: the query's ID, QR, opcode QUERY, AA for answers we own, RD and CD echoed.
+    let authoritative = matches!(
+        resolved.rcode,
+        ResponseCode::NoError | ResponseCode::NXDomain
+    );
+    out[2] = 0x80 | if authoritative { 0x04 } else { 0 } | (query[2] & 0x01);
+    out[3] = (query[3] & 0x10) | (resolved.rcode.low() & 0x0F);
+    out[4..6].copy_from_slice(&1u16.to_be_bytes());
+    out[6..8].copy_from_slice(&answers.to_be_bytes());
+    out[8..10].copy_from_slice(&authority.to_be_bytes());
+    out[10..12].copy_from_slice(&u16::from(parsed.edns.is_some()).to_be_bytes());
+    Some(Answered {
+        len: end,
+        label: resolved.label,
+        qtype: parsed.qtype,
+        rcode: resolved.rcode,
+        decision: resolved.decision,
+        learned: resolved.learned,
+    })
+}
+
+/// Copies `bytes` to `out[at..]`; the new end, or `None` if it does not fit.
+fn put(out: &mut [u8], at: usize, bytes: &[u8]) -> Option<usize> {
+    let end = at.checked_add(bytes.len())?;
+    out.get_mut(at..end)?.copy_from_slice(bytes);
+    Some(end)
+}

@@ -1,0 +1,493 @@
+//! The UDP server: one socket per worker thread, all bound to the DNS address with
+//! `SO_REUSEPORT` so the kernel spreads queries over them. A worker receives a batch with
+//! `recvmmsg`, answers each query on the fast path (or, when it declines, on the hickory
+//! path, inline), and sends the fast answers with one `sendmmsg`. Workers share nothing
+//! but the snapshot channel; per query they take no lock and allocate nothing.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use metrics::{Counter, Histogram};
+use tokio::sync::{mpsc, watch};
+
+use super::fast::{self, Answered, MAX_RESPONSE};
+use super::handler::{self, Label, OBSERVE_EVERY, Outcome, ResolverSeen};
+use super::{DnsSnapshot, Handler};
+
+/// Datagrams per `recvmmsg`/`sendmmsg`.
+pub(super) const BATCH: usize = 32;
+/// Receive buffer per datagram: hickory's UDP receive size. Longer queries are dropped.
+const RECV_BUF: usize = 4096;
+/// How often a blocked worker looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
+/// Binds `count` UDP sockets to `addr` in one `SO_REUSEPORT` group; with port 0, the
+/// port the kernel gives the first.
+pub(super) fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.set_read_timeout(Some(STOP_POLL))?;
+        let socket: UdpSocket = socket.into();
+        addr = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+/// The running workers.
+#[derive(Debug)]
+pub(super) struct UdpWorkers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl UdpWorkers {
+    /// Starts one worker per socket. Must be called inside the Tokio runtime: declined
+    /// queries run the hickory handler on it.
+    pub(super) fn start(
+        sockets: Vec<UdpSocket>,
+        snapshots: &watch::Receiver<Arc<DnsSnapshot>>,
+        handler: Arc<Handler>,
+        observer: Option<mpsc::Sender<ResolverSeen>>,
+    ) -> io::Result<UdpWorkers> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Handle::current();
+        let mut threads = Vec::with_capacity(sockets.len());
+        for (n, socket) in sockets.into_iter().enumerate() {
+            let mut worker = Worker {
+                socket,
+                snapshots: snapshots.clone(),
+                snapshot: Arc::clone(&snapshots.borrow()),
+                handler: Arc::clone(&handler),
+                runtime: runtime.clone(),
+                observer: observer.clone(),
+                entropy: (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                tally: Tally::default(),
+            };
+            let stop = Arc::clone(&stop);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dns-udp-{n}"))
+                    .spawn(move || worker.run(&stop))?,
+            );
+        }
+        Ok(UdpWorkers { stop, threads })
+    }
+
+    /// Stops the workers and waits for them (each notices within [`STOP_POLL`]).
+    pub(super) fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Worker {
+    socket: UdpSocket,
+    snapshots: watch::Receiver<Arc<DnsSnapshot>>,
+    snapshot: Arc<DnsSnapshot>,
+    handler: Arc<Handler>,
+    runtime: tokio::runtime::Handle,
+    observer: Option<mpsc::Sender<ResolverSeen>>,
+    entropy: u64,
+    tally: Tally,
+}
+
+impl Worker {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut batch = sys::Batch::new();
+        self.tally.reset(&self.snapshot);
+        while !stop.load(Ordering::Relaxed) {
+            let received = match batch.recv(&self.socket) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dns udp receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            // The snapshot changes only when health or config does: a version check, no lock.
+            if self.snapshots.has_changed().unwrap_or(false) {
+                self.tally.flush(&self.snapshot);
+                self.snapshot = Arc::clone(&self.snapshots.borrow_and_update());
+                self.tally.reset(&self.snapshot);
+            }
+            let started = Instant::now();
+            let mut answered = 0;
+            for i in 0..received {
+                let Some((query, src, out)) = batch.received(i, answered) else {
+                    continue;
+                };
+                self.entropy = self.entropy.wrapping_add(1);
+                match fast::answer(&self.snapshot, query, src, self.entropy, out) {
+                    Some(a) => {
+                        self.note(&a, src);
+                        batch.reply(answered, i, a.len);
+                        answered += 1;
+                    }
+                    None => self.slow(query, src),
+                }
+            }
+            if answered > 0 {
+                self.tally.elapsed(started.elapsed(), answered);
+                batch.send(&self.socket, answered);
+                self.tally.flush(&self.snapshot);
+            }
+        }
+        self.tally.flush(&self.snapshot);
+    }
+
+    /// Counts an answer, and reports a learned ECS decision as the hickory path does.
+    fn note(&mut self, a: &Answered, src: SocketAddr) {
+        self.tally.count(&self.snapshot, a);
+        if let (Some(region), Some(observer)) = (a.learned, &self.observer)
+            && self.entropy % OBSERVE_EVERY == 0
+        {
+            let _ = observer.try_send(ResolverSeen {
+                resolver: src.ip(),
+                region,
+            });
+        }
+    }
+
+    /// The hickory path, for what the fast path declines.
+    fn slow(&self, query: &[u8], src: SocketAddr) {
+        let response = self
+            .runtime
+            .block_on(super::answer_udp(&self.handler, query, src));
+        if let Some(response) = response
+            && let Err(e) = self.socket.send_to(&response, src)
+        {
+            tracing::debug!(error = %e, %src, "cannot send DNS response");
+        }
+    }
+}
+
+/// Query types the fast path answers, for counting.
+const TYPES: [RecordType; 4] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::SOA,
+    RecordType::NS,
+];
+/// Response codes the fast path gives.
+const RCODES: [ResponseCode; 3] = [
+    ResponseCode::NoError,
+    ResponseCode::NXDomain,
+    ResponseCode::ServFail,
+];
+
+/// A worker's metrics: counted locally per query, added to the shared counters once per
+/// batch, so queries never contend on a counter and never allocate.
+#[derive(Default)]
+struct Tally {
+    /// By (label, type, rcode): `label * 12 + type * 3 + rcode`; labels are the domains,
+    /// then the zones.
+    queries: Vec<(u64, Option<Counter>)>,
+    /// By (domain, outcome): `domain * 5 + outcome`.
+    decisions: Vec<(u64, Option<Counter>)>,
+    /// Indexes touched since the last flush.
+    dirty_queries: smallvec::SmallVec<[u32; BATCH]>,
+    dirty_decisions: smallvec::SmallVec<[u32; BATCH]>,
+    /// Time answering, and answers, since the last flush.
+    busy: Option<(Duration, usize)>,
+    duration: Option<Histogram>,
+}
+
+impl Tally {
+    fn reset(&mut self, snapshot: &DnsSnapshot) {
+        let labels = snapshot.domains.len() + snapshot.zones.len();
+        self.queries = (0..labels * TYPES.len() * RCODES.len())
+            .map(|_| (0, None))
+            .collect();
+        self.decisions = (0..snapshot.domains.len() * Outcome::ALL.len())
+            .map(|_| (0, None))
+            .collect();
+        self.dirty_queries.clear();
+        self.dirty_decisions.clear();
+    }
+
+    fn count(&mut self, snapshot: &DnsSnapshot, a: &Answered) {
+        let label = match a.label {
+            Label::Domain(d) => d,
+            Label::Zone(z) => snapshot.domains.len() + z,
+            Label::Nothing => return, // the fast path answers only names in our zones
+        };
+        let (Some(t), Some(r)) = (
+            TYPES.iter().position(|t| *t == a.qtype),
+            RCODES.iter().position(|r| *r == a.rcode),
+        ) else {
+            return;
+        };
+        let slot = (label * TYPES.len() + t) * RCODES.len() + r;
+        bump(&mut self.queries, &mut self.dirty_queries, slot);
+        if let Some((d, outcome)) = a.decision {
+            let slot = d * Outcome::ALL.len() + outcome.index();
+            bump(&mut self.decisions, &mut self.dirty_decisions, slot);
+        }
+    }
+
+    fn elapsed(&mut self, took: Duration, answers: usize) {
+        let (busy, n) = self.busy.get_or_insert((Duration::ZERO, 0));
+        *busy += took;
+        *n += answers;
+    }
+
+    /// Adds the local counts to the shared counters (registering each series once).
+    fn flush(&mut self, snapshot: &DnsSnapshot) {
+        let labels = snapshot.domains.len();
+        for slot in self.dirty_queries.drain(..) {
+            let slot = slot as usize;
+            let (count, counter) = &mut self.queries[slot];
+            let counter = counter.get_or_insert_with(|| {
+                let (label, r) = (slot / RCODES.len(), slot % RCODES.len());
+                let (label, t) = (label / TYPES.len(), label % TYPES.len());
+                let name = if label < labels {
+                    Label::Domain(label)
+                } else {
+                    Label::Zone(label - labels)
+                };
+                metrics::counter!(
+                    "opengslb_dns_queries_total",
+                    "domain" => name.name(snapshot).clone(),
+                    "type" => handler::type_label(TYPES[t]),
+                    "rcode" => handler::rcode_label(RCODES[r]),
+                )
+            });
+            counter.increment(std::mem::take(count));
+        }
+        for slot in self.dirty_decisions.drain(..) {
+            let slot = slot as usize;
+            let (count, counter) = &mut self.decisions[slot];
+            let counter = counter.get_or_insert_with(|| {
+                let domain = &snapshot.domains[slot / Outcome::ALL.len()];
+                let outcome = Outcome::ALL[slot % Outcome::ALL.len()];
+                metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome.name())
+            });
+            counter.increment(std::mem::take(count));
+        }
+        if let Some((busy, n)) = self.busy.take() {
+            // One observation per batch: its time per answer (fast answers are uniform).
+            self.duration
+                .get_or_insert_with(|| metrics::histogram!("opengslb_dns_query_duration_seconds"))
+                .record(busy.as_secs_f64() / n as f64);
+        }
+    }
+}
+
+fn bump(
+    slots: &mut [(u64, Option<Counter>)],
+    dirty: &mut smallvec::SmallVec<[u32; BATCH]>,
+    slot: usize,
+) {
+    let Some((count, _)) = slots.get_mut(slot) else {
+        return;
+    };
+    if *count == 0 && !dirty.contains(&(slot as u32)) {
+        if dirty.len() == BATCH {
+            return; // cannot happen: at most BATCH answers per flush
+        }
+        dirty.push(slot as u32);
+    }
+    *count += 1;
+}
+
+/// `recvmmsg`/`sendmmsg`: the only unsafe code in overwatch, kept to the two calls.
+#[allow(unsafe_code)]
+mod sys {
+    use std::io;
+    use std::mem::{size_of, zeroed};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    use super::{BATCH, MAX_RESPONSE, RECV_BUF};
+
+    /// Buffers and message headers for one batch, allocated once per worker.
+    pub(super) struct Batch {
+        recv: Box<[[u8; RECV_BUF]; BATCH]>,
+        send: Box<[[u8; MAX_RESPONSE]; BATCH]>,
+        addrs: Box<[libc::sockaddr_storage; BATCH]>,
+        recv_iov: Box<[libc::iovec; BATCH]>,
+        recv_hdr: Box<[libc::mmsghdr; BATCH]>,
+        send_iov: Box<[libc::iovec; BATCH]>,
+        send_hdr: Box<[libc::mmsghdr; BATCH]>,
+    }
+
+    impl Batch {
+        pub(super) fn new() -> Batch {
+            // SAFETY: all-zero bytes are valid values of these plain C structs.
+            let zero_hdr: libc::mmsghdr = unsafe { zeroed() };
+            let zero_addr: libc::sockaddr_storage = unsafe { zeroed() };
+            let zero_iov = libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            };
+            Batch {
+                recv: vec![[0; RECV_BUF]; BATCH]
+                    .into_boxed_slice()
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("BATCH elements")),
+                send: vec![[0; MAX_RESPONSE]; BATCH]
+                    .into_boxed_slice()
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("BATCH elements")),
+                addrs: Box::new([zero_addr; BATCH]),
+                recv_iov: Box::new([zero_iov; BATCH]),
+                recv_hdr: Box::new([zero_hdr; BATCH]),
+                send_iov: Box::new([zero_iov; BATCH]),
+                send_hdr: Box::new([zero_hdr; BATCH]),
+            }
+        }
+
+        /// Receives up to [`BATCH`] datagrams: blocks for the first (up to the socket's
+        /// read timeout), then takes what is queued.
+        pub(super) fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+            for i in 0..BATCH {
+                self.recv_iov[i] = libc::iovec {
+                    iov_base: self.recv[i].as_mut_ptr().cast(),
+                    iov_len: RECV_BUF,
+                };
+                let hdr = &mut self.recv_hdr[i];
+                hdr.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
+                hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdr.msg_hdr.msg_iov = &raw mut self.recv_iov[i];
+                hdr.msg_hdr.msg_iovlen = 1;
+                hdr.msg_hdr.msg_control = std::ptr::null_mut();
+                hdr.msg_hdr.msg_controllen = 0;
+                hdr.msg_hdr.msg_flags = 0;
+                hdr.msg_len = 0;
+            }
+            // SAFETY: every header points at buffers and addresses owned by `self`, which
+            // outlive the call; the kernel writes at most the lengths given.
+            let n = unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    self.recv_hdr.as_mut_ptr(),
+                    BATCH as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(n as usize)
+        }
+
+        /// Datagram `i` of the last receive, its source, and the buffer for reply `n`;
+        /// `None` if the datagram was cut short (longer than the buffer) or came from an
+        /// unknown address family.
+        pub(super) fn received(
+            &mut self,
+            i: usize,
+            n: usize,
+        ) -> Option<(&[u8], SocketAddr, &mut [u8])> {
+            let hdr = &self.recv_hdr[i];
+            if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                return None;
+            }
+            let len = (hdr.msg_len as usize).min(RECV_BUF);
+            let src = socket_addr(&self.addrs[i])?;
+            Some((&self.recv[i][..len], src, &mut self.send[n][..]))
+        }
+
+        /// Reply `n` is `len` bytes, to the source of received datagram `i`.
+        pub(super) fn reply(&mut self, n: usize, i: usize, len: usize) {
+            self.send_iov[n] = libc::iovec {
+                iov_base: self.send[n].as_mut_ptr().cast(),
+                iov_len: len,
+            };
+            let hdr = &mut self.send_hdr[n];
+            hdr.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
+            hdr.msg_hdr.msg_namelen = self.recv_hdr[i].msg_hdr.msg_namelen;
+            hdr.msg_hdr.msg_iov = &raw mut self.send_iov[n];
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+            hdr.msg_hdr.msg_flags = 0;
+        }
+
+        /// Sends replies `0..count`. A reply the kernel refuses is skipped, not retried.
+        pub(super) fn send(&mut self, socket: &UdpSocket, count: usize) {
+            let mut sent = 0;
+            while sent < count {
+                // SAFETY: headers `sent..count` were set by `reply` in this batch and
+                // point at buffers and addresses owned by `self`.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        socket.as_raw_fd(),
+                        self.send_hdr[sent..].as_mut_ptr(),
+                        (count - sent) as libc::c_uint,
+                        0,
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    tracing::debug!(error = %e, "cannot send DNS response");
+                    sent += 1;
+                } else {
+                    sent += n as usize;
+                }
+            }
+        }
+    }
+
+    fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match i32::from(storage.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in, which fits in sockaddr_storage.
+                let sin = unsafe {
+                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the kernel wrote a sockaddr_in6, which fits in sockaddr_storage.
+                let sin6 = unsafe {
+                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                    u16::from_be(sin6.sin6_port),
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
