@@ -74,12 +74,13 @@ impl UdpWorkers {
             let mut worker = Worker {
                 socket,
                 snapshots: snapshots.clone(),
-                snapshot: Arc::clone(&snapshots.borrow()),
+                answerer: Answerer::new(
+                    Arc::clone(&snapshots.borrow()),
+                    observer.clone(),
+                    (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                ),
                 handler: Arc::clone(&handler),
                 runtime: runtime.clone(),
-                observer: observer.clone(),
-                entropy: (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                tally: Tally::default(),
             };
             let stop = Arc::clone(&stop);
             threads.push(
@@ -103,18 +104,14 @@ impl UdpWorkers {
 struct Worker {
     socket: UdpSocket,
     snapshots: watch::Receiver<Arc<DnsSnapshot>>,
-    snapshot: Arc<DnsSnapshot>,
+    answerer: Answerer,
     handler: Arc<Handler>,
     runtime: tokio::runtime::Handle,
-    observer: Option<mpsc::Sender<ResolverSeen>>,
-    entropy: u64,
-    tally: Tally,
 }
 
 impl Worker {
     fn run(&mut self, stop: &AtomicBool) {
         let mut batch = sys::Batch::new();
-        self.tally.reset(&self.snapshot);
         while !stop.load(Ordering::Relaxed) {
             let received = match batch.recv(&self.socket) {
                 Ok(n) => n,
@@ -136,9 +133,8 @@ impl Worker {
             };
             // The snapshot changes only when health or config does: a version check, no lock.
             if self.snapshots.has_changed().unwrap_or(false) {
-                self.tally.flush(&self.snapshot);
-                self.snapshot = Arc::clone(&self.snapshots.borrow_and_update());
-                self.tally.reset(&self.snapshot);
+                self.answerer
+                    .swap(Arc::clone(&self.snapshots.borrow_and_update()));
             }
             let started = Instant::now();
             let mut answered = 0;
@@ -146,36 +142,20 @@ impl Worker {
                 let Some((query, src, out)) = batch.received(i, answered) else {
                     continue;
                 };
-                self.entropy = self.entropy.wrapping_add(1);
-                match fast::answer(&self.snapshot, query, src, self.entropy, out) {
-                    Some(a) => {
-                        self.note(&a, src);
-                        batch.reply(answered, i, a.len);
+                match self.answerer.answer(query, src, out) {
+                    Some(len) => {
+                        batch.reply(answered, i, len);
                         answered += 1;
                     }
                     None => self.slow(query, src),
                 }
             }
             if answered > 0 {
-                self.tally.elapsed(started.elapsed(), answered);
+                self.answerer.end_batch(started.elapsed(), answered);
                 batch.send(&self.socket, answered);
-                self.tally.flush(&self.snapshot);
             }
         }
-        self.tally.flush(&self.snapshot);
-    }
-
-    /// Counts an answer, and reports a learned ECS decision as the hickory path does.
-    fn note(&mut self, a: &Answered, src: SocketAddr) {
-        self.tally.count(&self.snapshot, a);
-        if let (Some(region), Some(observer)) = (a.learned, &self.observer)
-            && self.entropy % OBSERVE_EVERY == 0
-        {
-            let _ = observer.try_send(ResolverSeen {
-                resolver: src.ip(),
-                region,
-            });
-        }
+        self.answerer.tally.flush(&self.answerer.snapshot);
     }
 
     /// The hickory path, for what the fast path declines.
@@ -188,6 +168,60 @@ impl Worker {
         {
             tracing::debug!(error = %e, %src, "cannot send DNS response");
         }
+    }
+}
+
+/// A worker's per-query work, without sockets: the fast path, metrics, the observer.
+struct Answerer {
+    snapshot: Arc<DnsSnapshot>,
+    observer: Option<mpsc::Sender<ResolverSeen>>,
+    entropy: u64,
+    tally: Tally,
+}
+
+impl Answerer {
+    fn new(
+        snapshot: Arc<DnsSnapshot>,
+        observer: Option<mpsc::Sender<ResolverSeen>>,
+        entropy: u64,
+    ) -> Answerer {
+        let mut tally = Tally::default();
+        tally.reset(&snapshot);
+        Answerer {
+            snapshot,
+            observer,
+            entropy,
+            tally,
+        }
+    }
+
+    /// Answers on the fast path into `out`: the length, or `None` when it declines.
+    fn answer(&mut self, query: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize> {
+        self.entropy = self.entropy.wrapping_add(1);
+        let a = fast::answer(&self.snapshot, query, src, self.entropy, out)?;
+        self.tally.count(&self.snapshot, &a);
+        if let (Some(region), Some(observer)) = (a.learned, &self.observer)
+            && self.entropy % OBSERVE_EVERY == 0
+        {
+            let _ = observer.try_send(ResolverSeen {
+                resolver: src.ip(),
+                region,
+            });
+        }
+        Some(a.len)
+    }
+
+    /// After a batch: its time, and the counts added to the shared counters.
+    fn end_batch(&mut self, took: Duration, answered: usize) {
+        self.tally.elapsed(took, answered);
+        self.tally.flush(&self.snapshot);
+    }
+
+    /// Answers from a new snapshot from now on.
+    fn swap(&mut self, snapshot: Arc<DnsSnapshot>) {
+        self.tally.flush(&self.snapshot);
+        self.snapshot = snapshot;
+        self.tally.reset(&self.snapshot);
     }
 }
 
@@ -217,10 +251,14 @@ struct Tally {
     /// Indexes touched since the last flush.
     dirty_queries: smallvec::SmallVec<[u32; BATCH]>,
     dirty_decisions: smallvec::SmallVec<[u32; BATCH]>,
-    /// Time answering, and answers, since the last flush.
-    busy: Option<(Duration, usize)>,
+    /// Time answering, and answers, since the duration was last observed.
+    busy: (Duration, usize),
+    observed: Option<Instant>,
     duration: Option<Histogram>,
 }
+
+/// How often a worker adds an observation to `opengslb_dns_query_duration_seconds`.
+const OBSERVE_DURATION: Duration = Duration::from_millis(100);
 
 impl Tally {
     fn reset(&mut self, snapshot: &DnsSnapshot) {
@@ -256,9 +294,8 @@ impl Tally {
     }
 
     fn elapsed(&mut self, took: Duration, answers: usize) {
-        let (busy, n) = self.busy.get_or_insert((Duration::ZERO, 0));
-        *busy += took;
-        *n += answers;
+        self.busy.0 += took;
+        self.busy.1 += answers;
     }
 
     /// Adds the local counts to the shared counters (registering each series once).
@@ -294,8 +331,16 @@ impl Tally {
             });
             counter.increment(std::mem::take(count));
         }
-        if let Some((busy, n)) = self.busy.take() {
-            // One observation per batch: its time per answer (fast answers are uniform).
+        // Fast answers take uniform time: one observation per interval, the mean time per
+        // answer, keeps the exporter's sample buffer small at any query rate.
+        let now = Instant::now();
+        if self.busy.1 > 0
+            && self
+                .observed
+                .is_none_or(|at| now.duration_since(at) >= OBSERVE_DURATION)
+        {
+            let (busy, n) = std::mem::take(&mut self.busy);
+            self.observed = Some(now);
             self.duration
                 .get_or_insert_with(|| metrics::histogram!("opengslb_dns_query_duration_seconds"))
                 .record(busy.as_secs_f64() / n as f64);
@@ -489,5 +534,176 @@ mod sys {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The per-query work allocates nothing: a counting allocator watches this thread
+    //! while a worker's answerer takes every kind of fast-path query, with a Prometheus
+    //! recorder installed so metric handles are real.
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Answerer, BATCH};
+    use crate::dns::DnsSnapshot;
+    use crate::dns::fast::MAX_RESPONSE;
+    use crate::state::StateOwner;
+
+    struct Counting;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    #[allow(unsafe_code)]
+    // SAFETY: forwards to the system allocator unchanged; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            // SAFETY: the caller's contract is passed on.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract is passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            // SAFETY: the caller's contract is passed on.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    fn allocations() -> u64 {
+        ALLOCATIONS.with(Cell::get)
+    }
+
+    const CONFIG: &str = r#"
+overwatch:
+  validation: {enabled: false}
+  geolocation:
+    default_region: a
+    custom_mappings: [{cidr: 10.0.0.0/8, region: b}]
+dns:
+  zones: [alloc.test]
+regions:
+  - name: a
+    servers: [{address: 192.0.2.1}, {address: 192.0.2.2}, {address: "2001:db8::1"}]
+  - name: b
+    servers: [{address: 198.51.100.1}, {address: 198.51.100.2, weight: 3}]
+domains:
+  - {name: rr.alloc.test, routing_algorithm: round-robin, regions: [a, b]}
+  - {name: geo.alloc.test, routing_algorithm: geolocation, regions: [a, b]}
+  - {name: w.alloc.test, routing_algorithm: weighted, regions: [a, b]}
+  - {name: f.alloc.test, routing_algorithm: failover, regions: [b, a]}
+  - {name: l.alloc.test, routing_algorithm: latency, regions: [a, b]}
+  - {name: ll.alloc.test, routing_algorithm: learned_latency, regions: [a, b]}
+"#;
+
+    fn query(name: &str, qtype: u16, ecs: Option<[u8; 3]>) -> Vec<u8> {
+        let mut p = vec![
+            0xab,
+            0xcd,
+            0x01,
+            0x00,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u8::from(ecs.is_some()),
+        ];
+        for label in name.split('.') {
+            p.push(label.len() as u8);
+            p.extend_from_slice(label.as_bytes());
+        }
+        p.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
+        if let Some(a) = ecs {
+            p.extend_from_slice(&[
+                0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0,
+            ]);
+            p.extend_from_slice(&a);
+        }
+        p
+    }
+
+    #[test]
+    fn answering_allocates_nothing_per_query() {
+        let start = allocations();
+        drop(std::hint::black_box(Box::new(1u64)));
+        assert_eq!(allocations(), start + 1, "the counting allocator is in use");
+        let settings = Arc::new(crate::config::parse("alloc.yaml", CONFIG).expect("config"));
+        let (_owner, view) = StateOwner::new(settings, None);
+        let snapshot = Arc::new(DnsSnapshot::build(&view.borrow()));
+        let mut queries = Vec::new();
+        for name in ["rr", "geo", "w", "f", "l", "ll"] {
+            let name = format!("{name}.alloc.test");
+            for qtype in [1, 28, 6, 2] {
+                queries.push(query(&name, qtype, None));
+                queries.push(query(&name, qtype, Some([10, 1, 2])));
+            }
+        }
+        queries.push(query("nx.alloc.test", 1, None));
+        queries.push(query("alloc.test", 6, Some([192, 0, 2])));
+        queries.push(query("alloc.test", 2, None));
+        let sources: [SocketAddr; 2] = [
+            "127.0.0.1:5300".parse().unwrap(),
+            "10.0.0.1:53".parse().unwrap(),
+        ];
+
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let (tx, _rx) = tokio::sync::mpsc::channel(1 << 20);
+            let mut answerer = Answerer::new(Arc::clone(&snapshot), Some(tx), 0);
+            let mut out = vec![0u8; MAX_RESPONSE];
+            let mut round = |answerer: &mut Answerer| {
+                let mut answered = 0;
+                for (n, q) in queries.iter().enumerate() {
+                    let len = answerer.answer(q, sources[n % 2], &mut out);
+                    assert!(len.is_some(), "the fast path answers {q:02x?}");
+                    answered += 1;
+                    if answered == BATCH {
+                        answerer.end_batch(Duration::from_micros(3), answered);
+                        answered = 0;
+                    }
+                }
+                answerer.end_batch(Duration::from_micros(3), answered);
+            };
+            // Warm up: each metric series is registered once, by its first flush.
+            round(&mut answerer);
+            let before = allocations();
+            for _ in 0..200 {
+                round(&mut answerer);
+            }
+            let after = allocations();
+            assert_eq!(
+                after - before,
+                0,
+                "allocations while answering {} queries",
+                200 * queries.len()
+            );
+        });
+        // And the counts arrived.
+        let text = handle.render();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("opengslb_dns_queries_total{")
+                    && l.contains("domain=\"rr.alloc.test\"")
+                    && l.contains("type=\"A\"")
+            })
+            .unwrap_or_else(|| panic!("no rr.alloc.test A series in:\n{text}"));
+        assert!(line.ends_with(" 402"), "{line}");
     }
 }
