@@ -16,14 +16,66 @@ pub struct GeoDb {
 }
 
 /// What the database says of an address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbLocation {
     /// ISO country code, upper case.
-    pub country: Option<String>,
+    pub country: Option<Code>,
     /// Continent code, upper case.
-    pub continent: Option<String>,
+    pub continent: Option<Code>,
     /// Prefix length of the database network that contains the address.
     pub prefix: u8,
+}
+
+/// A two-letter code (ISO 3166 country, or continent), upper case. Held inline: a DNS
+/// query that needs the database allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Code([u8; 2]);
+
+impl Code {
+    /// Two ASCII letters, any case; `None` otherwise.
+    pub fn parse(code: &str) -> Option<Code> {
+        match code.as_bytes() {
+            &[a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(Code([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+
+    /// Whether `config` (a region's country or continent) names this code.
+    fn is(&self, config: &str) -> bool {
+        config.as_bytes().eq_ignore_ascii_case(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The only fields read from a record, borrowed: names and everything else are skipped.
+#[derive(serde::Deserialize)]
+struct Codes<'a> {
+    #[serde(borrow)]
+    country: Option<CountryCode<'a>>,
+    #[serde(borrow)]
+    continent: Option<ContinentCode<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CountryCode<'a> {
+    iso_code: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize)]
+struct ContinentCode<'a> {
+    code: Option<&'a str>,
 }
 
 impl GeoDb {
@@ -45,11 +97,11 @@ impl GeoDb {
     pub fn lookup(&self, ip: IpAddr) -> Option<DbLocation> {
         let result = self.reader.lookup(ip).ok()?;
         let prefix = result.network().ok()?.prefix();
-        let record: Option<maxminddb::geoip2::Country<'_>> = result.decode().ok()?;
+        let record: Option<Codes<'_>> = result.decode().ok()?;
         let (country, continent) = record.map_or((None, None), |r| {
             (
-                r.country.iso_code.map(str::to_ascii_uppercase),
-                r.continent.code.map(str::to_ascii_uppercase),
+                r.country.and_then(|c| c.iso_code).and_then(Code::parse),
+                r.continent.and_then(|c| c.code).and_then(Code::parse),
             )
         });
         Some(DbLocation {
@@ -93,14 +145,17 @@ pub fn locate(
         };
     }
     if let Some(loc) = db.and_then(|db| db.lookup(ip)) {
-        let by_country = loc
-            .country
-            .as_ref()
-            .and_then(|c| regions.iter().position(|r| r.countries.contains(c)));
+        let by_country = loc.country.and_then(|c| {
+            regions
+                .iter()
+                .position(|r| r.countries.iter().any(|x| c.is(x)))
+        });
         let by_continent = || {
-            loc.continent
-                .as_ref()
-                .and_then(|c| regions.iter().position(|r| r.continents.contains(c)))
+            loc.continent.and_then(|c| {
+                regions
+                    .iter()
+                    .position(|r| r.continents.iter().any(|x| c.is(x)))
+            })
         };
         let region = by_country.or_else(by_continent).or(geo.default_region);
         // The database network is the unit of its answers; a custom mapping inside it
@@ -180,13 +235,37 @@ mod tests {
         let db = fixture();
         let loc = db.lookup(ip("1.0.3.4")).expect("found");
         assert_eq!(
-            (loc.country.as_deref(), loc.continent.as_deref(), loc.prefix),
+            (
+                loc.country.as_ref().map(Code::as_str),
+                loc.continent.as_ref().map(Code::as_str),
+                loc.prefix
+            ),
             (Some("US"), Some("NA"), 16)
         );
         let loc = db.lookup(ip("2001:db8::1")).expect("found");
-        assert_eq!((loc.country.as_deref(), loc.prefix), (Some("JP"), 32));
+        assert_eq!(
+            (loc.country.as_ref().map(Code::as_str), loc.prefix),
+            (Some("JP"), 32)
+        );
         let loc = db.lookup(ip("9.9.9.9")).expect("lookup works");
         assert_eq!(loc.country, None, "not in the database");
+    }
+
+    #[test]
+    fn a_database_lookup_allocates_nothing() {
+        let db = fixture();
+        let regions = [region("us", &["US"], &[]), region("asia", &[], &["AS"])];
+        let geo = GeoSettings {
+            database: None,
+            default_region: None,
+            ecs_enabled: true,
+            custom_mappings: Vec::new(),
+        };
+        let before = crate::alloc_count::allocations();
+        let us = locate(ip("1.0.3.4"), &geo, Some(&db), &regions);
+        let jp = locate(ip("2001:db8::1"), &geo, Some(&db), &regions);
+        assert_eq!(crate::alloc_count::allocations(), before, "allocations");
+        assert_eq!((us.region, jp.region), (Some(0), Some(1)));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! See ARCHITECTURE.md for the map: `config` → `health` → `state` → `dns` snapshot.
 
 pub mod agents;
+#[cfg(test)]
+mod alloc_count;
 pub mod api;
 pub mod app;
 pub mod cluster;

@@ -543,8 +543,6 @@ mod tests {
     //! while a worker's answerer takes every kind of fast-path query, with a Prometheus
     //! recorder installed so metric handles are real.
 
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
     use std::net::SocketAddr;
     use std::sync::Arc;
     use std::time::Duration;
@@ -554,37 +552,7 @@ mod tests {
     use crate::dns::fast::MAX_RESPONSE;
     use crate::state::StateOwner;
 
-    struct Counting;
-
-    thread_local! {
-        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    #[allow(unsafe_code)]
-    // SAFETY: forwards to the system allocator unchanged; only counts.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            ALLOCATIONS.with(|n| n.set(n.get() + 1));
-            // SAFETY: the caller's contract is passed on.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: the caller's contract is passed on.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            ALLOCATIONS.with(|n| n.set(n.get() + 1));
-            // SAFETY: the caller's contract is passed on.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    #[global_allocator]
-    static COUNTING: Counting = Counting;
-
-    fn allocations() -> u64 {
-        ALLOCATIONS.with(Cell::get)
-    }
+    use crate::alloc_count::allocations;
 
     const CONFIG: &str = r#"
 overwatch:
