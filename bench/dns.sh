@@ -1,18 +1,69 @@
 #!/usr/bin/env bash
-# DNS benchmark: overwatch vs gdnsd (GSLB plugin) in one run, same zone, three backends.
-# Uses ../shared/bench/dns_anchor.sh (dnsperf on loopback; installs dnsperf and gdnsd).
-#   bench/dns.sh            # 10 s per run; DUR=20 bench/dns.sh for longer runs
+# DNS benchmark: overwatch vs gdnsd in one run, same zone, same three TCP-checked backends.
+#   - round-robin: overwatch `app.demo.local` (round-robin) vs gdnsd `app` (DYNA multifo);
+#   - geolocation: overwatch `geo.demo.local` (geolocation, 10/8 -> dc2, else dc1) vs
+#     gdnsd `geo` (DYNA geoip with the same nets map and datacenters);
+#   - query sets `a` (only A for the domain) and `mix` (80% A, 10% AAAA NODATA, 10% NXDOMAIN).
+# Figures: server CPU time per answered query at a fixed offered load (-Q 150000, where
+# dnsperf itself is not the limit), peak q/s with the server pinned to one core, both
+# unpinned, and latency p50/p99 with no loss at 80% of overwatch's peak. Runs alternate
+# between the servers, ROUNDS times; the medians are reported.
+#   bench/dns.sh                    # DUR=8 s per run, ROUNDS=3 (about 15 minutes)
+# Uses ../shared/bench/dns_anchor.sh (dnsperf on loopback, server on CPU 1, dnsperf on CPU 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ANCHOR=${ANCHOR:-../shared/bench/dns_anchor.sh}
 [[ -x $ANCHOR ]] || { echo "bench/dns.sh: $ANCHOR not found (it lives in the project's shared/ folder)" >&2; exit 2; }
-DUR=${DUR:-10}
-cargo build --release --bin opengslb-overwatch >&2
-BIN=$PWD/target/release/opengslb-overwatch
-CFG=$PWD/bench/overwatch-dns.yaml
+DUR=${DUR:-8}
+ROUNDS=${ROUNDS:-3}
+FIXED_QPS=${FIXED_QPS:-150000}
+command -v gdnsd >/dev/null || { echo "bench/dns.sh: gdnsd missing (apt-get install gdnsd)" >&2; exit 2; }
+cargo build --release -p opengslb-overwatch --bin opengslb-overwatch >&2
+cargo build --release -p opengslb-tests --bin dns-latency >&2
+OVERWATCH="$PWD/target/release/opengslb-overwatch --config $PWD/bench/overwatch-dns.yaml"
+PROBE=$PWD/target/release/dns-latency
 OUT=$(mktemp -d /tmp/overwatch-dns-bench.XXXXXX)
 
-# Our backends: the same three TCP listeners gdnsd-gslb's checks use.
+# gdnsd: the same zone, app = multifo over the three backends, geo = geoip over dc1/dc2.
+mkdir -p "$OUT/gdnsd/etc/zones" "$OUT/gdnsd/run" "$OUT/gdnsd/state"
+cat > "$OUT/gdnsd/etc/config" <<EOF
+options => { listen => [ 127.0.0.1:5399 ], run_dir => $OUT/gdnsd/run, state_dir => $OUT/gdnsd/state }
+service_types => {
+  tcp9201 => { plugin => tcp_connect, port => 9201, up_thresh => 2, ok_thresh => 2, down_thresh => 2, interval => 2, timeout => 1 }
+}
+plugins => {
+  multifo => { app => { service_types => tcp9201, up_thresh => 0.3, b1 => 127.0.0.21, b2 => 127.0.0.22, b3 => 127.0.0.23 } }
+  geoip => {
+    maps => { bench => { datacenters => [dc1, dc2], nets => { 10.0.0.0/8 => [dc2, dc1] } } }
+    resources => { geo => { map => bench, service_types => tcp9201, dcmap => {
+      dc1 => { b1 => 127.0.0.21, b2 => 127.0.0.22 }
+      dc2 => { b3 => 127.0.0.23 }
+    } } }
+  }
+}
+EOF
+cat > "$OUT/gdnsd/etc/zones/demo.local" <<'EOF'
+$ORIGIN demo.local.
+$TTL 30
+@    IN SOA ns1.demo.local. hostmaster.demo.local. 1 3600 600 86400 30
+@    IN NS  ns1.demo.local.
+ns1  IN A   127.0.0.1
+app  30 DYNA multifo!app
+geo  30 DYNA geoip!geo
+EOF
+gdnsd -c "$OUT/gdnsd/etc" checkconf >"$OUT/gdnsd/checkconf.log" 2>&1 || { cat "$OUT/gdnsd/checkconf.log" >&2; exit 1; }
+GDNSD="gdnsd -c $OUT/gdnsd/etc start"
+
+# Query files.
+echo "app.demo.local A" > "$OUT/app-a.txt"
+echo "geo.demo.local A" > "$OUT/geo-a.txt"
+for n in app geo; do
+  printf '%s\n' "$n.demo.local A" "$n.demo.local A" "$n.demo.local A" "$n.demo.local A" \
+    "$n.demo.local AAAA" "$n.demo.local A" "$n.demo.local A" "$n.demo.local A" \
+    "$n.demo.local A" "nxd-missing.demo.local A" > "$OUT/$n-mix.txt"
+done
+
+# The backends both servers check: three TCP listeners.
 pids=()
 for a in 127.0.0.21 127.0.0.22 127.0.0.23; do
   python3 -c '
@@ -25,31 +76,75 @@ while True:
 done
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
-run() { # label server-args...
-  local label=$1; shift
-  echo "== $label" >&2
-  "$ANCHOR" "$@" -l "$DUR" -r 1 2>"$OUT/$label.err" | tee "$OUT/$label.out" | grep '^ANCHOR' >&2 || { cat "$OUT/$label.err" >&2; exit 1; }
-}
-# Pinned: each server on CPU 1, dnsperf on CPU 0.
-run gdnsd-a gdnsd-gslb -m a
-run overwatch-a cmd -p 5300 -m a --cmd "$BIN --config $CFG"
-run gdnsd-mix gdnsd-gslb -m mix
-run overwatch-mix cmd -p 5300 -m mix --cmd "$BIN --config $CFG"
-# Fixed offered load (server CPU per query) and unpinned (both cores shared).
-run gdnsd-q150k gdnsd-gslb -m a -Q 150000
-run overwatch-q150k cmd -p 5300 -m a -Q 150000 --cmd "$BIN --config $CFG"
-run gdnsd-unpinned gdnsd-gslb -m a --no-pin
-run overwatch-unpinned cmd -p 5300 -m a --no-pin --cmd "$BIN --config $CFG"
+server_cmd() { [[ $1 == gdnsd ]] && echo "$GDNSD" || echo "$OVERWATCH"; }
+server_port() { [[ $1 == gdnsd ]] && echo 5399 || echo 5300; }
 
-field() { grep '^ANCHOR' "$OUT/$1.out" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k{print $2}'; }
-printf '\n%-22s %14s %14s %8s %12s %12s\n' "run" "gdnsd q/s" "overwatch q/s" "ratio" "gdnsd µs/q" "ours µs/q"
-for r in a mix q150k unpinned; do
-  g=$(field gdnsd-$r qps); o=$(field overwatch-$r qps)
-  gu=$(field gdnsd-$r server_us_per_query); ou=$(field overwatch-$r server_us_per_query)
-  printf '%-22s %14.0f %14.0f %8.2f %12s %12s\n' "$r" "$g" "$o" "$(awk -v a="$o" -v b="$g" 'BEGIN{print a/b}')" "$gu" "$ou"
+# run LABEL SERVER DOMAIN SET [anchor options...]; with LATENCY=1 also probes latency.
+run() {
+  local label=$1 server=$2 domain=$3 set=$4; shift 4
+  local port; port=$(server_port "$server")
+  echo "== $label" >&2
+  "$ANCHOR" cmd -p "$port" -d "$OUT/$domain-$set.txt" --probe "$domain.demo.local" -l "$DUR" -r 1 \
+    --workdir "$OUT/work-$label" --cmd "$(server_cmd "$server")" "$@" >"$OUT/$label.out" 2>"$OUT/$label.err" &
+  local anchor=$!
+  if [[ ${LATENCY:-0} == 1 ]]; then
+    # Start probing once dnsperf runs; the probe shares dnsperf's CPU.
+    for _ in $(seq 1 600); do grep -q '^== run 1' "$OUT/$label.out" 2>/dev/null && break; sleep 0.1; done
+    sleep 1
+    taskset -c 0 "$PROBE" "$port" "$domain.demo.local" 1000 $((DUR - 2)) >"$OUT/$label.latency" || true
+  fi
+  wait "$anchor" || { cat "$OUT/$label.err" >&2; exit 1; }
+  grep '^ANCHOR' "$OUT/$label.out" >&2 || { cat "$OUT/$label.err" >&2; exit 1; }
+  [[ -f $OUT/$label.latency ]] && cat "$OUT/$label.latency" >&2
+  return 0
+}
+field() { grep -h '^ANCHOR' "$OUT/$1.out" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k{print $2}'; }
+lat() { tr ' ' '\n' < "$OUT/$1.latency" | awk -F= -v k="$2" '$1==k{print $2}'; }
+median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "NA"; else print a[int((NR+1)/2)] }'; }
+med() { # med FIELD LABEL-PREFIX: median over rounds
+  for r in $(seq 1 "$ROUNDS"); do field "$2-r$r" "$1"; done | median
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+  for s in gdnsd overwatch; do
+    run "$s-app-a-r$r" "$s" app a
+    run "$s-geo-a-r$r" "$s" geo a
+    run "$s-app-mix-r$r" "$s" app mix
+    run "$s-app-q-r$r" "$s" app a -Q "$FIXED_QPS"
+    run "$s-geo-q-r$r" "$s" geo a -Q "$FIXED_QPS"
+    run "$s-app-unpinned-r$r" "$s" app a --no-pin
+  done
 done
-printf '\n%-22s %14s %14s\n' "latency avg / max (s)" "gdnsd" "overwatch"
-for r in a mix; do
-  printf '%-22s %14s %14s\n' "$r" "$(field gdnsd-$r avg_lat_s)/$(field gdnsd-$r max_lat_s)" "$(field overwatch-$r avg_lat_s)/$(field overwatch-$r max_lat_s)"
+# 80% of overwatch's pinned peak, the same offered load for both, with the latency probe.
+for d in app geo; do
+  peak=$(med qps "overwatch-$d-a")
+  load=$(awk -v p="$peak" 'BEGIN{printf "%d", p*0.8}')
+  for s in gdnsd overwatch; do LATENCY=1 run "$s-$d-80-r1" "$s" "$d" a -Q "$load"; done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "NA" }'; }
+echo
+echo "overwatch vs gdnsd, medians of $ROUNDS runs of ${DUR}s (server on CPU 1, dnsperf on CPU 0 unless unpinned)"
+printf '%-34s %12s %12s %8s\n' "figure" "gdnsd" "overwatch" "ratio"
+for d in app geo; do
+  name=$([[ $d == app ]] && echo "round-robin" || echo "geolocation")
+  g=$(med server_us_per_query "gdnsd-$d-q"); o=$(med server_us_per_query "overwatch-$d-q")
+  printf '%-34s %12s %12s %8s\n' "$name µs CPU/query @ ${FIXED_QPS}" "$g" "$o" "$(ratio "$o" "$g")"
+  g=$(med qps "gdnsd-$d-a"); o=$(med qps "overwatch-$d-a")
+  printf '%-34s %12.0f %12.0f %8s\n' "$name peak q/s, pinned (a)" "$g" "$o" "$(ratio "$o" "$g")"
+done
+g=$(med qps gdnsd-app-mix); o=$(med qps overwatch-app-mix)
+printf '%-34s %12.0f %12.0f %8s\n' "round-robin peak q/s, pinned (mix)" "$g" "$o" "$(ratio "$o" "$g")"
+g=$(med qps gdnsd-app-unpinned); o=$(med qps overwatch-app-unpinned)
+printf '%-34s %12.0f %12.0f %8s\n' "round-robin peak q/s, unpinned" "$g" "$o" "$(ratio "$o" "$g")"
+for d in app geo; do
+  name=$([[ $d == app ]] && echo "round-robin" || echo "geolocation")
+  load=$(field "overwatch-$d-80-r1" qps)
+  for s in gdnsd overwatch; do
+    printf '%-34s %-10s lost %s of %s, p50 %s µs, p99 %s µs, max %s µs (probe %s/%s)\n' \
+      "$name @ 80% of peak (${load%.*} q/s)" "$s" "$(field "$s-$d-80-r1" lost)" "$(field "$s-$d-80-r1" sent)" \
+      "$(lat "$s-$d-80-r1" p50_us)" "$(lat "$s-$d-80-r1" p99_us)" "$(lat "$s-$d-80-r1" max_us)" \
+      "$(lat "$s-$d-80-r1" answered)" "$(lat "$s-$d-80-r1" sent)"
+  done
 done
 echo "(raw dnsperf output in $OUT)"

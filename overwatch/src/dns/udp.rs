@@ -24,6 +24,10 @@ use super::{DnsSnapshot, Handler};
 pub(super) const BATCH: usize = 32;
 /// Receive buffer per datagram: hickory's UDP receive size. Longer queries are dropped.
 const RECV_BUF: usize = 4096;
+/// Receive buffer asked for per socket (the kernel doubles it, up to `net.core.rmem_max`
+/// twice over): a worker that loses its core for a few milliseconds at full load must
+/// find the queries queued, not dropped.
+const RECV_BUFFER: usize = 2 << 20;
 /// How often a blocked worker looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
 
@@ -42,6 +46,7 @@ pub(super) fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSo
             socket.set_only_v6(true)?;
         }
         socket.set_reuse_port(true)?;
+        socket.set_recv_buffer_size(RECV_BUFFER)?;
         socket.bind(&addr.into())?;
         socket.set_read_timeout(Some(STOP_POLL))?;
         let socket: UdpSocket = socket.into();
