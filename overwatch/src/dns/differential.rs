@@ -141,6 +141,9 @@ fn ecs(family: u16, source: u8, addr: &[u8], scope: u8) -> Vec<u8> {
     o
 }
 
+/// A client cookie (RFC 7873), as BIND and Unbound send with every query.
+const COOKIE: [u8; 12] = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+
 fn src(v: u8) -> SocketAddr {
     match v % 4 {
         0 => "127.0.0.1:5300".parse(),
@@ -173,8 +176,8 @@ fn standard_queries_take_the_fast_path_and_match() {
             for edns in 0..4 {
                 let options = match edns {
                     0 => None,
-                    1 => Some(Vec::new()),
-                    2 => Some(ecs(1, 24, &[10, 1, 2], 0)),
+                    1 => Some(COOKIE.to_vec()),
+                    2 => Some([&ecs(1, 24, &[10, 1, 2], 0)[..], &COOKIE].concat()),
                     _ => Some(ecs(2, 56, &[0x20, 0x01, 0x0d, 0xb8, 0, 0x0b, 0], 0)),
                 };
                 for entropy in 0..4 {
@@ -211,14 +214,7 @@ fn unusual_queries_are_declined() {
         query(1, 0x0100, "rr.diff.test", 1, 3, None),   // class CH
         query(1, 0x2800, "rr.diff.test", 1, 1, None),   // opcode UPDATE
         query(1, 0x8100, "rr.diff.test", 1, 1, None),   // a response
-        query(
-            1,
-            0x0100,
-            "rr.diff.test",
-            1,
-            1,
-            Some(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
-        ), // cookie
+        query(1, 0x0100, "rr.diff.test", 1, 1, Some(&[0, 3, 0, 0])), // NSID
         query(
             1,
             0x0100,
@@ -266,6 +262,18 @@ proptest! {
             (0u8..=128, proptest::collection::vec(any::<u8>(), 16), any::<u8>())
                 .prop_map(|(source, addr, scope)| Some(ecs(2, source, &addr, scope))),
             proptest::collection::vec(any::<u8>(), 0..24).prop_map(Some),
+            // Well-formed options the fast path reads past (cookie, padding, any code),
+            // before or after an ECS option.
+            (prop_oneof![Just(10u16), Just(12), Just(3), any::<u16>()], proptest::collection::vec(any::<u8>(), 0..40), any::<bool>(), 0u8..=32)
+                .prop_map(|(code, data, with_ecs, source)| {
+                    let mut o = code.to_be_bytes().to_vec();
+                    o.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                    o.extend_from_slice(&data);
+                    if with_ecs {
+                        o.extend_from_slice(&ecs(1, source, &[10, 200, 3, 4], 0));
+                    }
+                    Some(o)
+                }),
         ],
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
         cut in proptest::option::weighted(0.1, any::<prop::sample::Index>()),

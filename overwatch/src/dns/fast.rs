@@ -32,6 +32,7 @@ const HEADER: usize = 12;
 /// Longest name in wire form (RFC 1035 §3.1).
 const MAX_NAME: usize = 255;
 const TYPE_OPT: u16 = 41;
+const OPTION_NSID: u16 = 3;
 const OPTION_ECS: u16 = 8;
 
 /// A response section in wire form. Compression pointers in `bytes` are relative to
@@ -289,10 +290,14 @@ fn parse(q: &[u8]) -> Option<Parsed> {
             let code = u16::from_be_bytes([option[0], option[1]]);
             let len = usize::from(u16::from_be_bytes([option[2], option[3]]));
             let data = q.get(i + 4..i + 4 + len)?;
-            if code != OPTION_ECS || ecs.is_some() {
-                return None;
+            match code {
+                // Parsed by hickory (and so able to fail there): the hickory path decides.
+                OPTION_NSID => return None,
+                OPTION_ECS if ecs.is_some() => return None,
+                OPTION_ECS => ecs = Some(parse_ecs(data, i)?),
+                // Cookies, padding and the rest: read as opaque and not echoed by either path.
+                _ => {}
             }
-            ecs = Some(parse_ecs(data, i)?);
             i += 4 + len;
         }
         parsed.edns = Some(ecs);

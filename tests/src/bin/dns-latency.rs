@@ -5,6 +5,7 @@
 //! `dns-latency PORT NAME RATE SECONDS` →
 //! `LATENCY sent=.. answered=.. p50_us=.. p90_us=.. p99_us=.. max_us=..`
 
+use std::io::Write;
 use std::net::UdpSocket;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -95,13 +96,14 @@ fn run(port: u16, name: &str, rate: u32, length: Duration) -> std::io::Result<()
         rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1)))
             .map_or(0, |d| d.as_micros())
     };
-    println!(
+    writeln!(
+        std::io::stdout(),
         "LATENCY sent={sent} answered={} p50_us={} p90_us={} p99_us={} max_us={}",
         rtts.len(),
         pct(0.50),
         pct(0.90),
         pct(0.99),
         rtts.last().map_or(0, |d| d.as_micros())
-    );
+    )?;
     Ok(())
 }
