@@ -547,7 +547,7 @@ fn metrics_parse_as_prometheus_text_with_bounded_labels() {
     }
     assert!(
         text.contains(
-            "opengslb_dns_queries_total{domain=\"app.ops.test\",type=\"A\",rcode=\"NOERROR\"}"
+            "opengslb_dns_queries_total{domain=\"app.ops.test\",type=\"A\",status=\"NOERROR\"}"
         ),
         "{text}"
     );

@@ -323,7 +323,7 @@ impl RequestHandler for Handler {
             "opengslb_dns_queries_total",
             "domain" => answer.label.name(&snapshot).clone(),
             "type" => qtype_label,
-            "rcode" => rcode_label(answer.rcode),
+            "status" => rcode_label(answer.rcode),
         )
         .increment(1);
         metrics::histogram!("opengslb_dns_query_duration_seconds")

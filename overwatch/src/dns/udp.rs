@@ -321,7 +321,7 @@ impl Tally {
                     "opengslb_dns_queries_total",
                     "domain" => name.name(snapshot).clone(),
                     "type" => handler::type_label(TYPES[t]),
-                    "rcode" => handler::rcode_label(RCODES[r]),
+                    "status" => handler::rcode_label(RCODES[r]),
                 )
             });
             counter.increment(std::mem::take(count));
