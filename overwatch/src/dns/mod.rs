@@ -201,3 +201,50 @@ const HEADER_LEN: usize = 12;
 mod differential;
 #[cfg(test)]
 mod fuzz;
+
+#[cfg(test)]
+mod serve_tests {
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::{DnsSnapshot, bind, serve};
+    use crate::state::StateOwner;
+
+    const CONFIG: &str = "overwatch:\n  validation: {enabled: false}\ndns:\n  zones: [wild.test]\nregions:\n  - {name: r, servers: [{address: 192.0.2.1}]}\ndomains:\n  - {name: www.wild.test, routing_algorithm: round-robin, regions: [r]}\n";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_v6_wildcard_answers_v4_and_v6_clients_on_every_worker() {
+        let settings = Arc::new(crate::config::parse("wild.yaml", CONFIG).expect("config"));
+        let (_owner, view) = StateOwner::new(settings, None);
+        let (_tx, rx) = watch::channel(Arc::new(DnsSnapshot::build(&view.borrow())));
+        let sockets = bind("[::]:0".parse().expect("addr"), 3)
+            .await
+            .expect("bind");
+        assert_eq!(sockets.udp.len(), 3, "one socket per worker");
+        let port = sockets.local_addr().expect("addr").port();
+        let mut server = serve(sockets, rx, None).expect("serve");
+        let query = [
+            0xbe, 0xef, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w', b'w', 4, b'w', b'i', b'l',
+            b'd', 4, b't', b'e', b's', b't', 0, 0, 1, 0, 1,
+        ];
+        // Several client sockets, so the kernel spreads them over the workers.
+        for (client, server_ip) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1")] {
+            for _ in 0..8 {
+                let socket = UdpSocket::bind(client).expect("client");
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                socket.send_to(&query, (server_ip, port)).expect("send");
+                let mut buf = [0u8; 512];
+                let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+                assert_eq!(&buf[..2], &[0xbe, 0xef], "same ID");
+                assert_eq!(buf[3] & 0x0f, 0, "NOERROR from {client}");
+                assert_eq!(&buf[n - 4..n], &[192, 0, 2, 1], "the A record");
+            }
+        }
+        server.shutdown_gracefully().await;
+    }
+}

@@ -42,9 +42,6 @@ pub(super) fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSo
             socket2::Type::DGRAM,
             Some(socket2::Protocol::UDP),
         )?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
         socket.set_reuse_port(true)?;
         socket.set_recv_buffer_size(RECV_BUFFER)?;
         socket.bind(&addr.into())?;
