@@ -146,7 +146,11 @@ pub async fn run(
     let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsSnapshot::build(&view_rx.borrow())));
     tracker.spawn(publish_snapshots(view_rx.clone(), dns_tx, shutdown.clone()));
 
-    let sockets = dns::bind(settings.dns.listen, dns::default_udp_workers())
+    let udp_workers = settings
+        .dns
+        .udp_workers
+        .unwrap_or_else(dns::default_udp_workers);
+    let sockets = dns::bind(settings.dns.listen, udp_workers)
         .await
         .map_err(|source| RunError::Bind {
             what: "dns.listen_address",
@@ -158,7 +162,7 @@ pub async fn run(
         .map_err(|e| RunError::Startup(e.to_string()))?;
     let mut dns_server = dns::serve(sockets, dns_rx.clone(), Some(observer_tx))
         .map_err(|e| RunError::Startup(format!("dns workers: {e}")))?;
-    tracing::info!(addr = %dns_addr, zones = settings.dns.zones.len(), domains = settings.domains.len(), "dns listening (udp+tcp)");
+    tracing::info!(addr = %dns_addr, udp_workers, zones = settings.dns.zones.len(), domains = settings.domains.len(), "dns listening (udp+tcp)");
 
     if let Some(api_settings) = &settings.api {
         let state = ApiState {
@@ -328,6 +332,10 @@ fn warn_restart_needed(old: &Settings, new: &Settings) {
     let api = |s: &Settings| s.api.as_ref().map(|a| a.address);
     for (key, changed) in [
         ("dns.listen_address", old.dns.listen != new.dns.listen),
+        (
+            "dns.udp_workers",
+            old.dns.udp_workers != new.dns.udp_workers,
+        ),
         ("api.address / api.enabled", api(old) != api(new)),
         (
             "metrics.address / metrics.enabled",

@@ -560,4 +560,9 @@ fn metrics_parse_as_prometheus_text_with_bounded_labels() {
         "raw query names never become labels"
     );
     assert!(!text.contains("elsewhere.example"));
+    // The out-of-zone name is the one query the UDP fast path left to the hickory path.
+    assert!(
+        text.contains("opengslb_dns_fast_path_declined_total 1\n"),
+        "{text}"
+    );
 }

@@ -252,6 +252,10 @@ pub struct RawDns {
     /// SOA RNAME, the zone contact (default `hostmaster.<zone>`).
     #[serde(default)]
     pub hostmaster: Option<Spanned<String>>,
+    /// UDP worker threads, each with its own socket (default: one per CPU this process
+    /// may run on).
+    #[serde(default)]
+    pub udp_workers: Option<Spanned<u32>>,
 }
 
 /// `regions[]`

@@ -116,6 +116,8 @@ pub struct GeoSettings {
 pub struct DnsSettings {
     /// UDP and TCP listen address.
     pub listen: SocketAddr,
+    /// UDP worker threads (`None`: one per CPU).
+    pub udp_workers: Option<usize>,
     /// Zones we answer for.
     pub zones: Vec<ZoneSettings>,
 }

@@ -319,3 +319,27 @@ fn the_shipped_example_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/overwatch.yaml");
     load(&path).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn udp_workers_default_to_the_cpus_and_are_bounded() {
+    let s = parse("ow.yaml", GOOD).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.dns.udp_workers, None,
+        "default: one per CPU, decided at start"
+    );
+    let four = GOOD.replace("  default_ttl: 30", "  default_ttl: 30\n  udp_workers: 4");
+    let s = parse("ow.yaml", &four).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.dns.udp_workers, Some(4));
+    for bad in ["0", "257"] {
+        let p = problems(&GOOD.replace(
+            "  default_ttl: 30",
+            &format!("  default_ttl: 30\n  udp_workers: {bad}"),
+        ));
+        assert!(
+            p[0].contains(&format!(
+                "ow.yaml:18:16: dns.udp_workers: {bad} is not between 1 and 256"
+            )),
+            "{p:?}"
+        );
+    }
+}

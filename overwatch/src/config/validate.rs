@@ -100,6 +100,20 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         })
         .collect();
     let listen = listen_address(&mut c, &raw.dns.listen_address, "dns.listen_address");
+    let udp_workers = raw.dns.udp_workers.as_ref().and_then(|w| {
+        if (1..=MAX_UDP_WORKERS).contains(&w.value) {
+            Some(w.value as usize)
+        } else {
+            c.at(
+                w,
+                format!(
+                    "dns.udp_workers: {} is not between 1 and {MAX_UDP_WORKERS}",
+                    w.value
+                ),
+            );
+            None
+        }
+    });
 
     // Regions.
     let validation = &raw.overwatch.validation;
@@ -370,6 +384,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         stale,
         dns: DnsSettings {
             listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 53))),
+            udp_workers,
             zones: zone_settings,
         },
         regions,
@@ -880,6 +895,9 @@ pub fn is_host_port(text: &str) -> bool {
 }
 
 /// `":53"` (all addresses) or `host:port` with an IP host.
+/// More UDP workers than this would be a typo, not a machine.
+const MAX_UDP_WORKERS: u32 = 256;
+
 fn listen_address(c: &mut Collector, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
     let text = value.value.trim();
     let parsed = match text.strip_prefix(':') {

@@ -149,7 +149,11 @@ impl Worker {
                         batch.reply(answered, i, len);
                         answered += 1;
                     }
-                    None => self.slow(query, src),
+                    None => {
+                        // Counted before the answer leaves, like the fast path's counts.
+                        self.answerer.tally.declined();
+                        self.slow(query, src);
+                    }
                 }
             }
             if answered > 0 {
@@ -253,6 +257,8 @@ struct Tally {
     /// Indexes touched since the last flush.
     dirty_queries: smallvec::SmallVec<[u32; BATCH]>,
     dirty_decisions: smallvec::SmallVec<[u32; BATCH]>,
+    /// Queries the fast path declined (answered on the hickory path).
+    declined: Option<Counter>,
     /// Time answering, and answers, since the duration was last observed.
     busy: (Duration, usize),
     observed: Option<Instant>,
@@ -293,6 +299,12 @@ impl Tally {
             let slot = d * Outcome::ALL.len() + outcome.index();
             bump(&mut self.decisions, &mut self.dirty_decisions, slot);
         }
+    }
+
+    fn declined(&mut self) {
+        self.declined
+            .get_or_insert_with(|| metrics::counter!("opengslb_dns_fast_path_declined_total"))
+            .increment(1);
     }
 
     fn elapsed(&mut self, took: Duration, answers: usize) {
