@@ -37,7 +37,7 @@ const OPTION_ECS: u16 = 8;
 
 /// A response section in wire form. Compression pointers in `bytes` are relative to
 /// the section's first byte; `pointers` lists where they are.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Piece {
     bytes: Box<[u8]>,
     pointers: Box<[u16]>,
@@ -47,21 +47,20 @@ struct Piece {
 impl Piece {
     /// Renders `records` with hickory's encoder, exactly as a response would carry them
     /// right after the question.
-    fn render(records: &[&Record]) -> Piece {
+    fn render(records: &[&Record]) -> Option<Piece> {
         let mut bytes = Vec::new();
         let mut encoder = BinEncoder::new(&mut bytes);
         for record in records {
-            if record.emit(&mut encoder).is_err() {
-                // Validated names and addresses always encode; never answer from a bad piece.
-                return Piece::default();
-            }
+            // Validated names and addresses always encode; if one did not, the hickory
+            // path answers (its SERVFAIL), never a piece with a hole.
+            record.emit(&mut encoder).ok()?;
         }
         let pointers = pointers_in(&bytes, records.len());
-        Piece {
+        Some(Piece {
             bytes: bytes.into_boxed_slice(),
             pointers: pointers.into_boxed_slice(),
             records: records.len() as u16,
-        }
+        })
     }
 
     /// Writes the piece at `at`, moving its pointers; the new end, or `None` if it does
@@ -135,7 +134,7 @@ impl FamilyWire {
         let mut owner = None;
         let mut rest = Vec::with_capacity(records.len());
         for record in records {
-            let piece = Piece::render(&[record]);
+            let piece = Piece::render(&[record])?;
             // A record alone starts with its full owner name.
             let name_end = piece.bytes.iter().position(|&b| b == 0)? + 1;
             owner.get_or_insert_with(|| piece.bytes[..name_end].into());
@@ -154,7 +153,7 @@ pub struct FastTables {
     /// Every name that exists in our zones, lower case, wire form.
     names: HashMap<Box<[u8]>, NameKind>,
     /// By `snapshot.zones` index: the apex (lower case, wire form), its SOA and its NS set.
-    zones: Vec<(Box<[u8]>, Piece, Piece)>,
+    zones: Vec<(Box<[u8]>, Option<Piece>, Option<Piece>)>,
     /// By domain: A and AAAA (`None`: not answered here).
     families: Vec<[Option<FamilyWire>; 2]>,
 }
@@ -415,15 +414,15 @@ pub fn answer(
     let (mut end, answers, authority) = match &resolved.section {
         Section::Nothing => (base, 0, 0),
         Section::Negative(z) => {
-            let soa = &tables.zones[*z].1;
+            let soa = tables.zones[*z].1.as_ref()?;
             (soa.write(out, base)?, 0, soa.records)
         }
         Section::Soa(z) => {
-            let soa = &tables.zones[*z].1;
+            let soa = tables.zones[*z].1.as_ref()?;
             (soa.write(out, base)?, soa.records, 0)
         }
         Section::Ns(z) => {
-            let ns = &tables.zones[*z].2;
+            let ns = tables.zones[*z].2.as_ref()?;
             (ns.write(out, base)?, ns.records, 0)
         }
         Section::Records { domain, v6, chosen } => {
