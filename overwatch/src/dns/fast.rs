@@ -147,13 +147,22 @@ impl FamilyWire {
     }
 }
 
+/// One zone: its apex (lower case, wire form), its SOA and its NS set (`None`: could
+/// not be rendered; the hickory path answers).
+#[derive(Debug)]
+struct ZoneWire {
+    apex: Box<[u8]>,
+    soa: Option<Piece>,
+    ns: Option<Piece>,
+}
+
 /// Per snapshot: everything the fast path needs besides the snapshot's routing data.
 #[derive(Debug, Default)]
 pub struct FastTables {
     /// Every name that exists in our zones, lower case, wire form.
     names: HashMap<Box<[u8]>, NameKind>,
-    /// By `snapshot.zones` index: the apex (lower case, wire form), its SOA and its NS set.
-    zones: Vec<(Box<[u8]>, Option<Piece>, Option<Piece>)>,
+    /// By `snapshot.zones` index.
+    zones: Vec<ZoneWire>,
     /// By domain: A and AAAA (`None`: not answered here).
     families: Vec<[Option<FamilyWire>; 2]>,
 }
@@ -177,7 +186,11 @@ impl FastTables {
                 .iter()
                 .map(|z| {
                     let ns: Vec<&Record> = z.ns.iter().collect();
-                    (wire(&z.apex), Piece::render(&[&z.soa]), Piece::render(&ns))
+                    ZoneWire {
+                        apex: wire(&z.apex),
+                        soa: Piece::render(&[&z.soa]),
+                        ns: Piece::render(&ns),
+                    }
                 })
                 .collect(),
             families: domains
@@ -373,7 +386,7 @@ pub fn answer(
     }
     let name = &parsed.name[..parsed.name_len];
     // The most specific zone, as `DnsSnapshot::zone_of` finds it.
-    let zone = tables.zones.iter().position(|(apex, _, _)| {
+    let zone = tables.zones.iter().position(|ZoneWire { apex, .. }| {
         name.len() >= apex.len()
             && name[name.len() - apex.len()..] == apex[..]
             && (apex.len() == 1
@@ -414,15 +427,15 @@ pub fn answer(
     let (mut end, answers, authority) = match &resolved.section {
         Section::Nothing => (base, 0, 0),
         Section::Negative(z) => {
-            let soa = tables.zones[*z].1.as_ref()?;
+            let soa = tables.zones[*z].soa.as_ref()?;
             (soa.write(out, base)?, 0, soa.records)
         }
         Section::Soa(z) => {
-            let soa = tables.zones[*z].1.as_ref()?;
+            let soa = tables.zones[*z].soa.as_ref()?;
             (soa.write(out, base)?, soa.records, 0)
         }
         Section::Ns(z) => {
-            let ns = tables.zones[*z].2.as_ref()?;
+            let ns = tables.zones[*z].ns.as_ref()?;
             (ns.write(out, base)?, ns.records, 0)
         }
         Section::Records { domain, v6, chosen } => {
