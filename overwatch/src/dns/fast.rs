@@ -131,17 +131,27 @@ impl FamilyWire {
         if records.is_empty() || records.len() > INLINE_PICKS {
             return None;
         }
-        let mut owner = None;
+        // One pass of the encoder: the first record carries the owner name, every later
+        // one a pointer to it (offset 0), exactly as in an answer.
+        let all: Vec<&Record> = records.iter().collect();
+        let bytes = Piece::render(&all)?.bytes;
+        let name_end = bytes.iter().position(|&b| b == 0)? + 1;
         let mut rest = Vec::with_capacity(records.len());
-        for record in records {
-            let piece = Piece::render(&[record])?;
-            // A record alone starts with its full owner name.
-            let name_end = piece.bytes.iter().position(|&b| b == 0)? + 1;
-            owner.get_or_insert_with(|| piece.bytes[..name_end].into());
-            rest.push(piece.bytes[name_end..].into());
+        let mut i = name_end;
+        for n in 0..records.len() {
+            if n > 0 {
+                if bytes.get(i..i + 2)? != [0xC0, 0x00] {
+                    return None;
+                }
+                i += 2;
+            }
+            let rdlen = usize::from(u16::from_be_bytes([*bytes.get(i + 8)?, *bytes.get(i + 9)?]));
+            let end = i + 10 + rdlen;
+            rest.push(bytes.get(i..end)?.into());
+            i = end;
         }
         Some(FamilyWire {
-            owner: owner?,
+            owner: bytes[..name_end].into(),
             rest,
         })
     }
@@ -169,7 +179,7 @@ pub struct FastTables {
 
 impl FastTables {
     /// Renders the tables for a snapshot's zones, names and domains.
-    pub(crate) fn build(
+    pub fn build(
         zones: &[Zone],
         names: &HashMap<hickory_proto::rr::LowerName, NameKind>,
         domains: &[DomainAnswers],
