@@ -19,14 +19,25 @@ use std::time::{Duration, Instant, SystemTime};
 ///
 /// The one way tests wait: never sleep-and-hope, always a condition and a deadline.
 pub fn poll_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    poll_until_explained(timeout, what, || probe().ok_or_else(String::new))
+}
+
+/// [`poll_until`] whose probe says what it saw instead; a timeout reports the last of it.
+pub fn poll_until_explained<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(value) = probe() {
-            return value;
-        }
+        let seen = match probe() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}{}{seen}",
+            if seen.is_empty() { "" } else { "; last seen: " }
         );
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml};
 use opengslb_tests::haproxy::{ADMIN_FDRAIN, Haproxy, OP_RUNNING};
 use opengslb_tests::overwatch::{Backend, Overwatch, http_get};
-use opengslb_tests::{TempDir, poll_until, remove, touch};
+use opengslb_tests::{TempDir, poll_until, poll_until_explained, remove, touch};
 
 /// What `app.gslb.test A` answers on a node.
 fn answers(node: &Overwatch) -> BTreeSet<String> {
@@ -303,11 +303,25 @@ fn one_status_reaches_haproxy_and_every_overwatch() {
     let mut leaving = agents.pop().expect("agent 3"); // the others stay alive (dropping one stops it)
     leaving.process.signal(libc::SIGTERM);
     let t = Instant::now();
-    for node in [&ow1, &restarted] {
-        poll_until(
+    for (name, node) in [
+        ("overwatch 1", &ow1),
+        ("the restarted overwatch 2", &restarted),
+    ] {
+        poll_until_explained(
             Duration::from_secs(2),
-            "leaving agent's backend out",
-            || (answers(node) == set(&["127.0.0.1"])).then_some(()),
+            &format!("the leaving agent's backend out of {name}'s answers"),
+            || {
+                let now = answers(node);
+                if now == set(&["127.0.0.1"]) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{now:?}; its log:\n{}\nthe leaving agent's log:\n{}",
+                        node.process.output(),
+                        leaving.process.output()
+                    ))
+                }
+            },
         );
     }
     eprintln!("graceful leave left DNS after {:?}", t.elapsed());
