@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use tokio::sync::watch;
 
 use super::fast::{self, MAX_RESPONSE};
+use super::test_support::{ecs, query, snapshot};
 use super::{DnsSnapshot, Handler, answer_udp};
-use crate::state::StateOwner;
 
 /// Every algorithm, several servers per family (rotation), a weight-0 standby, an empty
 /// non-terminal, two zones, NS records, IPv6 without and with servers.
@@ -65,9 +65,7 @@ struct Both {
 }
 
 static BOTH: LazyLock<Both> = LazyLock::new(|| {
-    let settings = Arc::new(crate::config::parse("diff.yaml", CONFIG).expect("config"));
-    let (_owner, view) = StateOwner::new(settings, None);
-    let snapshot = Arc::new(DnsSnapshot::build(&view.borrow()));
+    let snapshot = snapshot("diff.yaml", CONFIG);
     let (_tx, rx) = watch::channel(Arc::clone(&snapshot));
     Both {
         snapshot,
@@ -106,39 +104,6 @@ fn check(packet: &[u8], src: SocketAddr, entropy: u64) -> Result<bool, TestCaseE
             Ok(true)
         }
     }
-}
-
-/// A query: header flags, name, type, class, and optionally an OPT record with options.
-fn query(id: u16, flags: u16, name: &str, qtype: u16, qclass: u16, opt: Option<&[u8]>) -> Vec<u8> {
-    let mut p = Vec::with_capacity(64);
-    p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&flags.to_be_bytes());
-    p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(opt.is_some())]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        p.push(label.len() as u8);
-        p.extend_from_slice(label.as_bytes());
-    }
-    p.push(0);
-    p.extend_from_slice(&qtype.to_be_bytes());
-    p.extend_from_slice(&qclass.to_be_bytes());
-    if let Some(options) = opt {
-        p.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0, 0]);
-        p.extend_from_slice(&(options.len() as u16).to_be_bytes());
-        p.extend_from_slice(options);
-    }
-    p
-}
-
-/// An ECS option for `addr`/`source` (family 1 or 2), the address cut to the prefix.
-fn ecs(family: u16, source: u8, addr: &[u8], scope: u8) -> Vec<u8> {
-    let n = usize::from(source).div_ceil(8).min(addr.len());
-    let mut o = Vec::new();
-    o.extend_from_slice(&8u16.to_be_bytes());
-    o.extend_from_slice(&((4 + n) as u16).to_be_bytes());
-    o.extend_from_slice(&family.to_be_bytes());
-    o.extend_from_slice(&[source, scope]);
-    o.extend_from_slice(&addr[..n]);
-    o
 }
 
 /// A client cookie (RFC 7873), as BIND and Unbound send with every query.

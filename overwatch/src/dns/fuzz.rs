@@ -3,15 +3,13 @@
 //! produces must be a well-formed DNS message answering the same ID.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use hickory_proto::op::Message;
 use hickory_proto::serialize::binary::BinDecodable;
 use proptest::prelude::*;
 use tokio::sync::watch;
 
-use super::{DnsSnapshot, Handler, answer_udp};
-use crate::state::StateOwner;
+use super::{Handler, answer_udp};
 
 const CONFIG: &str = r#"
 overwatch:
@@ -57,10 +55,7 @@ thread_local! {
 }
 
 fn build_handler() -> Handler {
-    let settings = Arc::new(crate::config::parse("fuzz.yaml", CONFIG).expect("fuzz config"));
-    let (_owner, view) = StateOwner::new(settings, None);
-    let snapshot = DnsSnapshot::build(&view.borrow());
-    let (_tx, rx) = watch::channel(Arc::new(snapshot));
+    let (_tx, rx) = watch::channel(super::test_support::snapshot("fuzz.yaml", CONFIG));
     Handler::new(rx)
 }
 

@@ -141,13 +141,7 @@ impl Outcome {
 
     /// Position in [`Outcome::ALL`].
     pub(crate) fn index(self) -> usize {
-        match self {
-            Outcome::Healthy => 0,
-            Outcome::GeoFallback => 1,
-            Outcome::AllDown(AllDownPolicy::ServFail) => 2,
-            Outcome::AllDown(AllDownPolicy::ReturnLastHealthy) => 3,
-            Outcome::AllDown(AllDownPolicy::ReturnAll) => 4,
-        }
+        Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
     }
 }
 

@@ -209,25 +209,23 @@ const HEADER_LEN: usize = 12;
 mod differential;
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod test_support;
 
 #[cfg(test)]
 mod serve_tests {
     use std::net::UdpSocket;
-    use std::sync::Arc;
     use std::time::Duration;
 
     use tokio::sync::watch;
 
-    use super::{DnsSnapshot, bind, serve};
-    use crate::state::StateOwner;
+    use super::{bind, serve, test_support};
 
     const CONFIG: &str = "overwatch:\n  validation: {enabled: false}\ndns:\n  zones: [wild.test]\nregions:\n  - {name: r, servers: [{address: 192.0.2.1}]}\ndomains:\n  - {name: www.wild.test, routing_algorithm: round-robin, regions: [r]}\n";
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_v6_wildcard_answers_v4_and_v6_clients_on_every_worker() {
-        let settings = Arc::new(crate::config::parse("wild.yaml", CONFIG).expect("config"));
-        let (_owner, view) = StateOwner::new(settings, None);
-        let (_tx, rx) = watch::channel(Arc::new(DnsSnapshot::build(&view.borrow())));
+        let (_tx, rx) = watch::channel(test_support::snapshot("wild.yaml", CONFIG));
         let sockets = bind("[::]:0".parse().expect("addr"), 3)
             .await
             .expect("bind");

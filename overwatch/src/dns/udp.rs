@@ -570,9 +570,8 @@ mod tests {
     use std::time::Duration;
 
     use super::{Answerer, BATCH};
-    use crate::dns::DnsSnapshot;
     use crate::dns::fast::MAX_RESPONSE;
-    use crate::state::StateOwner;
+    use crate::dns::test_support;
 
     use crate::alloc_count::allocations;
 
@@ -598,33 +597,10 @@ domains:
   - {name: ll.alloc.test, routing_algorithm: learned_latency, regions: [a, b]}
 "#;
 
+    /// A query with RD set, optionally with ECS for `a.b.c.0/24`.
     fn query(name: &str, qtype: u16, ecs: Option<[u8; 3]>) -> Vec<u8> {
-        let mut p = vec![
-            0xab,
-            0xcd,
-            0x01,
-            0x00,
-            0,
-            1,
-            0,
-            0,
-            0,
-            0,
-            0,
-            u8::from(ecs.is_some()),
-        ];
-        for label in name.split('.') {
-            p.push(label.len() as u8);
-            p.extend_from_slice(label.as_bytes());
-        }
-        p.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
-        if let Some(a) = ecs {
-            p.extend_from_slice(&[
-                0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0,
-            ]);
-            p.extend_from_slice(&a);
-        }
-        p
+        let subnet = ecs.map(|a| test_support::ecs(1, 24, &a, 0));
+        test_support::query(0xabcd, 0x0100, name, qtype, 1, subnet.as_deref())
     }
 
     #[test]
@@ -632,9 +608,7 @@ domains:
         let start = allocations();
         drop(std::hint::black_box(Box::new(1u64)));
         assert_eq!(allocations(), start + 1, "the counting allocator is in use");
-        let settings = Arc::new(crate::config::parse("alloc.yaml", CONFIG).expect("config"));
-        let (_owner, view) = StateOwner::new(settings, None);
-        let snapshot = Arc::new(DnsSnapshot::build(&view.borrow()));
+        let snapshot = test_support::snapshot("alloc.yaml", CONFIG);
         let mut queries = Vec::new();
         for name in ["rr", "geo", "w", "f", "l", "ll"] {
             let name = format!("{name}.alloc.test");
