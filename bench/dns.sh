@@ -92,9 +92,10 @@ run() {
     --workdir "$OUT/work-$label" --cmd "$(server_cmd "$server")" "$@" >"$OUT/$label.out" 2>"$OUT/$label.err" &
   local anchor=$!
   if [[ ${LATENCY:-0} == 1 ]]; then
-    # Start probing once dnsperf runs; the probe shares dnsperf's CPU.
+    # The anchor prints "== run 1" as it starts dnsperf: probe from then on, for a
+    # deadline of 60 s to see it; the probe shares dnsperf's CPU.
     for _ in $(seq 1 600); do grep -q '^== run 1' "$OUT/$label.out" 2>/dev/null && break; sleep 0.1; done
-    sleep 1
+    grep -q '^== run 1' "$OUT/$label.out" || { echo "bench/dns.sh: $label never started dnsperf" >&2; cat "$OUT/$label.err" >&2; exit 1; }
     taskset -c 0 "$PROBE" "$port" "$domain.demo.local" 1000 $((DUR - 2)) >"$OUT/$label.latency" || true
   fi
   wait "$anchor" || { cat "$OUT/$label.err" >&2; exit 1; }
