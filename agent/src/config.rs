@@ -764,7 +764,7 @@ mod tests {
             ("us-east", 1, 3)
         );
         assert!(c.predictive.cpu.is_some() && c.predictive.error_rate.is_some());
-        crate::gossip::seal::ClusterKey::from_base64(c.encryption_key.as_deref())
+        opengslb_proto::seal::ClusterKey::from_base64(c.encryption_key.as_deref())
             .expect("the example key is well-formed");
         let l = c.latency.expect("latency learning on in the example");
         assert_eq!(

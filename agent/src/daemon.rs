@@ -6,6 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opengslb_proto::identity::{AgentIdentity, SignError};
+use opengslb_proto::member::{self, Command, GossipSettings, Role, now_us};
+use opengslb_proto::seal::ClusterKey;
+use opengslb_proto::wire::{
+    AdminState, BackendReport, HealthState, SignedReport, StatusReport, VersionClock,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -14,12 +20,7 @@ use crate::admin_files::AdminFiles;
 use crate::agent_check::{self, ServerConfig};
 use crate::cli::Args;
 use crate::config::{self, AgentConfig};
-use crate::gossip::identity::AgentIdentity;
-use crate::gossip::runtime::{self, Command, GossipSettings, Role, now_us};
-use crate::gossip::seal::ClusterKey;
-use crate::gossip::wire::{
-    AdminState, BackendReport, HealthState, SignedReport, StatusReport, VersionClock,
-};
+use crate::identity_files;
 use crate::listener;
 use crate::monitor::{Monitor, MonitorConfig, Snapshot, SnapshotRx};
 use crate::status::{Admin, Health};
@@ -35,10 +36,10 @@ pub enum DaemonError {
     Config(#[from] config::ConfigError),
     /// The cluster key is missing or malformed: no gossip without encryption (exit 2).
     #[error("{0}")]
-    Key(#[from] crate::gossip::seal::KeyError),
+    Key(#[from] opengslb_proto::seal::KeyError),
     /// Identity files unusable (exit 1).
     #[error("{0}")]
-    Identity(#[from] crate::gossip::identity::IdentityError),
+    Identity(#[from] crate::identity_files::IdentityFileError),
     /// Anything else at start-up (exit 1).
     #[error("{0}")]
     Startup(String),
@@ -59,7 +60,7 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     let mut cfg = config::load(path)?;
     apply_flag_overrides(&mut cfg, args);
     let key = ClusterKey::from_base64(cfg.encryption_key.as_deref())?;
-    let identity = Arc::new(AgentIdentity::load_or_create(
+    let identity = Arc::new(identity_files::load_or_create(
         &cfg.cert_path,
         &cfg.key_path,
         &cfg.region,
@@ -104,7 +105,7 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
         identity.agent_id().to_owned(),
     );
     settings.advertise = cfg.gossip_advertise;
-    let gossip = runtime::start(settings, gossip_stop.clone())
+    let gossip = member::start(settings, gossip_stop.clone())
         .await
         .map_err(|e| {
             DaemonError::Startup(format!("gossip.bind_address {}: {e}", cfg.gossip_bind))
@@ -180,7 +181,14 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
         VersionClock::default().next(now_us()),
         true,
     );
-    if gossip.commands.send(Command::Leave(leaving)).await.is_err() {
+    let left = match leaving {
+        Ok(leaving) => gossip.commands.send(Command::Leave(leaving)).await.is_ok(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot sign the leaving report; overwatch will find this agent gone when its probes fail");
+            false
+        }
+    };
+    if !left {
         gossip_stop.cancel();
     }
     if tokio::time::timeout(LEAVE_GRACE, gossip.task)
@@ -231,9 +239,15 @@ async fn publish_reports(
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
     loop {
         let snapshot = Arc::clone(&snapshots.borrow_and_update());
-        let signed = build_report(&snapshot, &cfg, &identity, clock.next(now_us()), false);
-        if commands.send(Command::Publish(signed)).await.is_err() {
-            return;
+        match build_report(&snapshot, &cfg, &identity, clock.next(now_us()), false) {
+            Ok(signed) => {
+                if commands.send(Command::Publish(signed)).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot sign the status report; overwatch will see this agent as stale")
+            }
         }
         // The heartbeat bounds the time since the last report, whatever sent it.
         heartbeat.reset();
@@ -252,7 +266,7 @@ fn build_report(
     identity: &AgentIdentity,
     version: u64,
     leaving: bool,
-) -> SignedReport {
+) -> Result<SignedReport, SignError> {
     let admin = match snapshot.status.admin {
         Admin::Ready => AdminState::Ready,
         Admin::Drain => AdminState::Drain,

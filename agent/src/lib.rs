@@ -10,7 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod cpu;
 pub mod daemon;
-pub mod gossip;
+pub mod identity_files;
 pub mod latency;
 pub mod listener;
 pub mod local_checks;

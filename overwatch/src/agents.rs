@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use opengslb_agent::gossip::identity::fingerprint;
-use opengslb_agent::gossip::wire::{SignedReport, StatusReport, WireError, supersedes};
+use opengslb_proto::identity::fingerprint;
+use opengslb_proto::wire::{SignedReport, StatusReport, WireError, supersedes};
 
 /// A pinned agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,15 +157,13 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opengslb_agent::gossip::identity::AgentIdentity;
-    use opengslb_agent::gossip::wire::{AdminState, BackendReport, HealthState};
+    use opengslb_proto::identity::AgentIdentity;
+    use opengslb_proto::wire::{AdminState, BackendReport, HealthState};
 
     const TOKEN: &str = "app-token-0123456789";
 
     fn identity(name: &str) -> AgentIdentity {
-        let d = std::env::temp_dir().join(format!("opengslb-agents-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        AgentIdentity::load_or_create(&d.join("a.crt"), &d.join("a.key"), "eu").expect("identity")
+        AgentIdentity::generate("eu").unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
     fn signed(agent: &AgentIdentity, version: u64, services: &[&str], token: &str) -> SignedReport {
@@ -187,7 +185,7 @@ mod tests {
                 .collect(),
             leaving: false,
         };
-        SignedReport::sign(&report, agent, token)
+        SignedReport::sign(&report, agent, token).expect("sign")
     }
 
     fn tokens() -> BTreeMap<String, String> {
@@ -260,7 +258,7 @@ mod tests {
         let mut forged = signed(&imposter, 7, &["app"], TOKEN);
         let mut report: StatusReport = postcard::from_bytes(&forged.report).expect("decode");
         report.agent_id = agent.agent_id().to_owned();
-        forged = SignedReport::sign(&report, &imposter, TOKEN);
+        forged = SignedReport::sign(&report, &imposter, TOKEN).expect("sign");
         assert!(matches!(
             book.admit(&forged, &tokens(), now),
             Err(Rejection::Wire(WireError::IdMismatch { .. }))

@@ -209,16 +209,16 @@ fn backend_json(b: &BackendView) -> BackendJson {
         agent_healthy: b
             .agent
             .as_ref()
-            .map(|a| !matches!(a.health, opengslb_agent::gossip::wire::HealthState::Down(_))),
+            .map(|a| !matches!(a.health, opengslb_proto::wire::HealthState::Down(_))),
         agent_last_seen: b.agent.as_ref().map(|a| rfc3339(a.last_seen)),
         agent_admin: b.agent.as_ref().map(|a| {
             if a.left {
                 "left"
             } else {
                 match a.admin {
-                    opengslb_agent::gossip::wire::AdminState::Ready => "ready",
-                    opengslb_agent::gossip::wire::AdminState::Drain => "drain",
-                    opengslb_agent::gossip::wire::AdminState::Maint => "maint",
+                    opengslb_proto::wire::AdminState::Ready => "ready",
+                    opengslb_proto::wire::AdminState::Drain => "drain",
+                    opengslb_proto::wire::AdminState::Maint => "maint",
                 }
             }
         }),

@@ -262,20 +262,20 @@ async fn start_gossip(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(), RunError> {
-    use opengslb_agent::gossip::{runtime, seal::ClusterKey};
+    use opengslb_proto::{member, seal::ClusterKey};
     let key = ClusterKey::from_base64(Some(&gossip.encryption_key))
         .map_err(|e| RunError::Startup(format!("overwatch.{e}")))?;
-    let mut settings = runtime::GossipSettings::lan(
+    let mut settings = member::GossipSettings::lan(
         gossip.bind,
         gossip.seeds.clone(),
         key,
-        runtime::Role::Overwatch,
+        member::Role::Overwatch,
         node_id.to_owned(),
     );
     settings.advertise = gossip.advertise;
     settings.probe_period = gossip.probe_interval;
     settings.probe_timeout = gossip.probe_timeout;
-    let mut handle = runtime::start(settings, shutdown.clone())
+    let mut handle = member::start(settings, shutdown.clone())
         .await
         .map_err(|source| RunError::Bind {
             what: "overwatch.gossip.bind_address",

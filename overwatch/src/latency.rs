@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use opengslb_agent::gossip::wire::LatencyReport;
-use opengslb_agent::latency::table::Subnet;
+use opengslb_proto::subnet::Subnet;
+use opengslb_proto::wire::LatencyReport;
 
 /// An agent's figure for a subnet not refreshed for this long is dropped. Agents re-send
 /// every subnet at least every ten report intervals (5 minutes by default).
@@ -315,7 +315,7 @@ impl Resolvers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opengslb_agent::gossip::wire::LatencySample;
+    use opengslb_proto::wire::LatencySample;
 
     fn report(region: &str, samples: &[(&str, u8, u32, u32)]) -> LatencyReport {
         LatencyReport {

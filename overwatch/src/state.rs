@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use opengslb_agent::gossip::runtime::{Event, Role};
-use opengslb_agent::gossip::wire::{AdminState, HealthState, StatusReport};
+use opengslb_proto::member::{Event, Role};
+use opengslb_proto::wire::{AdminState, HealthState, StatusReport};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -463,11 +463,7 @@ impl StateOwner {
     }
 
     /// Takes in a latency part if it verifies against the agent's pinned certificate.
-    fn latency_report(
-        &mut self,
-        signed: &opengslb_agent::gossip::wire::SignedLatency,
-        wall: SystemTime,
-    ) {
+    fn latency_report(&mut self, signed: &opengslb_proto::wire::SignedLatency, wall: SystemTime) {
         let verified = signed.claimed_agent().ok().and_then(|agent_id| {
             let pin = self.book.pins().get(&agent_id)?;
             let report = signed.open(&pin.certificate).ok()?;
@@ -1048,9 +1044,9 @@ pub fn service_counts(backends: &[BackendView]) -> BTreeMap<String, (usize, usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opengslb_agent::gossip::identity::AgentIdentity;
-    use opengslb_agent::gossip::runtime::MemberId;
-    use opengslb_agent::gossip::wire::{BackendReport, SignedReport};
+    use opengslb_proto::identity::AgentIdentity;
+    use opengslb_proto::member::MemberId;
+    use opengslb_proto::wire::{BackendReport, SignedReport};
 
     const TOKEN: &str = "app-token-0123456789";
 
@@ -1064,9 +1060,7 @@ mod tests {
     }
 
     fn agent() -> AgentIdentity {
-        let d = std::env::temp_dir().join(format!("opengslb-state-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        AgentIdentity::load_or_create(&d.join("a.crt"), &d.join("a.key"), "eu").expect("identity")
+        AgentIdentity::generate("eu").expect("identity")
     }
 
     fn report(agent: &AgentIdentity, version: u64, admin: AdminState, leaving: bool) -> Event {
@@ -1086,7 +1080,7 @@ mod tests {
             backends,
             leaving,
         };
-        Event::Report(SignedReport::sign(&r, agent, TOKEN))
+        Event::Report(SignedReport::sign(&r, agent, TOKEN).expect("sign"))
     }
 
     fn member(agent: &AgentIdentity) -> MemberId {

@@ -18,10 +18,10 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use opengslb_agent::gossip::identity::AgentIdentity;
-use opengslb_agent::gossip::runtime::seal_direct;
-use opengslb_agent::gossip::seal::{ClusterKey, Envelope};
-use opengslb_agent::gossip::wire::{
+use opengslb_proto::identity::AgentIdentity;
+use opengslb_proto::member::seal_direct;
+use opengslb_proto::seal::{ClusterKey, Envelope};
+use opengslb_proto::wire::{
     AdminState, BackendReport, HealthState, Message, MessageV1, SignedReport, StatusReport,
     VersionClock,
 };
@@ -153,14 +153,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
     let idle_rss_kib = memory(pid).0;
     let gossip = node.gossip.expect("gossip");
     let identities: Vec<AgentIdentity> = (0..n)
-        .map(|i| {
-            AgentIdentity::load_or_create(
-                &dir.join(&format!("s{i}.crt")),
-                &dir.join(&format!("s{i}.key")),
-                "eu",
-            )
-            .expect("identity")
-        })
+        .map(|_| AgentIdentity::generate("eu").expect("identity"))
         .collect();
     let envelope = Envelope::new(
         &ClusterKey::from_base64(Some(key_b64)).expect("key"),
@@ -184,7 +177,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
                 admin,
                 health: HealthState::Up,
             };
-            let version = clock.next(opengslb_agent::gossip::runtime::now_us());
+            let version = clock.next(opengslb_proto::member::now_us());
             let report = StatusReport {
                 agent_id: identity.agent_id().to_owned(),
                 region: "eu".into(),
@@ -192,9 +185,9 @@ fn scale(n: usize, key_b64: &str) -> Scale {
                 backends: vec![backend],
                 leaving: false,
             };
-            let message = Message::V1(MessageV1::Report(SignedReport::sign(
-                &report, identity, TOKEN,
-            )))
+            let message = Message::V1(MessageV1::Report(
+                SignedReport::sign(&report, identity, TOKEN).expect("sign"),
+            ))
             .encode();
             let _ = socket.send_to(&seal_direct(&envelope, &message), gossip);
             // Pace like a real fleet's burst: a little under one report per 50 µs.

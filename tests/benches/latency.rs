@@ -24,15 +24,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opengslb_agent::gossip::identity::AgentIdentity;
-use opengslb_agent::gossip::runtime::{seal_direct, seal_latency};
-use opengslb_agent::gossip::seal::{ClusterKey, Envelope};
-use opengslb_agent::gossip::wire::{
+use opengslb_agent::latency::collector;
+use opengslb_agent::latency::table::{Subnet, SubnetTable, TableSettings};
+use opengslb_proto::identity::AgentIdentity;
+use opengslb_proto::member::{seal_direct, seal_latency};
+use opengslb_proto::seal::{ClusterKey, Envelope};
+use opengslb_proto::wire::{
     AdminState, BackendReport, HealthState, LatencySample, Message, MessageV1, SignedReport,
     StatusReport, VersionClock, latency_parts,
 };
-use opengslb_agent::latency::collector;
-use opengslb_agent::latency::table::{Subnet, SubnetTable, TableSettings};
 use opengslb_tests::bench::{knob, memory, percentile};
 use opengslb_tests::gslb::{TOKEN, cluster_key};
 use opengslb_tests::overwatch::{Overwatch, a_records, http_get};
@@ -178,16 +178,11 @@ fn dns_ratio(duration: Duration) {
         ("a", Ipv4Addr::new(10, 0, 0, 1), 0),
         ("b", Ipv4Addr::new(10, 0, 0, 2), 1),
     ] {
-        let identity = AgentIdentity::load_or_create(
-            &dir.join(&format!("{region}.crt")),
-            &dir.join(&format!("{region}.key")),
-            region,
-        )
-        .expect("identity");
+        let identity = AgentIdentity::generate(region).expect("identity");
         let report = StatusReport {
             agent_id: identity.agent_id().to_owned(),
             region: region.into(),
-            version: clock.next(opengslb_agent::gossip::runtime::now_us()),
+            version: clock.next(opengslb_proto::member::now_us()),
             backends: vec![BackendReport {
                 service: "app".into(),
                 address: ip.into(),
@@ -199,9 +194,9 @@ fn dns_ratio(duration: Duration) {
             }],
             leaving: false,
         };
-        let message = Message::V1(MessageV1::Report(SignedReport::sign(
-            &report, &identity, TOKEN,
-        )))
+        let message = Message::V1(MessageV1::Report(
+            SignedReport::sign(&report, &identity, TOKEN).expect("sign"),
+        ))
         .encode();
         socket
             .send_to(&seal_direct(&envelope, &message), gossip)
@@ -222,9 +217,10 @@ fn dns_ratio(duration: Duration) {
             &samples,
             &identity,
             region,
-            clock.next(opengslb_agent::gossip::runtime::now_us()),
+            clock.next(opengslb_proto::member::now_us()),
             true,
-        );
+        )
+        .expect("sign");
         for (i, part) in parts.into_iter().enumerate() {
             socket
                 .send_to(&seal_latency(&envelope, part), gossip)

@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LatencyLearning;
-use crate::gossip::identity::AgentIdentity;
-use crate::gossip::runtime::{Command, now_us};
-use crate::gossip::wire::{LatencySample, VersionClock, latency_parts};
+use opengslb_proto::identity::AgentIdentity;
+use opengslb_proto::member::{Command, now_us};
+use opengslb_proto::wire::{LatencySample, VersionClock, latency_parts};
 use table::SubnetTable;
 
 /// Every how many reports all subnets are re-sent (the others carry changes only).
@@ -81,7 +81,13 @@ pub async fn run(
                 if samples.is_empty() && !full {
                     continue;
                 }
-                let parts = latency_parts(&samples, &identity, &region, clock.next(now_us()), full);
+                let parts = match latency_parts(&samples, &identity, &region, clock.next(now_us()), full) {
+                    Ok(parts) => parts,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot sign the latency report");
+                        continue;
+                    }
+                };
                 tracing::debug!(subnets = samples.len(), parts = parts.len(), full, "latency report");
                 if commands.send(Command::Latency(parts)).await.is_err() {
                     return;

@@ -312,7 +312,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
                 c.problems.push(Problem { line: 0, column: 0, message: "overwatch.gossip.encryption_key is missing: gossip is always encrypted; generate one with `head -c 32 /dev/urandom | base64`".into() });
                 None
             }
-            Some(k) => match opengslb_agent::gossip::seal::ClusterKey::from_base64(Some(&k.value)) {
+            Some(k) => match opengslb_proto::seal::ClusterKey::from_base64(Some(&k.value)) {
                 Ok(_) => Some(k.value.trim().to_owned()),
                 Err(e) => {
                     c.at(k, format!("overwatch.{e}"));

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::{self, AgentIdentity};
+use crate::identity::{self, AgentIdentity, SignError};
+use crate::subnet::Subnet;
 
 /// Every message on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +28,7 @@ pub enum MessageV1 {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencySample {
     /// The client subnet.
-    pub subnet: crate::latency::table::Subnet,
+    pub subnet: Subnet,
     /// Smoothed RTT, microseconds.
     pub rtt_us: u32,
     /// Connections sampled.
@@ -70,14 +71,17 @@ const LATENCY_DOMAIN: &[u8] = b"opengslb-latency-v1\0";
 
 impl SignedLatency {
     /// Signs one part.
-    pub fn sign(report: &LatencyReport, identity: &AgentIdentity) -> SignedLatency {
-        let bytes = postcard::to_allocvec(report).unwrap_or_default();
+    pub fn sign(
+        report: &LatencyReport,
+        identity: &AgentIdentity,
+    ) -> Result<SignedLatency, SignError> {
+        let bytes = encode(report);
         let mut message = LATENCY_DOMAIN.to_vec();
         message.extend_from_slice(&bytes);
-        SignedLatency {
-            signature: identity.sign(&message),
+        Ok(SignedLatency {
+            signature: identity.sign(&message)?,
             report: bytes,
-        }
+        })
     }
 
     /// The agent it claims to come from (unverified), to find its certificate.
@@ -114,14 +118,14 @@ pub fn latency_parts(
     region: &str,
     version: u64,
     full: bool,
-) -> Vec<SignedLatency> {
+) -> Result<Vec<SignedLatency>, SignError> {
     /// Bytes of samples per part: with the header, the signature (≤ 72), the message
     /// framing and the seal (≈ 50), a part stays well under 1,200 bytes.
     const SAMPLE_BUDGET: usize = 900;
     let mut chunks: Vec<Vec<LatencySample>> = vec![Vec::new()];
     let mut used = 0;
     for sample in samples {
-        let size = postcard::to_allocvec(sample).map_or(32, |b| b.len());
+        let size = encode(sample).len();
         if used + size > SAMPLE_BUDGET && !chunks.last().is_none_or(Vec::is_empty) {
             chunks.push(Vec::new());
             used = 0;
@@ -131,10 +135,12 @@ pub fn latency_parts(
             last.push(*sample);
         }
     }
+    // At 900 bytes a part, u16::MAX parts would be 59 MB of samples: far past any
+    // configured `max_subnets`; the rest is dropped rather than numbered wrongly.
     let parts = u16::try_from(chunks.len()).unwrap_or(u16::MAX);
     chunks
         .into_iter()
-        .take(usize::from(u16::MAX))
+        .take(usize::from(parts))
         .enumerate()
         .map(|(i, samples)| {
             SignedLatency::sign(
@@ -143,7 +149,7 @@ pub fn latency_parts(
                     region: region.to_owned(),
                     version,
                     full,
-                    part: u16::try_from(i).unwrap_or(u16::MAX),
+                    part: u16::try_from(i).expect("at most u16::MAX parts are taken"),
                     parts,
                     samples,
                 },
@@ -244,9 +250,7 @@ pub enum WireError {
 impl Message {
     /// Encodes for the wire.
     pub fn encode(&self) -> Vec<u8> {
-        // Serialising into a Vec cannot fail for these types (no maps with non-string
-        // keys, no sequences of unknown length).
-        postcard::to_allocvec(self).unwrap_or_default()
+        encode(self)
     }
 
     /// Decodes bytes that opened under the cluster key.
@@ -257,15 +261,19 @@ impl Message {
 
 impl SignedReport {
     /// Signs `report` with the agent's identity.
-    pub fn sign(report: &StatusReport, identity: &AgentIdentity, token: &str) -> SignedReport {
-        let bytes = postcard::to_allocvec(report).unwrap_or_default();
-        let signature = identity.sign(&signed_bytes(&bytes, token));
-        SignedReport {
+    pub fn sign(
+        report: &StatusReport,
+        identity: &AgentIdentity,
+        token: &str,
+    ) -> Result<SignedReport, SignError> {
+        let bytes = encode(report);
+        let signature = identity.sign(&signed_bytes(&bytes, token))?;
+        Ok(SignedReport {
             report: bytes,
             certificate: identity.certificate().to_vec(),
             token: token.to_owned(),
             signature,
-        }
+        })
     }
 
     /// Verifies the signature and the id-to-certificate binding, then decodes the report.
@@ -289,6 +297,13 @@ impl SignedReport {
         }
         Ok(report)
     }
+}
+
+/// postcard into a `Vec` fails only for sequences of unknown length or a failing custom
+/// `Serialize`; the wire types are derived structs, enums, `Vec`s and `String`s, so
+/// encoding them cannot fail.
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("postcard encodes the derived wire types into a Vec")
 }
 
 fn signed_bytes(report: &[u8], token: &str) -> Vec<u8> {
@@ -325,9 +340,7 @@ mod tests {
     use super::*;
 
     fn identity(name: &str, region: &str) -> AgentIdentity {
-        let d = std::env::temp_dir().join(format!("opengslb-wire-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        AgentIdentity::load_or_create(&d.join("a.crt"), &d.join("a.key"), region).expect("identity")
+        AgentIdentity::generate(region).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
     fn report(agent: &AgentIdentity, version: u64) -> StatusReport {
@@ -351,7 +364,8 @@ mod tests {
     #[test]
     fn a_signed_report_round_trips_through_the_wire() {
         let agent = identity("roundtrip", "eu");
-        let signed = SignedReport::sign(&report(&agent, 7), &agent, "token-app-0123456789");
+        let signed =
+            SignedReport::sign(&report(&agent, 7), &agent, "token-app-0123456789").expect("sign");
         let bytes = Message::V1(MessageV1::Report(signed.clone())).encode();
         assert!(
             bytes.len() < 1200,
@@ -369,7 +383,8 @@ mod tests {
     fn tampering_with_report_token_or_certificate_is_detected() {
         let agent = identity("tamper", "eu");
         let other = identity("tamper-other", "eu");
-        let signed = SignedReport::sign(&report(&agent, 7), &agent, "token-app-0123456789");
+        let signed =
+            SignedReport::sign(&report(&agent, 7), &agent, "token-app-0123456789").expect("sign");
         let mut changed = signed.clone();
         let last = changed.report.len() - 1;
         changed.report[last] ^= 1;
@@ -381,7 +396,8 @@ mod tests {
         cert.certificate = other.certificate().to_vec();
         assert_eq!(cert.open(), Err(WireError::BadSignature));
         // A valid signature by another agent over a report claiming this agent's id.
-        let forged = SignedReport::sign(&report(&agent, 8), &other, "token-app-0123456789");
+        let forged =
+            SignedReport::sign(&report(&agent, 8), &other, "token-app-0123456789").expect("sign");
         assert!(matches!(forged.open(), Err(WireError::IdMismatch { .. })));
         assert!(matches!(
             Message::decode(b"\xff\xff\xff"),
@@ -410,8 +426,7 @@ mod tests {
 
     #[test]
     fn latency_reports_split_under_the_mtu_and_verify_only_with_their_certificate() {
-        use crate::gossip::seal::{ClusterKey, Envelope};
-        use crate::latency::table::Subnet;
+        use crate::seal::{ClusterKey, Envelope};
         let agent = identity("lat", "eu");
         let other = identity("lat-other", "eu");
         let samples: Vec<LatencySample> = (0..1000u32)
@@ -425,7 +440,7 @@ mod tests {
                 samples: 7,
             })
             .collect();
-        let parts = latency_parts(&samples, &agent, "eu", 42, true);
+        let parts = latency_parts(&samples, &agent, "eu", 42, true).expect("sign");
         assert!(parts.len() > 1);
         let key = ClusterKey::from_base64(Some("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="))
             .expect("key");

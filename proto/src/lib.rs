@@ -1,0 +1,13 @@
+//! The protocol agents and overwatch share: wire types, sealing, identity and signature
+//! checks, client subnets, and the gossip member (design.md, "Gossip").
+//!
+//! Deliberately light: no netlink, no HTTP, no DNS. `seal` encrypts and authenticates
+//! every packet under the cluster key; `identity` parses, signs and verifies (creating a
+//! key is behind the `keygen` feature); `wire` is the versioned, signed messages;
+//! `member` runs foca over a transport (UDP, or in memory for tests).
+
+pub mod identity;
+pub mod member;
+pub mod seal;
+pub mod subnet;
+pub mod wire;

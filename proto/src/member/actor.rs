@@ -1,0 +1,267 @@
+//! The member task: the one owner of the foca instance and the transport.
+//!
+//! Everything reaches it over a bounded channel of a closed `Command` enum; foca's timers
+//! fire from a deadline heap; every packet in or out goes through the `Envelope`.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, PostcardCodec};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::broadcast::{Delivered, Reports};
+use super::packet::{self, Kind, MAX_PACKET, now_ms};
+use super::timers::Timers;
+use super::transport::Transport;
+use super::{Command, Event, GossipSettings, MemberId, Role};
+use crate::seal::{Envelope, OVERHEAD};
+use crate::wire::{Message, MessageV1, SignedLatency, SignedReport};
+
+pub(crate) struct Member<T> {
+    foca: Foca<MemberId, PostcardCodec, rand::rngs::StdRng, Reports>,
+    runtime: AccumulatingRuntime<MemberId>,
+    envelope: Envelope,
+    transport: T,
+    events: mpsc::Sender<Event>,
+    timers: Timers,
+    seeds: Vec<SocketAddr>,
+    decrypt_failures: u64,
+    last_failure_log: Option<std::time::Instant>,
+    delivered: Delivered,
+}
+
+impl<T: Transport> Member<T> {
+    pub(crate) fn new(
+        identity: MemberId,
+        settings: &GossipSettings,
+        transport: T,
+        events: mpsc::Sender<Event>,
+    ) -> Member<T> {
+        let mut config = Config::new_lan(NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN));
+        config.probe_period = settings.probe_period;
+        config.probe_rtt = settings.probe_timeout;
+        config.suspect_to_down_after = settings.suspect_to_down;
+        config.max_packet_size =
+            NonZeroUsize::new(MAX_PACKET - OVERHEAD - 1).unwrap_or(NonZeroUsize::MIN);
+        // Keep announcing to the seeds: a restarted overwatch relearns every agent quickly.
+        config.periodic_announce = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(5),
+            num_members: NonZeroUsize::MIN,
+        });
+        let delivered = Delivered::default();
+        let reports = Reports::new(settings.role == Role::Overwatch, delivered.clone());
+        let rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+            now_ms() ^ u64::from(std::process::id()) ^ identity.addr.port() as u64,
+        );
+        Member {
+            foca: Foca::with_custom_broadcast(identity, config, rng, PostcardCodec, reports),
+            runtime: AccumulatingRuntime::new(),
+            envelope: Envelope::new(&settings.key, settings.replay_window),
+            transport,
+            events,
+            timers: Timers::default(),
+            seeds: settings.seeds.clone(),
+            decrypt_failures: 0,
+            last_failure_log: None,
+            delivered,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        self.announce_to_seeds().await;
+        let mut buf = vec![0u8; 65_536];
+        let mut reannounce = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let next_timer = self.timers.next_deadline();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(command) = commands.recv() => match command {
+                    Command::Publish(signed) => self.publish(signed).await,
+                    Command::Leave(signed) => {
+                        self.publish(signed).await;
+                        break;
+                    }
+                    Command::Latency(parts) => self.send_latency(parts).await,
+                },
+                received = self.transport.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => self.receive(&buf[..n], from),
+                    Err(err) => tracing::debug!(error = %err, "gossip receive failed"),
+                },
+                () = sleep_until(next_timer) => self.fire_due_timers(),
+                _ = reannounce.tick(), if self.foca.num_members() == 0 => self.announce_to_seeds().await,
+            }
+            self.flush().await;
+        }
+        // Graceful leave: tell the cluster we are going, so nobody waits for a timeout.
+        if let Err(err) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!(error = %err, "leaving the gossip cluster");
+        }
+        self.flush().await;
+    }
+
+    async fn announce_to_seeds(&mut self) {
+        for seed in self.seeds.clone() {
+            // The seed's real identity is learned from its answer; this one only routes.
+            let probe = MemberId {
+                addr: seed,
+                role: Role::Overwatch,
+                name: String::new(),
+                bump: 0,
+            };
+            if let Err(err) = self.foca.announce(probe, &mut self.runtime) {
+                tracing::debug!(error = %err, %seed, "announce failed");
+            }
+        }
+        self.flush().await;
+    }
+
+    async fn publish(&mut self, signed: SignedReport) {
+        let bytes = Message::V1(MessageV1::Report(signed)).encode();
+        match self.foca.add_broadcast(&bytes) {
+            Ok(_) => {}
+            Err(foca::Error::DataTooBig) => tracing::warn!(
+                bytes = bytes.len(),
+                "report too big to gossip; sent directly only"
+            ),
+            Err(err) => tracing::warn!(error = %err, "cannot disseminate the report"),
+        }
+        let packet = packet::seal_direct(&self.envelope, &bytes);
+        for target in self.overwatch_targets() {
+            self.send(&packet, target).await;
+        }
+    }
+
+    /// Every overwatch member (and the seeds, before membership converged).
+    fn overwatch_targets(&self) -> Vec<SocketAddr> {
+        let mut targets: Vec<SocketAddr> = self
+            .foca
+            .iter_members()
+            .filter(|m| m.id().role == Role::Overwatch)
+            .map(|m| m.id().addr)
+            .collect();
+        for seed in &self.seeds {
+            if !targets.contains(seed) {
+                targets.push(*seed);
+            }
+        }
+        targets
+    }
+
+    async fn send_latency(&mut self, parts: Vec<SignedLatency>) {
+        let targets = self.overwatch_targets();
+        for signed in parts {
+            let packet = packet::seal_latency(&self.envelope, signed);
+            for target in &targets {
+                self.send(&packet, *target).await;
+            }
+        }
+    }
+
+    fn receive(&mut self, sealed: &[u8], from: SocketAddr) {
+        let payload = match self.envelope.open(sealed, now_ms()) {
+            Ok(payload) => payload,
+            Err(err) => {
+                self.decrypt_failures += 1;
+                metrics::counter!("opengslb_gossip_decrypt_failures_total").increment(1);
+                let now = std::time::Instant::now();
+                if self
+                    .last_failure_log
+                    .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+                {
+                    tracing::warn!(%from, error = %err, total = self.decrypt_failures, "dropped a gossip packet that did not open");
+                    self.last_failure_log = Some(now);
+                }
+                return;
+            }
+        };
+        metrics::counter!("opengslb_gossip_packets_total", "direction" => "in").increment(1);
+        let result = match Kind::split(&payload) {
+            Some((Kind::Foca, data)) => self.foca.handle_data(data, &mut self.runtime),
+            Some((Kind::Direct, data)) => self.foca.add_broadcast(data).map(drop),
+            Some((Kind::Latency, data)) => {
+                match Message::decode(data) {
+                    Ok(Message::V1(MessageV1::Latency(signed))) => {
+                        self.emit(Event::Latency(signed));
+                    }
+                    _ => tracing::debug!(%from, "undecodable latency packet"),
+                }
+                Ok(())
+            }
+            None => {
+                tracing::debug!(%from, "unknown gossip packet kind");
+                Ok(())
+            }
+        };
+        if let Err(err) = result {
+            tracing::debug!(%from, error = %err, "gossip packet not applied");
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            if let Err(err) = self.foca.handle_timer(timer, &mut self.runtime) {
+                tracing::debug!(error = %err, "gossip timer");
+            }
+        }
+    }
+
+    /// Sends what foca queued, schedules its timers, and forwards notifications.
+    async fn flush(&mut self) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            let sealed = packet::seal(&self.envelope, Kind::Foca, &data);
+            self.send(&sealed, to.addr).await;
+        }
+        let now = Instant::now();
+        while let Some((delay, timer)) = self.runtime.to_schedule() {
+            self.timers.schedule(now, delay, timer);
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            let event = match notification {
+                OwnedNotification::MemberUp(id) => Some(Event::MemberUp(id)),
+                OwnedNotification::MemberDown(id) => Some(Event::MemberDown(id)),
+                OwnedNotification::Idle => {
+                    tracing::debug!("no gossip members reachable");
+                    None
+                }
+                _ => None,
+            };
+            if let Some(event) = event {
+                self.emit(event);
+            }
+        }
+        for signed in self.delivered.take() {
+            self.emit(Event::Report(signed));
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        if self.events.try_send(event).is_err() {
+            // The consumer is behind or gone; membership keeps converging without it, and
+            // the next periodic report repairs what it missed.
+            tracing::debug!("gossip event dropped: consumer is not keeping up");
+        }
+    }
+
+    async fn send(&self, packet: &[u8], to: SocketAddr) {
+        metrics::counter!("opengslb_gossip_packets_total", "direction" => "out").increment(1);
+        if let Err(err) = self.transport.send_to(packet, to).await {
+            tracing::debug!(%to, error = %err, "gossip send failed");
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,348 @@
+//! Membership and reports on the in-memory network with paused time (deterministic:
+//! only foca's own timers move the clock), plus one run over real UDP.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::identity::AgentIdentity;
+use crate::wire::{StatusReport, VersionClock};
+
+fn settings(role: Role, name: &str, seeds: Vec<SocketAddr>, key: u8) -> GossipSettings {
+    let mut s = GossipSettings::lan(
+        "127.0.0.1:0".parse().expect("addr"),
+        seeds,
+        ClusterKey::from_bytes([key; 32]),
+        role,
+        name.into(),
+    );
+    s.probe_period = Duration::from_millis(200);
+    s.probe_timeout = Duration::from_millis(100);
+    s.suspect_to_down = Duration::from_millis(400);
+    s
+}
+
+/// A member on the in-memory network at `ip`.
+fn mem_member(
+    net: &MemNetwork,
+    ip: &str,
+    role: Role,
+    name: &str,
+    seeds: Vec<SocketAddr>,
+    key: u8,
+    stop: CancellationToken,
+) -> GossipHandle {
+    let transport = net
+        .bind(format!("{ip}:7946").parse().expect("addr"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let addr = transport.local_addr();
+    spawn(transport, addr, settings(role, name, seeds, key), stop)
+}
+
+fn report(agent: &AgentIdentity, version: u64) -> SignedReport {
+    let report = StatusReport {
+        agent_id: agent.agent_id().into(),
+        region: "eu".into(),
+        version,
+        backends: Vec::new(),
+        leaving: false,
+    };
+    SignedReport::sign(&report, agent, "token-0123456789abcdef").expect("sign")
+}
+
+async fn publish(member: &GossipHandle, report: &SignedReport) {
+    member
+        .commands
+        .send(Command::Publish(report.clone()))
+        .await
+        .expect("publish");
+}
+
+/// The next report delivered within 2 s.
+async fn next_report(events: &mut mpsc::Receiver<Event>) -> Option<SignedReport> {
+    match next_event(events, Duration::from_secs(2), |e| {
+        matches!(e, Event::Report(_))
+    })
+    .await
+    {
+        Some(Event::Report(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// The next event matching `want`, within `limit`.
+async fn next_event(
+    events: &mut mpsc::Receiver<Event>,
+    limit: Duration,
+    want: impl Fn(&Event) -> bool,
+) -> Option<Event> {
+    tokio::time::timeout(limit, async {
+        while let Some(event) = events.recv().await {
+            if want(&event) {
+                return Some(event);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+fn is_up(name: &'static str) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::MemberUp(id) if id.name == name)
+}
+
+fn is_down(name: &'static str) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::MemberDown(id) if id.name == name)
+}
+
+#[test]
+fn an_all_addresses_bind_announces_the_address_that_reaches_the_seeds() {
+    let any: SocketAddr = "0.0.0.0:7946".parse().expect("addr");
+    let seed: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    assert_eq!(
+        routable(any, &[seed]),
+        "127.0.0.1:7946".parse::<SocketAddr>().expect("addr")
+    );
+    let bound: SocketAddr = "127.0.0.5:7000".parse().expect("addr");
+    assert_eq!(
+        routable(bound, &[seed]),
+        bound,
+        "a specific bind is announced as it is"
+    );
+    assert_eq!(
+        routable(any, &[]),
+        any,
+        "no seed to tell: unchanged (and a warning)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reports_reach_overwatch_and_a_leaving_agent_is_down_at_once() {
+    let net = MemNetwork::new();
+    let shutdown = CancellationToken::new();
+    let mut overwatch = mem_member(
+        &net,
+        "10.0.0.1",
+        Role::Overwatch,
+        "ow-1",
+        vec![],
+        7,
+        shutdown.clone(),
+    );
+    let agent_stop = shutdown.child_token();
+    let agent = mem_member(
+        &net,
+        "10.0.1.1",
+        Role::Agent,
+        "eu-agent",
+        vec![overwatch.identity.addr],
+        7,
+        agent_stop.clone(),
+    );
+    let up = next_event(
+        &mut overwatch.events,
+        Duration::from_secs(5),
+        is_up("eu-agent"),
+    )
+    .await;
+    assert!(up.is_some(), "the agent joins through its seed");
+
+    let me = AgentIdentity::generate("eu").expect("identity");
+    let mut clock = VersionClock::default();
+    let first = report(&me, clock.next(now_us()));
+    publish(&agent, &first).await;
+    assert_eq!(
+        next_report(&mut overwatch.events).await,
+        Some(first.clone()),
+        "delivered as sent"
+    );
+    // Sending the same version again delivers nothing new; the newer one arrives.
+    publish(&agent, &first).await;
+    let newer = report(&me, clock.next(now_us()));
+    publish(&agent, &newer).await;
+    assert_eq!(
+        next_report(&mut overwatch.events).await,
+        Some(newer),
+        "the duplicate was not delivered"
+    );
+
+    let left = Instant::now();
+    agent_stop.cancel();
+    agent.task.await.expect("agent task ends after leaving");
+    let down = next_event(
+        &mut overwatch.events,
+        Duration::from_secs(5),
+        is_down("eu-agent"),
+    )
+    .await;
+    assert!(down.is_some(), "a graceful leave is seen");
+    // Virtual time: only foca's timers advance it, so this is exact, not a race.
+    assert!(
+        left.elapsed() < Duration::from_millis(100),
+        "at once, not after a probe and the suspicion timeout: {:?}",
+        left.elapsed()
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_member_is_detected_and_a_wrong_key_never_joins() {
+    let net = MemNetwork::new();
+    let shutdown = CancellationToken::new();
+    let mut overwatch = mem_member(
+        &net,
+        "10.0.0.1",
+        Role::Overwatch,
+        "ow-1",
+        vec![],
+        7,
+        shutdown.clone(),
+    );
+    let _stranger = mem_member(
+        &net,
+        "10.0.9.9",
+        Role::Agent,
+        "stranger",
+        vec![overwatch.identity.addr],
+        8,
+        shutdown.clone(),
+    );
+    let agent = mem_member(
+        &net,
+        "10.0.1.1",
+        Role::Agent,
+        "mortal",
+        vec![overwatch.identity.addr],
+        7,
+        CancellationToken::new(),
+    );
+    assert!(
+        next_event(
+            &mut overwatch.events,
+            Duration::from_secs(5),
+            is_up("mortal")
+        )
+        .await
+        .is_some()
+    );
+    // Kill without leaving: abort the task (no leave message is sent).
+    agent.task.abort();
+    let died = Instant::now();
+    assert!(
+        next_event(
+            &mut overwatch.events,
+            Duration::from_secs(5),
+            is_down("mortal")
+        )
+        .await
+        .is_some(),
+        "failed probes declare it down"
+    );
+    // A probe period or two to notice, then the suspicion timeout (test settings).
+    let took = died.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "declared down after the suspicion timeout, within a few probe periods: {took:?}"
+    );
+    // Everything above ran with the stranger knocking with another key.
+    assert!(
+        next_event(
+            &mut overwatch.events,
+            Duration::from_millis(300),
+            is_up("stranger")
+        )
+        .await
+        .is_none(),
+        "a member with another key never appears"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partitioned_agent_goes_down_and_comes_back_when_the_link_heals() {
+    let net = MemNetwork::new();
+    let shutdown = CancellationToken::new();
+    let mut overwatch = mem_member(
+        &net,
+        "10.0.0.1",
+        Role::Overwatch,
+        "ow-1",
+        vec![],
+        7,
+        shutdown.clone(),
+    );
+    let agent = mem_member(
+        &net,
+        "10.0.1.1",
+        Role::Agent,
+        "island",
+        vec![overwatch.identity.addr],
+        7,
+        shutdown.clone(),
+    );
+    assert!(
+        next_event(
+            &mut overwatch.events,
+            Duration::from_secs(5),
+            is_up("island")
+        )
+        .await
+        .is_some()
+    );
+    net.partition(overwatch.identity.addr, agent.identity.addr);
+    assert!(
+        next_event(
+            &mut overwatch.events,
+            Duration::from_secs(5),
+            is_down("island")
+        )
+        .await
+        .is_some(),
+        "a partitioned agent is declared down"
+    );
+    net.heal();
+    // The agent re-announces to its seed while it sees no members, or is renewed.
+    assert!(
+        next_event(
+            &mut overwatch.events,
+            Duration::from_secs(30),
+            is_up("island")
+        )
+        .await
+        .is_some(),
+        "after the partition heals the agent is back"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn over_real_udp_a_report_reaches_overwatch() {
+    let shutdown = CancellationToken::new();
+    let mut overwatch = start(
+        settings(Role::Overwatch, "ow-udp", vec![], 7),
+        shutdown.clone(),
+    )
+    .await
+    .expect("bind overwatch");
+    let agent = start(
+        settings(Role::Agent, "udp-agent", vec![overwatch.identity.addr], 7),
+        shutdown.clone(),
+    )
+    .await
+    .expect("bind agent");
+    let me = AgentIdentity::generate("eu").expect("identity");
+    let signed = report(&me, 1);
+    publish(&agent, &signed).await;
+    assert_eq!(
+        next_report(&mut overwatch.events).await,
+        Some(signed),
+        "the report crossed a real socket sealed and opened"
+    );
+    shutdown.cancel();
+}
