@@ -19,13 +19,14 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::cluster::machine::{
-    Override, OverrideKey, Request as RaftRequest, RequestV1, Response as RaftResponse,
-};
 use crate::cluster::node::{Cluster, Write, WriteError};
 use crate::dns::DnsSnapshot;
-use crate::state::{BackendView, ViewRx, service_counts};
-use crate::status::{Effective, Validation};
+use crate::model::machine::{
+    Override, OverrideKey, Request as RaftRequest, RequestV1, Response as RaftResponse,
+};
+use crate::model::status::{Effective, Validation};
+use crate::model::view::{AgentView, BackendView, Change, service_counts, wall_ms};
+use crate::state::ViewRx;
 
 /// What the handlers read, and where mutations go.
 #[derive(Clone)]
@@ -316,7 +317,7 @@ async fn stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
         "registered_agents": view.agents.len(),
         "registry_backends": view.replicated.backends.len(),
         "pinned_agents": view.replicated.pins.len(),
-        "active_overrides": view.replicated.active_overrides(crate::state::wall_ms(SystemTime::now())).count(),
+        "active_overrides": view.replicated.active_overrides(wall_ms(SystemTime::now())).count(),
         "validation_enabled": view.settings.validation.enabled,
         "services": services,
     }))
@@ -432,7 +433,8 @@ async fn latency(
 /// `GET /api/v1/overwatch/changes`: the latest backend status changes, newest first.
 async fn changes(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let view = state.view.borrow().clone();
-    Json(json!({ "changes": *view.recent, "total": view.recent.len() }))
+    let changes: Vec<_> = view.recent.iter().map(change_json).collect();
+    Json(json!({ "changes": changes, "total": view.recent.len() }))
 }
 
 /// The status page: one HTML file and one script, compiled in (no CDN, works offline).
@@ -463,7 +465,35 @@ async fn status_script() -> Response {
 
 async fn agents(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let view = state.view.borrow().clone();
-    Json(json!({ "agents": view.agents, "total": view.agents.len() }))
+    let agents: Vec<_> = view.agents.iter().map(agent_json).collect();
+    Json(json!({ "agents": agents, "total": view.agents.len() }))
+}
+
+/// An agent as the API shows it.
+fn agent_json(a: &AgentView) -> serde_json::Value {
+    json!({
+        "agent_id": a.agent_id,
+        "region": a.region,
+        "fingerprint": a.fingerprint,
+        "services": a.services,
+        "backends": a.backends,
+        "last_seen": a.last_seen.map(rfc3339),
+        "stale": a.stale,
+        "left": a.left,
+        "version": a.version,
+    })
+}
+
+/// A status change as the API shows it.
+fn change_json(c: &Change) -> serde_json::Value {
+    json!({
+        "at": rfc3339(c.at),
+        "backend": c.backend,
+        "region": c.region,
+        "from": c.from,
+        "to": c.to,
+        "reason": c.reason,
+    })
 }
 
 async fn agent(
@@ -482,7 +512,9 @@ async fn agent(
         .filter(|b| b.agent.as_ref().is_some_and(|a| a.agent_id == id))
         .map(backend_json)
         .collect();
-    Ok(Json(json!({ "agent": found, "backends": backends })))
+    Ok(Json(
+        json!({ "agent": agent_json(found), "backends": backends }),
+    ))
 }
 
 async fn delete_agent(
@@ -520,14 +552,6 @@ async fn delete_agent(
     }
 }
 
-/// The token of an `Authorization: Bearer …` header (the API's and the cluster RPC's).
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-}
-
 /// The name of the `api.tokens` entry whose token the request carries.
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
     if state.tokens.is_empty() {
@@ -536,7 +560,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> 
             "changes are disabled: no api.tokens are configured".into(),
         ));
     }
-    let presented = bearer_token(headers).ok_or_else(|| {
+    let presented = crate::auth::bearer_token(headers).ok_or_else(|| {
         ApiError(
             StatusCode::UNAUTHORIZED,
             "a change needs `Authorization: Bearer TOKEN` with a token from api.tokens".into(),
@@ -545,7 +569,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> 
     // Every token is compared in full, so timing tells nothing about which one nearly matched.
     let mut found = None;
     for (name, token) in state.tokens.iter() {
-        if crate::agents::constant_time_eq(token.as_bytes(), presented.as_bytes()) {
+        if crate::auth::constant_time_eq(token.as_bytes(), presented.as_bytes()) {
             found = Some(name.clone());
         }
     }
@@ -615,7 +639,7 @@ fn override_json(key: &OverrideKey, o: &Override, now_ms: u64) -> OverrideJson {
 
 async fn overrides(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let machine = state.cluster.machine().borrow().clone();
-    let now = crate::state::wall_ms(SystemTime::now());
+    let now = wall_ms(SystemTime::now());
     let list: Vec<OverrideJson> = machine
         .overrides
         .iter()
@@ -650,7 +674,7 @@ async fn get_override(
 ) -> Result<Json<OverrideJson>, ApiError> {
     let key = override_key(&service, &address)?;
     let machine = state.cluster.machine().borrow().clone();
-    let now = crate::state::wall_ms(SystemTime::now());
+    let now = wall_ms(SystemTime::now());
     machine
         .overrides
         .get(&key)
@@ -727,7 +751,7 @@ async fn put_override(
                 })?,
         ),
     };
-    let now = crate::state::wall_ms(SystemTime::now());
+    let now = wall_ms(SystemTime::now());
     let value = Override {
         healthy: request.healthy,
         reason: request.reason.trim().to_owned(),

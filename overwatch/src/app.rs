@@ -20,9 +20,10 @@ use crate::api::{self, ApiState};
 use crate::cluster::node::Cluster;
 use crate::config::{self, ConfigError, Problem, Settings};
 use crate::dns::{self, DnsSnapshot};
-use crate::geo::GeoDb;
 use crate::health::{CheckTarget, Prober, spawn_checks};
-use crate::state::{Command, StateOwner, ViewRx, backend_keys};
+use crate::model::geo::GeoDb;
+use crate::model::view::backend_keys;
+use crate::state::{Command, StateOwner, ViewRx};
 
 /// Buckets for the DNS and check duration histograms (seconds).
 const LATENCY_BUCKETS: [f64; 12] = [

@@ -1,18 +1,17 @@
 //! opengslb-overwatch: health-checked, authoritative GSLB DNS.
 //!
-//! See ARCHITECTURE.md for the map: `config` → `health` → `state` → `dns` snapshot.
+//! See ARCHITECTURE.md for the map: a pure `model` under thin shells — `config` →
+//! `health` and gossip → `state` (the owner) → `dns` snapshot, `api`, `cluster`.
 
-pub mod agents;
 #[cfg(test)]
 mod alloc_count;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod crypto;
 pub mod dns;
-pub mod geo;
 pub mod health;
-pub mod latency;
-pub mod routing;
+pub mod model;
 pub mod state;
-pub mod status;

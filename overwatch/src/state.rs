@@ -9,21 +9,22 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opengslb_proto::member::{Event, Role};
 use opengslb_proto::wire::{AdminState, HealthState, StatusReport};
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::agents::{Admitted, AgentBook, Pin};
-use crate::cluster::machine::{
-    Machine, Override, OverrideKey, PinRecord, RegistryKey, RegistryRecord, RequestV1,
-};
 use crate::cluster::node::{Cluster, Write};
 use crate::config::Settings;
-use crate::dns::ResolverSeen;
-use crate::geo::GeoDb;
-use crate::health::{CheckReport, CheckState};
-use crate::latency::{LatencyIndex, LatencyTable, Merged, Resolvers};
-use crate::status::{AgentClaim, Effective, Layers, Validation, effective};
+use crate::health::CheckReport;
+use crate::model::admission::{Admitted, AgentBook, Pin};
+use crate::model::check::CheckState;
+use crate::model::geo::GeoDb;
+use crate::model::latency::{LatencyIndex, LatencyTable, Merged, ResolverSeen, Resolvers};
+use crate::model::machine::{Machine, OverrideKey, PinRecord, RegistryRecord, RequestV1};
+use crate::model::status::{AgentClaim, Effective, Layers, Validation, effective};
+use crate::model::view::{
+    AgentLayer, AgentView, BackendKey, BackendView, Change, View, backend_keys, display_key,
+    registry_key, service_counts, wall_ms,
+};
 
 /// How often staleness, removal and smoothed RTTs are re-evaluated.
 const TICK: Duration = Duration::from_millis(250);
@@ -35,133 +36,6 @@ const RECENT_CHANGES: usize = 200;
 const LATENCY_EXPIRY_PERIOD: Duration = Duration::from_secs(60);
 /// Most registry and pin changes the leader proposes in one Raft entry.
 const MAX_BATCH: usize = 1000;
-
-/// A backend's identity, stable across reloads.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct BackendKey {
-    /// Region name.
-    pub region: String,
-    /// Service name.
-    pub service: String,
-    /// Address.
-    pub address: IpAddr,
-    /// Port.
-    pub port: u16,
-}
-
-/// What an agent says about one backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentLayer {
-    /// The reporting agent.
-    pub agent_id: String,
-    /// Its admin state (or leaving).
-    pub admin: AdminState,
-    /// Its health claim.
-    pub health: HealthState,
-    /// CPU weight percentage.
-    pub weight_pct: u8,
-    /// When its last report arrived.
-    pub last_seen: SystemTime,
-    /// No fresh report, or gossip declared it down.
-    pub stale: bool,
-    /// It announced its departure.
-    pub left: bool,
-}
-
-/// One backend with every status layer.
-#[derive(Debug, Clone)]
-pub struct BackendView {
-    /// Identity.
-    pub key: BackendKey,
-    /// Index into `settings.regions`.
-    pub region: usize,
-    /// Weight used for routing: configured weight scaled by the agent's CPU percentage.
-    pub weight: u32,
-    /// Validation check thresholds and last results.
-    pub check: CheckState,
-    /// The validation layer.
-    pub validation: Validation,
-    /// The agent layer, if an agent reports this backend.
-    pub agent: Option<AgentLayer>,
-    /// Configured in the file (false: known from an agent only).
-    pub configured: bool,
-    /// What DNS makes of it.
-    pub effective: Effective,
-    /// Why, in words.
-    pub reason: String,
-    /// When `effective` last changed (or the backend appeared).
-    pub last_change: SystemTime,
-    /// The operator override in force, if any.
-    pub override_: Option<Override>,
-    /// Known only from the replicated registry: no report since this node started.
-    pub remembered: bool,
-}
-
-/// A known agent, for the API.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentView {
-    /// `{region}-{12 hex}`.
-    pub agent_id: String,
-    /// Its region.
-    pub region: String,
-    /// Pinned certificate fingerprint (SHA-256, hex).
-    pub fingerprint: String,
-    /// Services it reports.
-    pub services: Vec<String>,
-    /// Backends in its last report.
-    pub backends: usize,
-    /// Last report, RFC 3339.
-    pub last_seen: Option<String>,
-    /// Stale (quiet or down).
-    pub stale: bool,
-    /// Announced its departure.
-    pub left: bool,
-    /// Newest report version.
-    pub version: u64,
-}
-
-/// Everything answers and the API are computed from, at one moment.
-#[derive(Debug, Clone)]
-pub struct View {
-    /// The configuration in force.
-    pub settings: Arc<Settings>,
-    /// The geolocation database in force.
-    pub geo: Option<Arc<GeoDb>>,
-    /// Backends: configured ones in config order, then agent-only ones.
-    pub backends: Vec<BackendView>,
-    /// Pinned agents.
-    pub agents: Vec<AgentView>,
-    /// Per domain, the addresses that were in rotation most recently (for
-    /// `return_last_healthy`).
-    pub last_healthy: HashMap<String, Vec<IpAddr>>,
-    /// Increases with every publication.
-    pub generation: u64,
-    /// The replicated state this view was computed with.
-    pub replicated: Arc<Machine>,
-    /// Learned client latency, for `learned_latency` answers.
-    pub latency: Arc<LatencyIndex>,
-    /// The same, merged per (subnet, region), for the API.
-    pub latency_cells: Arc<Vec<Merged>>,
-    /// The latest backend status changes, newest first.
-    pub recent: Arc<Vec<Change>>,
-}
-
-/// One backend status change.
-#[derive(Debug, Clone, Serialize)]
-pub struct Change {
-    /// RFC 3339.
-    pub at: String,
-    /// `service/address:port`.
-    pub backend: String,
-    /// Region.
-    pub region: String,
-    /// Status before.
-    pub from: &'static str,
-    /// Status after.
-    pub to: &'static str,
-    /// Why, in words.
-    pub reason: String,
-}
 
 /// Readers' handle on the latest view.
 pub type ViewRx = watch::Receiver<Arc<View>>;
@@ -212,26 +86,6 @@ pub struct StateOwner {
     resolvers: Resolvers,
     observations: Option<mpsc::Receiver<ResolverSeen>>,
     recent: std::collections::VecDeque<Change>,
-}
-
-/// The keys of every configured backend, in config order, with their region index.
-pub fn backend_keys(settings: &Settings) -> Vec<(usize, BackendKey, u32)> {
-    settings
-        .regions
-        .iter()
-        .enumerate()
-        .flat_map(|(i, region)| {
-            region.servers.iter().map(move |s| {
-                let key = BackendKey {
-                    region: region.name.clone(),
-                    service: s.service.clone(),
-                    address: s.address,
-                    port: s.port,
-                };
-                (i, key, s.weight)
-            })
-        })
-        .collect()
 }
 
 impl StateOwner {
@@ -713,7 +567,7 @@ impl StateOwner {
         let (cluster, proposing) = (cluster.clone(), Arc::clone(&self.proposing));
         let count = changes.len();
         tokio::spawn(async move {
-            let write = Write::Request(crate::cluster::machine::Request::V1(RequestV1::Batch(
+            let write = Write::Request(crate::model::machine::Request::V1(RequestV1::Batch(
                 changes,
             )));
             if let Err(e) = cluster.write(write).await {
@@ -805,7 +659,7 @@ impl StateOwner {
             .filter(|o| o.active(wall_ms(SystemTime::now())))
             .cloned();
         let (effective, reason) = effective(&Layers {
-            override_: override_.as_ref().map(|o| crate::status::Override {
+            override_: override_.as_ref().map(|o| crate::model::status::Override {
                 healthy: o.healthy,
                 reason: format!("{} (by {})", o.reason, o.author),
             }),
@@ -877,7 +731,7 @@ impl StateOwner {
                     if let Some((before, _)) = previous {
                         tracing::info!(backend = %display_key(&b.key), status = b.effective.name(), reason = %b.reason, "backend status changed");
                         self.recent.push_front(Change {
-                            at: crate::api::rfc3339(SystemTime::now()),
+                            at: SystemTime::now(),
                             backend: display_key(&b.key),
                             region: b.key.region.clone(),
                             from: before.name(),
@@ -957,7 +811,7 @@ impl StateOwner {
                     fingerprint: pin.fingerprint.clone(),
                     services: pin.services.iter().cloned().collect(),
                     backends: entry.map_or(0, |a| a.report.backends.len()),
-                    last_seen: entry.map(|a| crate::api::rfc3339(a.received_at)),
+                    last_seen: entry.map(|a| a.received_at),
                     stale: entry.is_none_or(|a| {
                         a.member_down
                             || now.duration_since(a.received) > self.settings.stale.threshold
@@ -1007,43 +861,10 @@ async fn next_observation(rx: &mut Option<mpsc::Receiver<ResolverSeen>>) -> Opti
     }
 }
 
-/// Milliseconds since the epoch.
-pub fn wall_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn registry_key(key: &BackendKey) -> RegistryKey {
-    RegistryKey {
-        region: key.region.clone(),
-        service: key.service.clone(),
-        address: std::net::SocketAddr::new(key.address, key.port),
-    }
-}
-
-/// `service/address:port` for logs.
-pub fn display_key(key: &BackendKey) -> String {
-    format!(
-        "{}/{}",
-        key.service,
-        std::net::SocketAddr::new(key.address, key.port)
-    )
-}
-
-/// Per service: (total, healthy).
-pub fn service_counts(backends: &[BackendView]) -> BTreeMap<String, (usize, usize)> {
-    let mut counts = BTreeMap::new();
-    for b in backends {
-        let e: &mut (usize, usize) = counts.entry(b.key.service.clone()).or_default();
-        e.0 += 1;
-        e.1 += usize::from(b.effective.in_rotation());
-    }
-    counts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::machine::Override;
     use opengslb_proto::identity::AgentIdentity;
     use opengslb_proto::member::MemberId;
     use opengslb_proto::wire::{BackendReport, SignedReport};
@@ -1161,7 +982,7 @@ mod tests {
             "{changes:?}"
         );
         for change in changes {
-            machine.apply(&crate::cluster::machine::Request::V1(change));
+            machine.apply(&crate::model::machine::Request::V1(change));
         }
         o.replicate(Arc::new(machine.clone()));
         assert!(
@@ -1180,7 +1001,7 @@ mod tests {
             set_at_ms: wall_ms(wall),
             expires_at_ms: Some(wall_ms(wall) + 60_000),
         };
-        machine.apply(&crate::cluster::machine::Request::V1(
+        machine.apply(&crate::model::machine::Request::V1(
             RequestV1::SetOverride {
                 key: key.clone(),
                 value: forced_out.clone(),
@@ -1213,7 +1034,7 @@ mod tests {
         assert_eq!(o.compute(t0)[0].effective, Effective::Healthy);
 
         // The pin is revoked cluster-wide: this node forgets the agent and its backend.
-        machine.apply(&crate::cluster::machine::Request::V1(
+        machine.apply(&crate::model::machine::Request::V1(
             RequestV1::RevokeAgent {
                 agent_id: a.agent_id().into(),
             },

@@ -204,7 +204,7 @@ fn validate(file: &std::path::Path) -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<String, String> {
-    opengslb_overwatch::health::install_crypto_provider();
+    opengslb_overwatch::crypto::install_provider();
     let client = reqwest::Client::builder()
         .timeout(cli.timeout)
         .build()

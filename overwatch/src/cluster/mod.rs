@@ -1,9 +1,9 @@
 //! The three-node overwatch cluster (design.md, "Raft cluster").
 //!
-//! `machine` is the replicated state machine: pure and deterministic. The Raft runtime
-//! (openraft with redb storage, RPC between nodes) is built around it.
+//! The Raft runtime around the replicated state machine (`model::machine`, pure and
+//! deterministic): `store` is openraft storage on redb, `network` the RPC between nodes,
+//! `node` starting, bootstrapping, writing and membership.
 
-pub mod machine;
 pub mod network;
 pub mod node;
 pub mod store;

@@ -32,7 +32,7 @@ pub struct Network {
 impl Network {
     /// A network that authenticates with `secret`.
     pub fn new(secret: &str) -> Result<Network, reqwest::Error> {
-        crate::health::install_crypto_provider();
+        crate::crypto::install_provider();
         Ok(Network {
             client: reqwest::Client::builder().no_proxy().build()?,
             secret: Arc::new(secret.to_owned()),
@@ -214,8 +214,8 @@ async fn check_secret(
 
 /// Whether the request's bearer token is the secret (compared in constant time).
 fn authorized(secret: &str, headers: &HeaderMap) -> bool {
-    crate::api::bearer_token(headers)
-        .is_some_and(|p| crate::agents::constant_time_eq(p.as_bytes(), secret.as_bytes()))
+    crate::auth::bearer_token(headers)
+        .is_some_and(|p| crate::model::admission::constant_time_eq(p.as_bytes(), secret.as_bytes()))
 }
 
 async fn append(
@@ -262,8 +262,8 @@ mod tests {
     use openraft::Config;
 
     use super::*;
-    use crate::cluster::machine::{Override, OverrideKey, Request, RequestV1};
     use crate::cluster::store::{StateMachineStore, open};
+    use crate::model::machine::{Override, OverrideKey, Request, RequestV1};
 
     const SECRET: &str = "cluster-secret-0123456789";
 

@@ -24,10 +24,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::machine::{Machine, Request, Response};
 use super::network::{Network, VoteGate, require_secret, router as raft_router};
 use super::store::{NodeId, TypeConfig, open};
 use crate::config::ClusterSettings;
+use crate::model::machine::{Machine, Request, Response};
 
 /// The storage file's name under `data_dir`.
 pub const STORE_FILE: &str = "overwatch-raft.redb";

@@ -21,7 +21,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::Mutex;
 
-use super::machine::{Machine, Request, Response};
+use crate::model::machine::{Machine, Request, Response};
 
 openraft::declare_raft_types!(
     /// The cluster's Raft types: our requests and responses, u64 node ids.
@@ -475,7 +475,7 @@ mod tests {
         {
             let (mut logs, mut sm) = open(&path).map_err(|e| StorageIOError::write(any(e)))?;
             logs.save_vote(&vote).await?;
-            let request = Request::V1(super::super::machine::RequestV1::RevokeAgent {
+            let request = Request::V1(crate::model::machine::RequestV1::RevokeAgent {
                 agent_id: "eu-x".into(),
             });
             let entries = vec![

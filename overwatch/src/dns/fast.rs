@@ -22,7 +22,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use super::handler::{self, Client, EDNS_PAYLOAD, Label, Outcome, Placement, Section};
 use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind, Zone};
-use crate::routing::INLINE_PICKS;
+use crate::model::routing::INLINE_PICKS;
 
 /// The largest response the fast path writes: the EDNS payload we advertise.
 pub const MAX_RESPONSE: usize = EDNS_PAYLOAD as usize;

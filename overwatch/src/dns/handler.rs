@@ -16,8 +16,8 @@ use tokio::sync::watch;
 
 use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind};
 use crate::config::AllDownPolicy;
-use crate::geo::locate;
-use crate::routing::{Picks, Query, decide_among};
+use crate::model::geo::locate;
+use crate::model::routing::{Picks, Query, decide_among};
 
 /// UDP payload we advertise and accept in responses (RFC 9715 / DNS flag day 2020).
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -30,16 +30,7 @@ pub struct Handler {
     counter: AtomicU64,
     /// Where `learned_latency` decisions made for an ECS subnet are reported, as
     /// (resolver, region), so resolvers can be mapped to their clients' region.
-    observer: Option<tokio::sync::mpsc::Sender<ResolverSeen>>,
-}
-
-/// A resolver asked, with a learned ECS subnet, and the answer went to `region`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResolverSeen {
-    /// The resolver's address (the query's source).
-    pub resolver: IpAddr,
-    /// Index into `settings.regions`.
-    pub region: usize,
+    observer: Option<tokio::sync::mpsc::Sender<crate::model::latency::ResolverSeen>>,
 }
 
 /// One query in this many with a learned ECS decision is reported to the observer.
@@ -62,7 +53,10 @@ impl Handler {
     }
 
     /// Also reports learned decisions for ECS subnets (never waiting: a full channel drops).
-    pub fn with_observer(mut self, observer: tokio::sync::mpsc::Sender<ResolverSeen>) -> Handler {
+    pub fn with_observer(
+        mut self,
+        observer: tokio::sync::mpsc::Sender<crate::model::latency::ResolverSeen>,
+    ) -> Handler {
         self.observer = Some(observer);
         self
     }
@@ -254,7 +248,7 @@ impl RequestHandler for Handler {
         if let (Some(region), Some(observer)) = (answer.learned, &self.observer)
             && entropy % OBSERVE_EVERY == 0
         {
-            let _ = observer.try_send(ResolverSeen {
+            let _ = observer.try_send(crate::model::latency::ResolverSeen {
                 resolver: request.src().ip(),
                 region,
             });

@@ -17,7 +17,7 @@ use hickory_server::Server;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use handler::{Handler, ResolverSeen};
+pub use handler::Handler;
 pub use snapshot::DnsSnapshot;
 
 /// How long a TCP client may stay idle between queries.
@@ -91,15 +91,16 @@ impl DnsServer {
 pub fn serve(
     sockets: Sockets,
     snapshots: watch::Receiver<Arc<DnsSnapshot>>,
-    observer: Option<tokio::sync::mpsc::Sender<handler::ResolverSeen>>,
+    observer: Option<tokio::sync::mpsc::Sender<crate::model::latency::ResolverSeen>>,
 ) -> io::Result<DnsServer> {
-    let handler = |observer: &Option<tokio::sync::mpsc::Sender<handler::ResolverSeen>>| {
-        let handler = Handler::new(snapshots.clone());
-        match observer {
-            Some(o) => handler.with_observer(o.clone()),
-            None => handler,
-        }
-    };
+    let handler =
+        |observer: &Option<tokio::sync::mpsc::Sender<crate::model::latency::ResolverSeen>>| {
+            let handler = Handler::new(snapshots.clone());
+            match observer {
+                Some(o) => handler.with_observer(o.clone()),
+                None => handler,
+            }
+        };
     let udp = udp::UdpWorkers::start(
         sockets.udp,
         &snapshots,

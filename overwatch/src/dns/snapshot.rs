@@ -12,9 +12,9 @@ use hickory_proto::rr::{LowerName, Name, RData, Record};
 use metrics::SharedString;
 
 use crate::config::{Algorithm, AllDownPolicy, GeoSettings, RegionSettings, is_within};
-use crate::geo::GeoDb;
-use crate::routing::{Candidate, healthy_indices};
-use crate::state::View;
+use crate::model::geo::GeoDb;
+use crate::model::routing::{Candidate, healthy_indices};
+use crate::model::view::View;
 
 /// SOA timers (seconds): refresh, retry, expire. There are no secondaries to use them;
 /// they are the conventional values.
@@ -107,7 +107,7 @@ pub struct DnsSnapshot {
     /// The view generation this was built from.
     pub generation: u64,
     /// Learned client latency (`learned_latency`).
-    pub latency: Arc<crate::latency::LatencyIndex>,
+    pub latency: Arc<crate::model::latency::LatencyIndex>,
     /// Wire-format pieces for the UDP fast path.
     pub(crate) fast: super::fast::FastTables,
 }

@@ -17,8 +17,9 @@ use metrics::{Counter, Histogram};
 use tokio::sync::{mpsc, watch};
 
 use super::fast::{self, Answered, MAX_RESPONSE};
-use super::handler::{self, Label, OBSERVE_EVERY, Outcome, ResolverSeen};
+use super::handler::{self, Label, OBSERVE_EVERY, Outcome};
 use super::{DnsSnapshot, Handler};
+use crate::model::latency::ResolverSeen;
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 pub(super) const BATCH: usize = 32;

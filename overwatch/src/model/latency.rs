@@ -10,6 +10,15 @@ use std::time::{Duration, SystemTime};
 use opengslb_proto::subnet::Subnet;
 use opengslb_proto::wire::LatencyReport;
 
+/// A resolver asked, with a learned ECS subnet, and the answer went to `region`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolverSeen {
+    /// The resolver's address (the query's source).
+    pub resolver: IpAddr,
+    /// Index into `settings.regions`.
+    pub region: usize,
+}
+
 /// An agent's figure for a subnet not refreshed for this long is dropped. Agents re-send
 /// every subnet at least every ten report intervals (5 minutes by default).
 pub const ENTRY_TTL: Duration = Duration::from_secs(3600);
