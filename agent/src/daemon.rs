@@ -238,8 +238,8 @@ async fn publish_reports(
     let mut clock = VersionClock::default();
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
     loop {
-        let snapshot = Arc::clone(&snapshots.borrow_and_update());
-        match build_report(&snapshot, &cfg, &identity, clock.next(now_us()), false) {
+        let published = Arc::clone(&snapshots.borrow_and_update());
+        match build_report(&published, &cfg, &identity, clock.next(now_us()), false) {
             Ok(signed) => {
                 if commands.send(Command::Publish(signed)).await.is_err() {
                     return;
@@ -251,13 +251,35 @@ async fn publish_reports(
         }
         // The heartbeat bounds the time since the last report, whatever sent it.
         heartbeat.reset();
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            changed = snapshots.changed() => if changed.is_err() { return },
-            _ = heartbeat.tick() => {}
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if worth_publishing(&published, &snapshots.borrow()) {
+                        break;
+                    }
+                }
+                _ = heartbeat.tick() => break,
+            }
         }
     }
+}
+
+/// A CPU weight that moved by less than this since the last report waits for the next
+/// heartbeat: the weight wanders by a point or two all the time, and every report costs
+/// each overwatch node a signature check. HAProxy still hears every point at once.
+const WEIGHT_HYSTERESIS: u8 = 5;
+
+/// Whether `now` differs from the last published status enough to report at once: any
+/// admin or health change does, a weight change only past the hysteresis.
+fn worth_publishing(last: &Snapshot, now: &Snapshot) -> bool {
+    last.status.admin != now.status.admin
+        || last.backends != now.backends
+        || last.status.weight.get().abs_diff(now.status.weight.get()) >= WEIGHT_HYSTERESIS
 }
 
 fn build_report(
@@ -298,4 +320,47 @@ fn build_report(
         leaving,
     };
     SignedReport::sign(&report, identity, &cfg.service_token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Status, WeightPct};
+
+    fn snapshot(weight: u64, admin: Admin, backends: Vec<Health>) -> Snapshot {
+        let status = Status {
+            weight: WeightPct::clamped(weight),
+            admin,
+            health: Health::Up,
+        };
+        Snapshot::new(status, backends, None)
+    }
+
+    #[test]
+    fn small_weight_moves_wait_for_the_heartbeat_and_state_changes_do_not() {
+        let last = snapshot(80, Admin::Ready, vec![Health::Up]);
+        assert!(!worth_publishing(
+            &last,
+            &snapshot(76, Admin::Ready, vec![Health::Up])
+        ));
+        assert!(!worth_publishing(
+            &last,
+            &snapshot(84, Admin::Ready, vec![Health::Up])
+        ));
+        assert!(worth_publishing(
+            &last,
+            &snapshot(75, Admin::Ready, vec![Health::Up])
+        ));
+        assert!(
+            worth_publishing(&last, &snapshot(80, Admin::Drain, vec![Health::Up])),
+            "a drain goes out at once"
+        );
+        assert!(
+            worth_publishing(
+                &last,
+                &snapshot(80, Admin::Ready, vec![Health::Down("refused".into())])
+            ),
+            "a failing backend goes out at once"
+        );
+    }
 }

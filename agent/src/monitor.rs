@@ -68,7 +68,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(status: Status, backends: Vec<Health>, predictive: Option<String>) -> Self {
+    pub(crate) fn new(status: Status, backends: Vec<Health>, predictive: Option<String>) -> Self {
         let line = status.render();
         Snapshot {
             status,

@@ -25,7 +25,7 @@ use crate::model::machine::{
     Override, OverrideKey, Request as RaftRequest, RequestV1, Response as RaftResponse,
 };
 use crate::model::status::{Effective, Validation};
-use crate::model::view::{AgentView, BackendView, Change, service_counts, wall_ms};
+use crate::model::view::{AgentView, BackendView, Change, LastSeen, service_counts, wall_ms};
 use crate::state::ViewRx;
 
 /// What the handlers read, and where mutations go.
@@ -190,7 +190,9 @@ pub struct BackendJson {
     pub override_author: Option<String>,
 }
 
-fn backend_json(b: &BackendView) -> BackendJson {
+/// `seen` has the live last-report time of agents that still report (heartbeats do not
+/// publish a new view); a remembered backend shows when the registry last changed it.
+fn backend_json(b: &BackendView, seen: &LastSeen) -> BackendJson {
     let (validation_healthy, validation_state, validation_error) = match &b.validation {
         Validation::Disabled => (None, "disabled", None),
         Validation::Pending => (None, "pending", None),
@@ -211,7 +213,10 @@ fn backend_json(b: &BackendView) -> BackendJson {
             .agent
             .as_ref()
             .map(|a| !matches!(a.health, opengslb_proto::wire::HealthState::Down(_))),
-        agent_last_seen: b.agent.as_ref().map(|a| rfc3339(a.last_seen)),
+        agent_last_seen: b
+            .agent
+            .as_ref()
+            .map(|a| rfc3339(seen.get(&a.agent_id).unwrap_or(a.last_seen))),
         agent_admin: b.agent.as_ref().map(|a| {
             if a.left {
                 "left"
@@ -295,7 +300,7 @@ async fn backends(
         .filter(|b| status.is_none_or(|s| b.effective == s))
         .filter(|b| params.get("service").is_none_or(|s| &b.key.service == s))
         .filter(|b| params.get("region").is_none_or(|r| &b.key.region == r))
-        .map(backend_json)
+        .map(|b| backend_json(b, &view.seen))
         .collect();
     Ok(Json(json!({ "backends": list, "total": list.len() })))
 }
@@ -465,19 +470,23 @@ async fn status_script() -> Response {
 
 async fn agents(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let view = state.view.borrow().clone();
-    let agents: Vec<_> = view.agents.iter().map(agent_json).collect();
+    let agents: Vec<_> = view
+        .agents
+        .iter()
+        .map(|a| agent_json(a, &view.seen))
+        .collect();
     Json(json!({ "agents": agents, "total": view.agents.len() }))
 }
 
 /// An agent as the API shows it.
-fn agent_json(a: &AgentView) -> serde_json::Value {
+fn agent_json(a: &AgentView, seen: &LastSeen) -> serde_json::Value {
     json!({
         "agent_id": a.agent_id,
         "region": a.region,
         "fingerprint": a.fingerprint,
         "services": a.services,
         "backends": a.backends,
-        "last_seen": a.last_seen.map(rfc3339),
+        "last_seen": seen.get(&a.agent_id).or(a.last_seen).map(rfc3339),
         "stale": a.stale,
         "left": a.left,
         "version": a.version,
@@ -510,10 +519,10 @@ async fn agent(
         .backends
         .iter()
         .filter(|b| b.agent.as_ref().is_some_and(|a| a.agent_id == id))
-        .map(backend_json)
+        .map(|b| backend_json(b, &view.seen))
         .collect();
     Ok(Json(
-        json!({ "agent": agent_json(found), "backends": backends }),
+        json!({ "agent": agent_json(found, &view.seen), "backends": backends }),
     ))
 }
 

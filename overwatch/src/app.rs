@@ -145,6 +145,7 @@ pub async fn run(
     }
 
     let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsSnapshot::build(&view_rx.borrow())));
+    metrics::counter!("opengslb_dns_snapshot_builds_total").increment(1);
     tracker.spawn(publish_snapshots(view_rx.clone(), dns_tx, shutdown.clone()));
 
     let udp_workers = settings
@@ -294,12 +295,13 @@ async fn start_gossip(
     Ok(())
 }
 
-/// Rebuilds the DNS snapshot whenever the view changes.
+/// Rebuilds the DNS snapshot whenever the view changes what DNS answers.
 async fn publish_snapshots(
     mut view_rx: ViewRx,
     dns_tx: watch::Sender<Arc<DnsSnapshot>>,
     shutdown: CancellationToken,
 ) {
+    let mut built_from = view_rx.borrow_and_update().clone();
     loop {
         tokio::select! {
             biased;
@@ -309,7 +311,14 @@ async fn publish_snapshots(
                     return;
                 }
                 let view = view_rx.borrow_and_update().clone();
+                // The first real view is always built: readiness waits for a snapshot
+                // built from a view that saw the replicated state (generation > 0).
+                if built_from.generation > 0 && DnsSnapshot::same_inputs(&built_from, &view) {
+                    continue;
+                }
                 dns_tx.send_replace(Arc::new(DnsSnapshot::build(&view)));
+                metrics::counter!("opengslb_dns_snapshot_builds_total").increment(1);
+                built_from = view;
             }
         }
     }

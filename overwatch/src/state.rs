@@ -22,8 +22,8 @@ use crate::model::latency::{LatencyIndex, LatencyTable, Merged, ResolverSeen, Re
 use crate::model::machine::{Machine, OverrideKey, PinRecord, RegistryRecord, RequestV1};
 use crate::model::status::{AgentClaim, Effective, Layers, Validation, effective};
 use crate::model::view::{
-    AgentLayer, AgentView, BackendKey, BackendView, Change, View, backend_keys, display_key,
-    registry_key, service_counts, wall_ms,
+    AgentLayer, AgentView, BackendKey, BackendView, Change, LastSeen, View, backend_keys,
+    display_key, registry_key, service_counts, wall_ms,
 };
 
 /// How often staleness, removal and smoothed RTTs are re-evaluated.
@@ -86,6 +86,8 @@ pub struct StateOwner {
     resolvers: Resolvers,
     observations: Option<mpsc::Receiver<ResolverSeen>>,
     recent: std::collections::VecDeque<Change>,
+    /// The board published with the current view; heartbeats refresh it in place.
+    seen: Arc<LastSeen>,
 }
 
 impl StateOwner {
@@ -102,6 +104,7 @@ impl StateOwner {
             latency: Arc::default(),
             latency_cells: Arc::default(),
             recent: Arc::default(),
+            seen: Arc::default(),
         });
         let (tx, rx) = watch::channel(placeholder);
         let mut owner = StateOwner {
@@ -129,6 +132,7 @@ impl StateOwner {
             resolvers: Resolvers::default(),
             observations: None,
             recent: std::collections::VecDeque::new(),
+            seen: Arc::default(),
         };
         owner.sync_checks();
         owner.publish();
@@ -234,6 +238,9 @@ impl StateOwner {
             Event::Report(signed) => {
                 match self.book.admit(&signed, &self.settings.agent_tokens, wall) {
                     Ok(Admitted::New(report)) => {
+                        if self.heartbeat(&report, now, wall) {
+                            return false;
+                        }
                         if report.leaving {
                             tracing::info!(agent_id = %report.agent_id, "agent left: its backends leave DNS now");
                         }
@@ -279,6 +286,28 @@ impl StateOwner {
             }
             Event::MemberUp(_) | Event::MemberDown(_) => false,
         }
+    }
+
+    /// A report that says what the agent's last one said, from an agent that is neither
+    /// stale nor down: only its arrival is new. Refreshes the entry and the last-seen
+    /// board in place and returns true; nothing visible changed, so nothing is published.
+    fn heartbeat(&mut self, report: &StatusReport, now: Instant, wall: SystemTime) -> bool {
+        let threshold = self.settings.stale.threshold;
+        let Some(entry) = self.agents.get_mut(&report.agent_id) else {
+            return false;
+        };
+        let unchanged = !entry.member_down
+            && now.duration_since(entry.received) <= threshold
+            && entry.report.region == report.region
+            && entry.report.leaving == report.leaving
+            && entry.report.backends == report.backends;
+        if !unchanged || !self.seen.touch(&report.agent_id, wall) {
+            return false;
+        }
+        entry.report.version = report.version;
+        entry.received = now;
+        entry.received_at = wall;
+        true
     }
 
     /// Staleness and removal as time passes; publishes when a status changed.
@@ -824,6 +853,11 @@ impl StateOwner {
         metrics::gauge!("opengslb_overwatch_agents_registered").set(agents.len() as f64);
         metrics::gauge!("opengslb_overwatch_stale_agents")
             .set(agents.iter().filter(|a| a.stale && !a.left).count() as f64);
+        self.seen = Arc::new(LastSeen::new(
+            self.agents
+                .iter()
+                .map(|(id, a)| (id.as_str(), a.received_at)),
+        ));
         self.tx.send_replace(Arc::new(View {
             settings: self.settings.clone(),
             geo: self.geo.clone(),
@@ -835,6 +869,7 @@ impl StateOwner {
             latency: self.latency_index.clone(),
             latency_cells: self.latency_cells.clone(),
             recent: Arc::new(self.recent.iter().cloned().collect()),
+            seen: Arc::clone(&self.seen),
         }));
     }
 }
@@ -919,6 +954,68 @@ mod tests {
             .iter()
             .map(|b| (b.effective, b.weight))
             .collect()
+    }
+
+    #[test]
+    fn a_heartbeat_that_changes_nothing_publishes_nothing_but_is_seen() {
+        let (mut o, a, t0, wall) = (owner(), agent(), Instant::now(), SystemTime::now());
+        assert!(o.gossip(report(&a, 1, AdminState::Ready, false), t0, wall));
+        o.publish();
+        let generation = o.tx.borrow().generation;
+        let (t1, wall1) = (t0 + Duration::from_secs(8), wall + Duration::from_secs(8));
+        assert!(
+            !o.gossip(report(&a, 2, AdminState::Ready, false), t1, wall1),
+            "the same backends at a newer version: nothing visible changed"
+        );
+        let view = o.tx.borrow().clone();
+        assert_eq!(view.generation, generation, "no new view was published");
+        assert_eq!(
+            view.seen.get(a.agent_id()).map(wall_ms),
+            Some(wall_ms(wall1)),
+            "the published view shows the heartbeat's arrival all the same"
+        );
+        assert_eq!(
+            status(&o, t0 + Duration::from_secs(15)),
+            [(Effective::Healthy, 50)],
+            "the heartbeat keeps the agent fresh past the first report's threshold"
+        );
+        assert!(
+            o.gossip(
+                report(&a, 3, AdminState::Ready, false),
+                t1 + Duration::from_secs(11),
+                wall1
+            ),
+            "a report that revives a stale agent is visible"
+        );
+        assert!(
+            o.gossip(
+                report(&a, 4, AdminState::Drain, false),
+                t1 + Duration::from_secs(11),
+                wall1
+            ),
+            "a drain is visible"
+        );
+    }
+
+    #[test]
+    fn a_view_republished_without_a_dns_change_needs_no_new_snapshot() {
+        use crate::dns::DnsSnapshot;
+        let (mut o, a, t0, wall) = (owner(), agent(), Instant::now(), SystemTime::now());
+        o.gossip(report(&a, 1, AdminState::Ready, false), t0, wall);
+        o.publish();
+        let first = o.tx.borrow().clone();
+        // What the same transition coming back through Raft does: publish again.
+        o.publish();
+        let again = o.tx.borrow().clone();
+        assert!(again.generation > first.generation);
+        assert!(DnsSnapshot::same_inputs(&first, &again));
+        o.gossip(report(&a, 2, AdminState::Drain, false), t0, wall);
+        o.publish();
+        let drained = o.tx.borrow().clone();
+        assert!(
+            !DnsSnapshot::same_inputs(&again, &drained),
+            "a backend leaving rotation changes the answers"
+        );
     }
 
     #[test]

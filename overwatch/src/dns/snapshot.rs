@@ -113,6 +113,40 @@ pub struct DnsSnapshot {
 }
 
 impl DnsSnapshot {
+    /// Whether a snapshot built from `built_from` answers exactly as one built from `next`
+    /// would: the same settings, geolocation database and learned-latency index (by
+    /// identity: each is replaced, never changed in place), the same last-healthy sets,
+    /// and the same backends as `build` reads them (address, region, in rotation, weight,
+    /// smoothed RTT). A heartbeat, a last-seen time, a reason or a transition that comes
+    /// back through Raft already shown changes none of these.
+    pub fn same_inputs(built_from: &View, next: &View) -> bool {
+        let same_geo = match (&built_from.geo, &next.geo) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let answered = |b: &crate::model::view::BackendView| {
+            (
+                b.key.address,
+                b.region,
+                b.effective.in_rotation(),
+                b.weight,
+                b.check.srtt,
+                b.check.samples,
+            )
+        };
+        Arc::ptr_eq(&built_from.settings, &next.settings)
+            && same_geo
+            && Arc::ptr_eq(&built_from.latency, &next.latency)
+            && built_from.last_healthy == next.last_healthy
+            && built_from.backends.len() == next.backends.len()
+            && built_from
+                .backends
+                .iter()
+                .zip(&next.backends)
+                .all(|(a, b)| answered(a) == answered(b))
+    }
+
     /// Builds the snapshot for a view.
     pub fn build(view: &View) -> DnsSnapshot {
         let settings = &view.settings;

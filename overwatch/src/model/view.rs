@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use opengslb_proto::wire::{AdminState, HealthState};
@@ -124,6 +125,44 @@ pub struct View {
     pub latency_cells: Arc<Vec<Merged>>,
     /// The latest backend status changes, newest first.
     pub recent: Arc<Vec<Change>>,
+    /// Agents' last report times, live (see [`LastSeen`]).
+    pub seen: Arc<LastSeen>,
+}
+
+/// When each agent's last report arrived, refreshed in place on every report.
+///
+/// A heartbeat that changes nothing must not publish a new view (that would rebuild every
+/// reader's state), yet operators want to see it arrive: the owner stores the time here
+/// and readers load it. One writer (the owner), relaxed atomics: a reader may see a time
+/// a moment old, never a torn one.
+#[derive(Debug, Default)]
+pub struct LastSeen(HashMap<String, AtomicU64>);
+
+impl LastSeen {
+    /// A board with these agents and times.
+    pub fn new<'a>(agents: impl IntoIterator<Item = (&'a str, SystemTime)>) -> LastSeen {
+        LastSeen(
+            agents
+                .into_iter()
+                .map(|(id, t)| (id.to_owned(), AtomicU64::new(wall_ms(t))))
+                .collect(),
+        )
+    }
+
+    /// Records a report from `agent_id` at `t`; false if the agent is not on this board.
+    pub fn touch(&self, agent_id: &str, t: SystemTime) -> bool {
+        self.0
+            .get(agent_id)
+            .map(|at| at.store(wall_ms(t), Ordering::Relaxed))
+            .is_some()
+    }
+
+    /// When `agent_id` last reported, if it is on this board.
+    pub fn get(&self, agent_id: &str) -> Option<SystemTime> {
+        self.0.get(agent_id).map(|at| {
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(at.load(Ordering::Relaxed))
+        })
+    }
 }
 
 /// One backend status change.
