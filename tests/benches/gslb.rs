@@ -131,12 +131,37 @@ fn main() {
         scale.cpu_ms * 1e3 / (2 * simulated) as f64
     );
     println!(
+        "  unchanged heartbeats: {:.0} received in {HEARTBEAT_ROUNDS} s, {:.0} DNS snapshot builds ({:.1}/s); overwatch CPU {:.0} ms (idle {:.0} ms) = {:.1} µs per heartbeat",
+        scale.heartbeats,
+        scale.heartbeat_builds,
+        scale.heartbeat_builds / HEARTBEAT_ROUNDS as f64,
+        scale.heartbeat_cpu_ms,
+        scale.idle_cpu_ms,
+        (scale.heartbeat_cpu_ms - scale.idle_cpu_ms).max(0.0) * 1e3 / scale.heartbeats.max(1.0)
+    );
+    println!(
+        "  one agent drains: {:.0} DNS snapshot build(s) (local transition and its Raft echo)",
+        scale.transition_builds
+    );
+    println!(
         "  overwatch memory: RSS {} KiB, peak {} KiB (idle with no agents: {} KiB)",
         scale.rss_kib, scale.hwm_kib, scale.idle_rss_kib
     );
 }
 
+/// Seconds of unchanged heartbeats (one round per second).
+const HEARTBEAT_ROUNDS: u64 = 5;
+
 struct Scale {
+    /// Heartbeat packets overwatch received in the heartbeat window.
+    heartbeats: f64,
+    /// DNS snapshot builds in that window.
+    heartbeat_builds: f64,
+    heartbeat_cpu_ms: f64,
+    /// CPU over an idle window of the same length.
+    idle_cpu_ms: f64,
+    /// Snapshot builds for one agent's drain.
+    transition_builds: f64,
     register_ms: f64,
     drain_ms: f64,
     ready_ms: f64,
@@ -161,8 +186,14 @@ fn scale(n: usize, key_b64: &str) -> Scale {
     );
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let mut clock = VersionClock::default();
-    let send_all = |clock: &mut VersionClock, admin: AdminState| {
-        for (i, identity) in identities.iter().enumerate() {
+    // Agents `agents` send their one backend with `admin`, each at a new version.
+    let send = |clock: &mut VersionClock, agents: std::ops::Range<usize>, admin: AdminState| {
+        for (i, identity) in identities
+            .iter()
+            .enumerate()
+            .take(agents.end)
+            .skip(agents.start)
+        {
             let backend = BackendReport {
                 service: "app".into(),
                 address: std::net::IpAddr::V4(Ipv4Addr::new(
@@ -196,6 +227,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
             }
         }
     };
+    let send_all = |clock: &mut VersionClock, admin: AdminState| send(clock, 0..n, admin);
     let stats = |field: &str| -> u64 {
         let (_, body) = http_get(node.api.expect("api"), "/api/v1/overwatch/stats");
         serde_json::from_str::<serde_json::Value>(&body)
@@ -237,13 +269,70 @@ fn scale(n: usize, key_b64: &str) -> Scale {
         "healthy_backends",
         "all back",
     );
-    let cpu_ms = cpu_ms(pid) - cpu_before;
+    let changes_cpu_ms = cpu_ms(pid) - cpu_before;
+
+    // Unchanged heartbeats: every agent says the same again at a newer version, once a
+    // second, as real agents do. Against an idle window of the same length.
+    let metric = |name: &str| -> f64 {
+        let (_, body) = http_get(node.metrics.expect("metrics"), "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let builds = || metric("opengslb_dns_snapshot_builds_total ");
+    let packets_in = || metric("opengslb_gossip_packets_total{direction=\"in\"} ");
+    let window = Duration::from_secs(HEARTBEAT_ROUNDS);
+    let idle_cpu_before = cpu_ms(pid);
+    std::thread::sleep(window);
+    let idle_cpu_ms = cpu_ms(pid) - idle_cpu_before;
+    let (builds_before, packets_before, heartbeat_cpu_before) =
+        (builds(), packets_in(), cpu_ms(pid));
+    let started = Instant::now();
+    for round in 1..=HEARTBEAT_ROUNDS {
+        send_all(&mut clock, AdminState::Ready);
+        let next = Duration::from_secs(round);
+        std::thread::sleep(next.saturating_sub(started.elapsed()));
+    }
+    let heartbeat_cpu_ms = cpu_ms(pid) - heartbeat_cpu_before;
+    let heartbeats = packets_in() - packets_before;
+    let heartbeat_builds = builds() - builds_before;
+    assert_eq!(
+        stats("healthy_backends"),
+        n as u64,
+        "heartbeats kept every backend in"
+    );
+
+    // One transition: exactly one snapshot build, also after it came back through Raft.
+    let builds_before = builds();
+    send(&mut clock, 0..1, AdminState::Drain);
+    poll_until(Duration::from_secs(10), "one agent drained", || {
+        (stats("draining_backends") == 1).then_some(())
+    });
+    poll_until(
+        Duration::from_secs(10),
+        "the drain written to the registry",
+        || {
+            let (_, body) = http_get(
+                node.api.expect("api"),
+                "/api/v1/overwatch/backends?status=draining",
+            );
+            body.contains("\"draining\"").then_some(())
+        },
+    );
+    // The leader proposes on its next tick (250 ms); give the echo time to come back.
+    std::thread::sleep(Duration::from_secs(1));
+    let transition_builds = builds() - builds_before;
     let (rss_kib, hwm_kib) = memory(pid);
     Scale {
+        heartbeats,
+        heartbeat_builds,
+        heartbeat_cpu_ms,
+        idle_cpu_ms,
+        transition_builds,
+        cpu_ms: changes_cpu_ms,
         register_ms,
         drain_ms,
         ready_ms,
-        cpu_ms,
         rss_kib,
         hwm_kib,
         idle_rss_kib,
