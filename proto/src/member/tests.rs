@@ -43,6 +43,22 @@ fn mem_member(
     spawn(transport, addr, settings(role, name, seeds, key), stop)
 }
 
+/// The overwatch member every test's agents join through (key 7).
+fn overwatch(net: &MemNetwork, stop: CancellationToken) -> GossipHandle {
+    mem_member(net, "10.0.0.1", Role::Overwatch, "ow-1", vec![], 7, stop)
+}
+
+/// An agent with key 7 that joins through `seed`.
+fn agent(
+    net: &MemNetwork,
+    ip: &str,
+    name: &str,
+    seed: SocketAddr,
+    stop: CancellationToken,
+) -> GossipHandle {
+    mem_member(net, ip, Role::Agent, name, vec![seed], 7, stop)
+}
+
 fn report(agent: &AgentIdentity, version: u64) -> SignedReport {
     let report = StatusReport {
         agent_id: agent.agent_id().into(),
@@ -126,23 +142,13 @@ fn an_all_addresses_bind_announces_the_address_that_reaches_the_seeds() {
 async fn reports_reach_overwatch_and_a_leaving_agent_is_down_at_once() {
     let net = MemNetwork::new();
     let shutdown = CancellationToken::new();
-    let mut overwatch = mem_member(
-        &net,
-        "10.0.0.1",
-        Role::Overwatch,
-        "ow-1",
-        vec![],
-        7,
-        shutdown.clone(),
-    );
+    let mut overwatch = overwatch(&net, shutdown.clone());
     let agent_stop = shutdown.child_token();
-    let agent = mem_member(
+    let agent = agent(
         &net,
         "10.0.1.1",
-        Role::Agent,
         "eu-agent",
-        vec![overwatch.identity.addr],
-        7,
+        overwatch.identity.addr,
         agent_stop.clone(),
     );
     let up = next_event(
@@ -195,15 +201,7 @@ async fn reports_reach_overwatch_and_a_leaving_agent_is_down_at_once() {
 async fn a_dead_member_is_detected_and_a_wrong_key_never_joins() {
     let net = MemNetwork::new();
     let shutdown = CancellationToken::new();
-    let mut overwatch = mem_member(
-        &net,
-        "10.0.0.1",
-        Role::Overwatch,
-        "ow-1",
-        vec![],
-        7,
-        shutdown.clone(),
-    );
+    let mut overwatch = overwatch(&net, shutdown.clone());
     let _stranger = mem_member(
         &net,
         "10.0.9.9",
@@ -213,13 +211,11 @@ async fn a_dead_member_is_detected_and_a_wrong_key_never_joins() {
         8,
         shutdown.clone(),
     );
-    let agent = mem_member(
+    let agent = agent(
         &net,
         "10.0.1.1",
-        Role::Agent,
         "mortal",
-        vec![overwatch.identity.addr],
-        7,
+        overwatch.identity.addr,
         CancellationToken::new(),
     );
     assert!(
@@ -268,22 +264,12 @@ async fn a_dead_member_is_detected_and_a_wrong_key_never_joins() {
 async fn a_partitioned_agent_goes_down_and_comes_back_when_the_link_heals() {
     let net = MemNetwork::new();
     let shutdown = CancellationToken::new();
-    let mut overwatch = mem_member(
-        &net,
-        "10.0.0.1",
-        Role::Overwatch,
-        "ow-1",
-        vec![],
-        7,
-        shutdown.clone(),
-    );
-    let agent = mem_member(
+    let mut overwatch = overwatch(&net, shutdown.clone());
+    let agent = agent(
         &net,
         "10.0.1.1",
-        Role::Agent,
         "island",
-        vec![overwatch.identity.addr],
-        7,
+        overwatch.identity.addr,
         shutdown.clone(),
     );
     assert!(
