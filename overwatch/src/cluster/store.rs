@@ -46,8 +46,25 @@ const LAST_PURGED: &str = "last_purged";
 const SNAPSHOT_META: &str = "snapshot_meta";
 const SNAPSHOT_DATA: &str = "snapshot_data";
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).unwrap_or_default()
+/// postcard fails only on sequences of unknown length or a failing custom `Serialize`;
+/// if a future type brought one, the write fails loudly instead of storing nothing.
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, AnyError> {
+    postcard::to_allocvec(value).map_err(any)
+}
+
+/// Stores a snapshot's metadata and data in one transaction.
+fn write_snapshot(
+    db: &Database,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    data: &[u8],
+) -> Result<(), AnyError> {
+    write_meta(
+        db,
+        &[
+            (SNAPSHOT_META, Some(encode(meta)?)),
+            (SNAPSHOT_DATA, Some(encode(data)?)),
+        ],
+    )
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AnyError> {
@@ -175,7 +192,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        write_meta(&self.db, &[(VOTE, Some(encode(vote)))])
+        encode(vote)
+            .and_then(|vote| write_meta(&self.db, &[(VOTE, Some(vote))]))
             .map_err(|e| StorageIOError::write_vote(e).into())
     }
 
@@ -184,7 +202,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        write_meta(&self.db, &[(COMMITTED, committed.map(|c| encode(&c)))])
+        committed
+            .map(|c| encode(&c))
+            .transpose()
+            .and_then(|committed| write_meta(&self.db, &[(COMMITTED, committed)]))
             .map_err(|e| StorageIOError::write(e).into())
     }
 
@@ -233,7 +254,7 @@ impl LogStore {
             let mut table = tx.open_table(LOGS).map_err(any)?;
             for entry in entries {
                 table
-                    .insert(entry.log_id.index, encode(&entry).as_slice())
+                    .insert(entry.log_id.index, encode(&entry)?.as_slice())
                     .map_err(any)?;
             }
         }
@@ -255,7 +276,7 @@ impl LogStore {
                 .map_err(any)?;
             if let Some(purged) = purged {
                 let mut meta = tx.open_table(META).map_err(any)?;
-                meta.insert(LAST_PURGED, encode(&purged).as_slice())
+                meta.insert(LAST_PURGED, encode(&purged)?.as_slice())
                     .map_err(any)?;
             }
         }
@@ -327,14 +348,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (meta, applied.machine.snapshot())
         };
-        write_meta(
-            &self.db,
-            &[
-                (SNAPSHOT_META, Some(encode(&meta))),
-                (SNAPSHOT_DATA, Some(encode(&data))),
-            ],
-        )
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        write_snapshot(&self.db, &meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -395,14 +410,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let machine = Machine::restore(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
-        write_meta(
-            &self.db,
-            &[
-                (SNAPSHOT_META, Some(encode(meta))),
-                (SNAPSHOT_DATA, Some(encode(&data))),
-            ],
-        )
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        write_snapshot(&self.db, meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         let mut applied = self.applied.lock().await;
         applied.machine = machine;
         applied.last_applied = meta.last_log_id;
