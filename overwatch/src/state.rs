@@ -235,8 +235,9 @@ impl StateOwner {
     /// Applies a gossip event; true when something visible changed.
     fn gossip(&mut self, event: Event, now: Instant, wall: SystemTime) -> bool {
         match event {
-            Event::Report(signed) => {
-                match self.book.admit(&signed, &self.settings.agent_tokens, wall) {
+            Event::Report(received) => {
+                let claimed = received.claimed().agent_id.clone();
+                match self.book.admit(received, &self.settings.agent_tokens, wall) {
                     Ok(Admitted::New(report)) => {
                         if self.heartbeat(&report, now, wall) {
                             return false;
@@ -257,9 +258,6 @@ impl StateOwner {
                     }
                     Ok(Admitted::Duplicate) => false,
                     Err(rejection) => {
-                        let claimed = postcard::from_bytes::<StatusReport>(&signed.report)
-                            .map(|r| r.agent_id)
-                            .unwrap_or_else(|_| "?".into());
                         metrics::counter!("opengslb_gossip_reports_rejected_total", "reason" => rejection.reason()).increment(1);
                         tracing::warn!(agent_id = %claimed, reason = %rejection, "agent report rejected");
                         false
@@ -902,7 +900,7 @@ mod tests {
     use crate::model::machine::Override;
     use opengslb_proto::identity::AgentIdentity;
     use opengslb_proto::member::MemberId;
-    use opengslb_proto::wire::{BackendReport, SignedReport};
+    use opengslb_proto::wire::{BackendReport, ReceivedReport, SignedReport};
 
     const TOKEN: &str = "app-token-0123456789";
 
@@ -936,7 +934,10 @@ mod tests {
             backends,
             leaving,
         };
-        Event::Report(SignedReport::sign(&r, agent, TOKEN).expect("sign"))
+        Event::Report(
+            ReceivedReport::decode(SignedReport::sign(&r, agent, TOKEN).expect("sign"))
+                .expect("decode"),
+        )
     }
 
     fn member(agent: &AgentIdentity) -> MemberId {

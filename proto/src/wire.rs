@@ -279,23 +279,58 @@ impl SignedReport {
     /// Verifies the signature and the id-to-certificate binding, then decodes the report.
     /// Whether this agent may speak (token, pin) is overwatch's decision.
     pub fn open(&self) -> Result<StatusReport, WireError> {
+        ReceivedReport::decode(self.clone())?
+            .verify()
+            .map(|(report, _)| report)
+    }
+}
+
+/// A signed report as it arrived: decoded once, not yet verified. What it claims is good
+/// for a relay key and for logs; only [`ReceivedReport::verify`] makes it a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedReport {
+    signed: SignedReport,
+    claimed: StatusReport,
+}
+
+impl ReceivedReport {
+    /// Decodes the report inside `signed`.
+    pub fn decode(signed: SignedReport) -> Result<ReceivedReport, WireError> {
+        let claimed =
+            postcard::from_bytes(&signed.report).map_err(|e| WireError::Decode(e.to_string()))?;
+        Ok(ReceivedReport { signed, claimed })
+    }
+
+    /// What the report says, unverified.
+    pub fn claimed(&self) -> &StatusReport {
+        &self.claimed
+    }
+
+    /// The signed form, as it arrived.
+    pub fn signed(&self) -> &SignedReport {
+        &self.signed
+    }
+
+    /// Checks the signature over the bytes as received and that the agent id is the one
+    /// its certificate implies; then the decoded report is the agent's word (returned with
+    /// the signed form, whose certificate and token the caller checks next).
+    pub fn verify(self) -> Result<(StatusReport, SignedReport), WireError> {
+        let signed = &self.signed;
         if !identity::verify(
-            &self.certificate,
-            &signed_bytes(&self.report, &self.token),
-            &self.signature,
+            &signed.certificate,
+            &signed_bytes(&signed.report, &signed.token),
+            &signed.signature,
         ) {
             return Err(WireError::BadSignature);
         }
-        let report: StatusReport =
-            postcard::from_bytes(&self.report).map_err(|e| WireError::Decode(e.to_string()))?;
-        let expected = identity::agent_id(&report.region, &self.certificate);
-        if report.agent_id != expected {
+        let expected = identity::agent_id(&self.claimed.region, &signed.certificate);
+        if self.claimed.agent_id != expected {
             return Err(WireError::IdMismatch {
-                claimed: report.agent_id,
+                claimed: self.claimed.agent_id,
                 expected,
             });
         }
-        Ok(report)
+        Ok((self.claimed, self.signed))
     }
 }
 

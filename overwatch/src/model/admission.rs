@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use opengslb_proto::identity::fingerprint;
-use opengslb_proto::wire::{SignedReport, StatusReport, WireError, supersedes};
+use opengslb_proto::wire::{ReceivedReport, StatusReport, WireError, supersedes};
 
 /// A pinned agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,14 +80,14 @@ pub struct AgentBook {
 }
 
 impl AgentBook {
-    /// Decides about one signed report. `tokens` is `overwatch.agent_tokens`.
+    /// Decides about one received report. `tokens` is `overwatch.agent_tokens`.
     pub fn admit(
         &mut self,
-        signed: &SignedReport,
+        received: ReceivedReport,
         tokens: &BTreeMap<String, String>,
         now: SystemTime,
     ) -> Result<Admitted, Rejection> {
-        let report = signed.open()?;
+        let (report, signed) = received.verify()?;
         let services: BTreeSet<String> =
             report.backends.iter().map(|b| b.service.clone()).collect();
         for service in &services {
@@ -158,7 +158,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use opengslb_proto::identity::AgentIdentity;
-    use opengslb_proto::wire::{AdminState, BackendReport, HealthState};
+    use opengslb_proto::wire::{AdminState, BackendReport, HealthState, SignedReport};
 
     const TOKEN: &str = "app-token-0123456789";
 
@@ -166,7 +166,12 @@ mod tests {
         AgentIdentity::generate("eu").unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
-    fn signed(agent: &AgentIdentity, version: u64, services: &[&str], token: &str) -> SignedReport {
+    fn signed(
+        agent: &AgentIdentity,
+        version: u64,
+        services: &[&str],
+        token: &str,
+    ) -> ReceivedReport {
         let report = StatusReport {
             agent_id: agent.agent_id().to_owned(),
             region: "eu".into(),
@@ -185,7 +190,11 @@ mod tests {
                 .collect(),
             leaving: false,
         };
-        SignedReport::sign(&report, agent, token).expect("sign")
+        received(SignedReport::sign(&report, agent, token).expect("sign"))
+    }
+
+    fn received(signed: SignedReport) -> ReceivedReport {
+        ReceivedReport::decode(signed).expect("decode")
     }
 
     fn tokens() -> BTreeMap<String, String> {
@@ -202,7 +211,7 @@ mod tests {
         let now = SystemTime::now();
         assert_eq!(
             book.admit(
-                &signed(&agent, 1, &["app"], "wrong-token-000000000"),
+                signed(&agent, 1, &["app"], "wrong-token-000000000"),
                 &tokens(),
                 now
             ),
@@ -211,14 +220,14 @@ mod tests {
             })
         );
         assert_eq!(
-            book.admit(&signed(&agent, 1, &["app", "db"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 1, &["app", "db"], TOKEN), &tokens(), now),
             Err(Rejection::Token {
                 service: "db".into()
             }),
             "the app token does not cover db"
         );
         assert_eq!(
-            book.admit(&signed(&agent, 1, &["web"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 1, &["web"], TOKEN), &tokens(), now),
             Err(Rejection::Token {
                 service: "web".into()
             }),
@@ -226,7 +235,7 @@ mod tests {
         );
         assert!(book.pins().is_empty(), "nothing pinned by rejected reports");
         assert!(matches!(
-            book.admit(&signed(&agent, 1, &["app"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 1, &["app"], TOKEN), &tokens(), now),
             Ok(Admitted::New(_))
         ));
         let pin = &book.pins()[agent.agent_id()];
@@ -240,32 +249,31 @@ mod tests {
         let imposter = identity("imposter");
         let mut book = AgentBook::default();
         let now = SystemTime::now();
-        book.admit(&signed(&agent, 5, &["app"], TOKEN), &tokens(), now)
+        book.admit(signed(&agent, 5, &["app"], TOKEN), &tokens(), now)
             .expect("first");
         assert_eq!(
-            book.admit(&signed(&agent, 5, &["app"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 5, &["app"], TOKEN), &tokens(), now),
             Ok(Admitted::Duplicate)
         );
         assert_eq!(
-            book.admit(&signed(&agent, 4, &["app"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 4, &["app"], TOKEN), &tokens(), now),
             Ok(Admitted::Duplicate),
             "older never replaces newer"
         );
         assert!(
-            matches!(book.admit(&signed(&agent, 6, &["app"], TOKEN), &tokens(), now), Ok(Admitted::New(r)) if r.version == 6)
+            matches!(book.admit(signed(&agent, 6, &["app"], TOKEN), &tokens(), now), Ok(Admitted::New(r)) if r.version == 6)
         );
         // The imposter signs a report claiming the pinned id: its certificate implies another id.
-        let mut forged = signed(&imposter, 7, &["app"], TOKEN);
-        let mut report: StatusReport = postcard::from_bytes(&forged.report).expect("decode");
+        let mut report = signed(&imposter, 7, &["app"], TOKEN).claimed().clone();
         report.agent_id = agent.agent_id().to_owned();
-        forged = SignedReport::sign(&report, &imposter, TOKEN).expect("sign");
+        let forged = received(SignedReport::sign(&report, &imposter, TOKEN).expect("sign"));
         assert!(matches!(
-            book.admit(&forged, &tokens(), now),
+            book.admit(forged, &tokens(), now),
             Err(Rejection::Wire(WireError::IdMismatch { .. }))
         ));
         // A pinned agent may not add a service its token does not cover.
         assert_eq!(
-            book.admit(&signed(&agent, 8, &["app", "db"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 8, &["app", "db"], TOKEN), &tokens(), now),
             Err(Rejection::Token {
                 service: "db".into()
             })
@@ -279,14 +287,14 @@ mod tests {
         let agent = identity("repin");
         let mut book = AgentBook::default();
         let now = SystemTime::now();
-        book.admit(&signed(&agent, 1, &["app"], TOKEN), &tokens(), now)
+        book.admit(signed(&agent, 1, &["app"], TOKEN), &tokens(), now)
             .expect("first");
         book.pins
             .get_mut(agent.agent_id())
             .expect("pin")
             .fingerprint = "0".repeat(64);
         let err = book
-            .admit(&signed(&agent, 2, &["app"], TOKEN), &tokens(), now)
+            .admit(signed(&agent, 2, &["app"], TOKEN), &tokens(), now)
             .expect_err("pin mismatch");
         assert_eq!(
             err,
@@ -299,7 +307,7 @@ mod tests {
         assert!(!book.forget(agent.agent_id()));
         assert!(
             matches!(
-                book.admit(&signed(&agent, 2, &["app"], TOKEN), &tokens(), now),
+                book.admit(signed(&agent, 2, &["app"], TOKEN), &tokens(), now),
                 Ok(Admitted::New(_))
             ),
             "registers again"

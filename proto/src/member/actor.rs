@@ -238,8 +238,8 @@ impl<T: Transport> Member<T> {
                 self.emit(event);
             }
         }
-        for signed in self.delivered.take() {
-            self.emit(Event::Report(signed));
+        for received in self.delivered.take() {
+            self.emit(Event::Report(received));
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use foca::{BroadcastHandler, Invalidates};
 
 use super::{MemberId, Role};
-use crate::wire::{Message, MessageV1, SignedReport, StatusReport, WireError, supersedes};
+use crate::wire::{Message, MessageV1, ReceivedReport, WireError, supersedes};
 
 /// Broadcast key: the newest version of an agent's report invalidates older ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,18 +27,18 @@ impl Invalidates for ReportKey {
 /// foca owns the handler and offers no way back to it, so new reports go through this
 /// queue. Only the member task touches it: a std `Mutex`, never contended.
 #[derive(Clone, Default)]
-pub(crate) struct Delivered(Arc<Mutex<Vec<SignedReport>>>);
+pub(crate) struct Delivered(Arc<Mutex<Vec<ReceivedReport>>>);
 
 impl Delivered {
-    fn push(&self, signed: SignedReport) {
+    fn push(&self, report: ReceivedReport) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(signed);
+            .push(report);
     }
 
     /// Everything delivered since the last call.
-    pub(crate) fn take(&self) -> Vec<SignedReport> {
+    pub(crate) fn take(&self) -> Vec<ReceivedReport> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
@@ -73,20 +73,22 @@ impl BroadcastHandler<MemberId> for Reports {
         let Message::V1(MessageV1::Report(signed)) = Message::decode(data)? else {
             return Err(WireError::Decode("not a status report".into()));
         };
-        // Relaying needs only the key; overwatch verifies the signature before applying.
-        let report: StatusReport =
-            postcard::from_bytes(&signed.report).map_err(|e| WireError::Decode(e.to_string()))?;
-        if !supersedes(report.version, self.latest.get(&report.agent_id).copied()) {
+        // Decoded here, once; relaying needs only the key, and overwatch verifies the
+        // signature before applying.
+        let received = ReceivedReport::decode(signed)?;
+        let (agent_id, version) = (&received.claimed().agent_id, received.claimed().version);
+        if !supersedes(version, self.latest.get(agent_id).copied()) {
             return Ok(None);
         }
-        self.latest.insert(report.agent_id.clone(), report.version);
+        self.latest.insert(agent_id.clone(), version);
+        let key = ReportKey {
+            agent_id: agent_id.clone(),
+            version,
+        };
         if self.deliver {
-            self.delivered.push(signed);
+            self.delivered.push(received);
         }
-        Ok(Some(ReportKey {
-            agent_id: report.agent_id,
-            version: report.version,
-        }))
+        Ok(Some(key))
     }
 
     fn should_add_broadcast_data(&self, member: &MemberId) -> bool {

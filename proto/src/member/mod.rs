@@ -24,7 +24,7 @@ pub use packet::{MAX_PACKET, now_ms, now_us, seal_direct, seal_latency};
 pub use transport::{MemNetwork, MemTransport, Transport, UdpTransport};
 
 use crate::seal::ClusterKey;
-use crate::wire::{SignedLatency, SignedReport};
+use crate::wire::{ReceivedReport, SignedLatency, SignedReport};
 
 /// What kind of member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -138,8 +138,8 @@ pub enum Command {
 /// What the member learned (overwatch consumes these).
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A report newer than any seen before from its agent (not yet verified).
-    Report(SignedReport),
+    /// A report newer than any seen before from its agent (decoded, not yet verified).
+    Report(ReceivedReport),
     /// A latency part from an agent (not yet verified).
     Latency(SignedLatency),
     /// A member joined or came back.

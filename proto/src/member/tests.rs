@@ -85,7 +85,7 @@ async fn next_report(events: &mut mpsc::Receiver<Event>) -> Option<SignedReport>
     })
     .await
     {
-        Some(Event::Report(r)) => Some(r),
+        Some(Event::Report(r)) => Some(r.signed().clone()),
         _ => None,
     }
 }
