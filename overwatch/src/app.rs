@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,13 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
-use crate::cluster::node::Cluster;
+use crate::cluster::node::{Cluster, Write};
 use crate::config::{self, ConfigError, Problem, Settings};
 use crate::dns::{self, DnsSnapshot};
 use crate::health::{CheckTarget, Prober, spawn_checks};
 use crate::model::geo::GeoDb;
+use crate::model::machine::{Request, RequestV1};
 use crate::model::view::backend_keys;
-use crate::state::{Command, StateOwner, ViewRx};
+use crate::state::{Command, Replication, StateOwner, ViewRx};
 
 /// Buckets for the DNS and check duration histograms (seconds).
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -118,7 +120,9 @@ pub async fn run(
     let (owner, view_rx) = StateOwner::new(settings.clone(), prepared.geo.clone());
     // Learned decisions per resolver, from DNS to the owner; DNS drops them when full.
     let (observer_tx, observer_rx) = mpsc::channel(1024);
-    let owner = owner.with_cluster(cluster.clone()).observing(observer_rx);
+    let owner = owner
+        .with_replication(replication(&cluster, &tracker, shutdown.clone()))
+        .observing(observer_rx);
     let (report_tx, report_rx) = mpsc::channel(1024);
     // Room for a burst of gossip events (each agent's report is one) between batches.
     let (command_tx, command_rx) = mpsc::channel(4096);
@@ -293,6 +297,41 @@ async fn start_gossip(
         }
     });
     Ok(())
+}
+
+/// The owner's link to the cluster: the applied state, leadership, and a proposer task
+/// that writes each batch of registry changes through the leader.
+fn replication(
+    cluster: &Cluster,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Replication {
+    let (proposals, mut batches) = mpsc::channel::<Vec<RequestV1>>(1);
+    let in_flight = Arc::new(AtomicBool::new(false));
+    let (writer, done) = (cluster.clone(), Arc::clone(&in_flight));
+    tracker.spawn(async move {
+        loop {
+            let batch = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                Some(batch) = batches.recv() => batch,
+                else => return,
+            };
+            let count = batch.len();
+            let write = Write::Request(Request::V1(RequestV1::Batch(batch)));
+            if let Err(e) = writer.write(write).await {
+                tracing::warn!(changes = count, error = %e, "registry update not written; retried on the next tick");
+            }
+            done.store(false, Ordering::Release);
+        }
+    });
+    let leader = cluster.clone();
+    Replication {
+        applied: cluster.machine(),
+        leading: Box::new(move || leader.is_leader()),
+        in_flight,
+        proposals,
+    }
 }
 
 /// Rebuilds the DNS snapshot whenever the view changes what DNS answers.

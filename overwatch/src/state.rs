@@ -12,7 +12,6 @@ use opengslb_proto::wire::{AdminState, HealthState, StatusReport};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::node::{Cluster, Write};
 use crate::config::Settings;
 use crate::health::CheckReport;
 use crate::model::admission::{Admitted, AgentBook, Pin};
@@ -39,6 +38,27 @@ const MAX_BATCH: usize = 1000;
 
 /// Readers' handle on the latest view.
 pub type ViewRx = watch::Receiver<Arc<View>>;
+
+/// How the owner reaches the Raft cluster without knowing its runtime: the applied state
+/// to follow, whether this node leads, and a channel for what the registry lacks. The
+/// proposer at the other end (wired in `app`) writes one batch at a time and clears
+/// `in_flight` when the write ended, so the next tick sees its result before proposing.
+pub struct Replication {
+    /// The applied state machine, as it changes.
+    pub applied: watch::Receiver<Arc<Machine>>,
+    /// Whether this node leads now (a cheap read of Raft's metrics).
+    pub leading: Box<dyn Fn() -> bool + Send>,
+    /// Set by the owner when it sends a batch, cleared by the proposer when it is written.
+    pub in_flight: Arc<std::sync::atomic::AtomicBool>,
+    /// Batches of registry changes to write.
+    pub proposals: mpsc::Sender<Vec<RequestV1>>,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication").finish_non_exhaustive()
+    }
+}
 
 /// Messages to the owner.
 #[derive(Debug)]
@@ -73,11 +93,10 @@ pub struct StateOwner {
     rtt_dirty: bool,
     last_rtt_publish: Instant,
     tx: watch::Sender<Arc<View>>,
-    cluster: Option<Cluster>,
+    replication: Option<Replication>,
     replicated: Arc<Machine>,
     expired_agents: std::collections::HashSet<String>,
     started: Instant,
-    proposing: Arc<std::sync::atomic::AtomicBool>,
     latency: LatencyTable,
     latency_dirty: bool,
     latency_index: Arc<LatencyIndex>,
@@ -119,11 +138,10 @@ impl StateOwner {
             rtt_dirty: false,
             last_rtt_publish: Instant::now(),
             tx,
-            cluster: None,
+            replication: None,
             replicated: Arc::default(),
             expired_agents: std::collections::HashSet::new(),
             started: Instant::now(),
-            proposing: Arc::default(),
             latency: LatencyTable::default(),
             latency_dirty: false,
             latency_index: Arc::default(),
@@ -139,11 +157,11 @@ impl StateOwner {
         (owner, rx)
     }
 
-    /// Follows the replicated state of `cluster` (overrides, pins, registry) and, while this
-    /// node leads, writes registry transitions and new pins to it.
-    pub fn with_cluster(mut self, cluster: Cluster) -> StateOwner {
-        let machine = cluster.machine().borrow().clone();
-        self.cluster = Some(cluster);
+    /// Follows the replicated state (overrides, pins, registry) and, while this node
+    /// leads, proposes registry transitions and new pins through `replication`.
+    pub fn with_replication(mut self, replication: Replication) -> StateOwner {
+        let machine = replication.applied.borrow().clone();
+        self.replication = Some(replication);
         self.replicate(machine);
         self.publish();
         self
@@ -162,7 +180,7 @@ impl StateOwner {
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
     ) {
-        let mut machine_rx = self.cluster.as_ref().map(Cluster::machine);
+        let mut machine_rx = self.replication.as_ref().map(|r| r.applied.clone());
         let mut observations = self.observations.take();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -580,28 +598,21 @@ impl StateOwner {
     /// transitions, backends gone). One proposal at a time; the next tick sees its result.
     fn propose(&mut self) {
         use std::sync::atomic::Ordering;
-        let Some(cluster) = &self.cluster else {
+        let Some(replication) = &self.replication else {
             return;
         };
-        if !cluster.is_leader() || self.proposing.load(Ordering::Acquire) {
+        if !(replication.leading)() || replication.in_flight.load(Ordering::Acquire) {
             return;
         }
         let changes = self.registry_changes(&self.tx.borrow().backends);
         if changes.is_empty() {
             return;
         }
-        self.proposing.store(true, Ordering::Release);
-        let (cluster, proposing) = (cluster.clone(), Arc::clone(&self.proposing));
-        let count = changes.len();
-        tokio::spawn(async move {
-            let write = Write::Request(crate::model::machine::Request::V1(RequestV1::Batch(
-                changes,
-            )));
-            if let Err(e) = cluster.write(write).await {
-                tracing::warn!(changes = count, error = %e, "registry update not written; retried on the next tick");
-            }
-            proposing.store(false, Ordering::Release);
-        });
+        replication.in_flight.store(true, Ordering::Release);
+        if replication.proposals.try_send(changes).is_err() {
+            // The proposer is gone (shutting down): nothing will clear the flag.
+            tracing::debug!("registry proposal not sent: the proposer stopped");
+        }
     }
 
     /// What the leader must write so the replicated registry and pins match `views`.
