@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use opengslb_overwatch::dns::fast::{self, MAX_RESPONSE};
 use opengslb_overwatch::dns::{DnsSnapshot, Handler, answer_udp};
-use opengslb_overwatch::state::StateOwner;
+use opengslb_overwatch::model::view::View;
 
 /// bench/overwatch-dns.yaml's zone and domains, without health checks (all healthy).
 const CONFIG: &str = r#"
@@ -50,8 +50,7 @@ fn query(name: &str, qtype: u16, ecs: bool) -> Vec<u8> {
 fn main() {
     let settings =
         Arc::new(opengslb_overwatch::config::parse("bench.yaml", CONFIG).expect("config"));
-    let (_owner, view) = StateOwner::new(settings, None);
-    let snapshot = Arc::new(DnsSnapshot::build(&view.borrow()));
+    let snapshot = Arc::new(DnsSnapshot::build(&View::from_config(settings, None)));
     let (_tx, rx) = tokio::sync::watch::channel(Arc::clone(&snapshot));
     let handler = Handler::new(rx);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -137,8 +136,7 @@ fn main() {
     }
     let settings =
         Arc::new(opengslb_overwatch::config::parse("big.yaml", &big).expect("big config"));
-    let (_owner, view) = StateOwner::new(settings, None);
-    let view = view.borrow().clone();
+    let view = View::from_config(settings, None);
     const BUILDS: u32 = 20;
     let started = Instant::now();
     for _ in 0..BUILDS {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use opengslb_proto::member::{Event, Role};
-use opengslb_proto::wire::{AdminState, HealthState, StatusReport};
+use opengslb_proto::wire::{HealthState, StatusReport};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -16,13 +16,14 @@ use crate::config::Settings;
 use crate::health::CheckReport;
 use crate::model::admission::{Admitted, AgentBook, Pin};
 use crate::model::check::CheckState;
+use crate::model::compute::{self, AgentReport, Inputs};
 use crate::model::geo::GeoDb;
 use crate::model::latency::{LatencyIndex, LatencyTable, Merged, ResolverSeen, Resolvers};
-use crate::model::machine::{Machine, OverrideKey, PinRecord, RegistryRecord, RequestV1};
-use crate::model::status::{AgentClaim, Effective, Layers, Validation, effective};
+use crate::model::machine::{Machine, RequestV1};
+use crate::model::status::{Effective, Validation};
 use crate::model::view::{
-    AgentLayer, AgentView, BackendKey, BackendView, Change, LastSeen, View, backend_keys,
-    display_key, registry_key, service_counts, wall_ms,
+    AgentView, BackendKey, BackendView, Change, LastSeen, View, backend_keys, display_key,
+    service_counts, update_last_healthy, wall_ms,
 };
 
 /// How often staleness, removal and smoothed RTTs are re-evaluated.
@@ -33,8 +34,6 @@ const RTT_PUBLISH_PERIOD: Duration = Duration::from_secs(1);
 const RECENT_CHANGES: usize = 200;
 /// How often expired latency figures are dropped.
 const LATENCY_EXPIRY_PERIOD: Duration = Duration::from_secs(60);
-/// Most registry and pin changes the leader proposes in one Raft entry.
-const MAX_BATCH: usize = 1000;
 
 /// Readers' handle on the latest view.
 pub type ViewRx = watch::Receiver<Arc<View>>;
@@ -71,14 +70,6 @@ pub enum Command {
     ForgetAgent(String, oneshot::Sender<bool>),
 }
 
-#[derive(Debug, Clone)]
-struct AgentEntry {
-    report: StatusReport,
-    received: Instant,
-    received_at: SystemTime,
-    member_down: bool,
-}
-
 /// The owner. `run` is its task.
 #[derive(Debug)]
 pub struct StateOwner {
@@ -86,7 +77,7 @@ pub struct StateOwner {
     geo: Option<Arc<GeoDb>>,
     checks: HashMap<BackendKey, CheckState>,
     book: AgentBook,
-    agents: BTreeMap<String, AgentEntry>,
+    agents: BTreeMap<String, AgentReport>,
     changes: HashMap<BackendKey, (Effective, SystemTime)>,
     last_healthy: HashMap<String, Vec<IpAddr>>,
     generation: u64,
@@ -265,7 +256,7 @@ impl StateOwner {
                         }
                         self.agents.insert(
                             report.agent_id.clone(),
-                            AgentEntry {
+                            AgentReport {
                                 report,
                                 received: now,
                                 received_at: wall,
@@ -411,137 +402,28 @@ impl StateOwner {
         self.checks = next;
     }
 
-    /// Every backend with its layers, at `now`.
-    fn compute(&self, now: Instant) -> Vec<BackendView> {
-        let threshold = self.settings.stale.threshold;
-        let agent_layer = |a: &AgentEntry, i: usize| {
-            let b = &a.report.backends[i];
-            AgentLayer {
-                agent_id: a.report.agent_id.clone(),
-                admin: b.admin,
-                health: b.health.clone(),
-                weight_pct: b.weight_pct,
-                last_seen: a.received_at,
-                stale: a.member_down || now.duration_since(a.received) > threshold,
-                left: a.report.leaving,
-            }
-        };
-        // Agent claims by (service, address, port); with several, the freshest report wins.
-        let mut claims: HashMap<(String, IpAddr, u16), (AgentLayer, u32, &str)> = HashMap::new();
-        for a in self.agents.values() {
-            for (i, b) in a.report.backends.iter().enumerate() {
-                let layer = agent_layer(a, i);
-                let slot = claims.entry((b.service.clone(), b.address, b.port));
-                match slot {
-                    std::collections::hash_map::Entry::Occupied(mut o)
-                        if o.get().0.last_seen < layer.last_seen =>
-                    {
-                        o.insert((layer, b.weight, a.report.region.as_str()));
-                    }
-                    std::collections::hash_map::Entry::Occupied(_) => {}
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert((layer, b.weight, a.report.region.as_str()));
-                    }
-                }
-            }
+    /// What [`compute::backends`] reads, borrowed from the owner.
+    fn inputs(&self, now: Instant) -> Inputs<'_> {
+        Inputs {
+            settings: &self.settings,
+            checks: &self.checks,
+            agents: &self.agents,
+            replicated: &self.replicated,
+            pins: self.book.pins(),
+            expired_agents: &self.expired_agents,
+            changes: &self.changes,
+            forget_remembered: now.duration_since(self.started) >= self.settings.stale.remove_after,
         }
-        let mut views = Vec::new();
-        for (region, key, weight) in backend_keys(&self.settings) {
-            let checked = self.settings.regions[region].check.is_some();
-            let check = self.checks.get(&key).cloned().unwrap_or_default();
-            let agent = claims
-                .remove(&(key.service.clone(), key.address, key.port))
-                .map(|(l, _, _)| l);
-            views.push(self.view(key, region, weight, check, checked, agent, true));
-        }
-        let mut agent_only: Vec<_> = claims.into_iter().collect();
-        agent_only.sort_by(|a, b| a.0.cmp(&b.0));
-        for ((service, address, port), (layer, weight, region_name)) in agent_only {
-            let Some(region) = self
-                .settings
-                .regions
-                .iter()
-                .position(|r| r.name == region_name)
-            else {
-                continue; // an agent in a region this node does not route: not answerable
-            };
-            let key = BackendKey {
-                region: region_name.to_owned(),
-                service,
-                address,
-                port,
-            };
-            views.push(self.view(
-                key,
-                region,
-                weight,
-                CheckState::default(),
-                false,
-                Some(layer),
-                false,
-            ));
-        }
-        self.remembered(&mut views, now);
-        views
     }
 
-    /// Backends the replicated registry knows and no agent has reported since this node
-    /// started: shown stale (out of DNS) until their agent reports again or they are
-    /// forgotten after `remove_after`.
-    fn remembered(&self, views: &mut Vec<BackendView>, now: Instant) {
-        if self.replicated.backends.is_empty() {
-            return;
-        }
-        let known: std::collections::HashSet<BackendKey> =
-            views.iter().map(|v| v.key.clone()).collect();
-        let forgotten = now.duration_since(self.started) >= self.settings.stale.remove_after;
-        for (rk, record) in &self.replicated.backends {
-            let Some(agent_id) = &record.agent_id else {
-                continue;
-            };
-            // Forgotten: quiet for remove_after, or its pin was revoked.
-            let pinned = self.book.pins().contains_key(agent_id);
-            if forgotten || !pinned || self.expired_agents.contains(agent_id) {
-                continue;
-            }
-            let key = BackendKey {
-                region: rk.region.clone(),
-                service: rk.service.clone(),
-                address: rk.address.ip(),
-                port: rk.address.port(),
-            };
-            let Some(region) = self
-                .settings
-                .regions
-                .iter()
-                .position(|r| r.name == rk.region)
-            else {
-                continue;
-            };
-            if known.contains(&key) {
-                continue;
-            }
-            let layer = AgentLayer {
-                agent_id: agent_id.clone(),
-                admin: AdminState::Ready,
-                health: HealthState::Unchecked,
-                weight_pct: 100,
-                last_seen: SystemTime::UNIX_EPOCH + Duration::from_millis(record.changed_at_ms),
-                stale: true,
-                left: false,
-            };
-            let mut view = self.view(
-                key,
-                region,
-                record.weight,
-                CheckState::default(),
-                false,
-                Some(layer),
-                false,
-            );
-            view.remembered = true;
-            views.push(view);
-        }
+    /// Every backend with its layers, at `now`.
+    fn compute(&self, now: Instant) -> Vec<BackendView> {
+        compute::backends(&self.inputs(now), now, SystemTime::now())
+    }
+
+    /// What the leader must write so the registry and pins match `views`.
+    fn registry_changes(&self, views: &[BackendView]) -> Vec<RequestV1> {
+        compute::registry_changes(&self.replicated, self.book.pins(), views)
     }
 
     /// Takes in a newly applied replicated state: pins follow it (a revoked pin is dropped
@@ -615,128 +497,6 @@ impl StateOwner {
         }
     }
 
-    /// What the leader must write so the replicated registry and pins match `views`.
-    fn registry_changes(&self, views: &[BackendView]) -> Vec<RequestV1> {
-        let machine = &self.replicated;
-        let mut changes = Vec::new();
-        for (agent_id, pin) in self.book.pins() {
-            if !machine.pins.contains_key(agent_id) {
-                changes.push(RequestV1::PinAgent {
-                    agent_id: agent_id.clone(),
-                    pin: PinRecord {
-                        fingerprint: pin.fingerprint.clone(),
-                        region: pin.region.clone(),
-                        services: pin.services.clone(),
-                        pinned_at_ms: wall_ms(pin.pinned_at),
-                    },
-                });
-            }
-        }
-        let mut shown = std::collections::HashSet::new();
-        for view in views {
-            let key = registry_key(&view.key);
-            let record = RegistryRecord {
-                weight: view.weight,
-                agent_id: view.agent.as_ref().map(|a| a.agent_id.clone()),
-                status: view.effective.name().to_owned(),
-                changed_at_ms: wall_ms(view.last_change),
-            };
-            let same = machine
-                .backends
-                .get(&key)
-                .is_some_and(|r| r.status == record.status && r.agent_id == record.agent_id);
-            if !same {
-                changes.push(RequestV1::RecordBackend {
-                    key: key.clone(),
-                    record,
-                });
-            }
-            shown.insert(key);
-        }
-        for key in machine.backends.keys() {
-            if !shown.contains(key) {
-                changes.push(RequestV1::RemoveBackend { key: key.clone() });
-            }
-        }
-        changes.truncate(MAX_BATCH);
-        changes
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn view(
-        &self,
-        key: BackendKey,
-        region: usize,
-        weight: u32,
-        check: CheckState,
-        checked: bool,
-        agent: Option<AgentLayer>,
-        configured: bool,
-    ) -> BackendView {
-        let validation = match (checked, check.healthy) {
-            (false, _) => Validation::Disabled,
-            (true, None) => Validation::Pending,
-            (true, Some(true)) => Validation::Healthy,
-            (true, Some(false)) => {
-                Validation::Unhealthy(check.last_error.clone().unwrap_or_else(|| "failing".into()))
-            }
-        };
-        let claim = agent.as_ref().map(|a| AgentClaim {
-            left: a.left,
-            draining: a.admin != AdminState::Ready,
-            healthy: !matches!(a.health, HealthState::Down(_)),
-            fresh: !a.stale,
-        });
-        let override_ = self
-            .replicated
-            .overrides
-            .get(&OverrideKey {
-                service: key.service.clone(),
-                address: std::net::SocketAddr::new(key.address, key.port),
-            })
-            .filter(|o| o.active(wall_ms(SystemTime::now())))
-            .cloned();
-        let (effective, reason) = effective(&Layers {
-            override_: override_.as_ref().map(|o| crate::model::status::Override {
-                healthy: o.healthy,
-                reason: format!("{} (by {})", o.reason, o.author),
-            }),
-            agent: claim,
-            validation: validation.clone(),
-        });
-        let reason = match &agent {
-            Some(a) if a.stale && effective == Effective::Stale => {
-                format!("agent {} stale", a.agent_id)
-            }
-            _ => reason,
-        };
-        let weight = match &agent {
-            Some(a) if weight > 0 => {
-                (u64::from(weight) * u64::from(a.weight_pct) / 100).max(1) as u32
-            }
-            _ => weight,
-        };
-        let last_change = self
-            .changes
-            .get(&key)
-            .filter(|(e, _)| *e == effective)
-            .map_or_else(SystemTime::now, |(_, t)| *t);
-        BackendView {
-            key,
-            region,
-            weight,
-            check,
-            validation,
-            agent,
-            configured,
-            effective,
-            reason,
-            last_change,
-            override_,
-            remembered: false,
-        }
-    }
-
     fn publish(&mut self) {
         let views = self.compute(Instant::now());
         self.publish_views(views);
@@ -783,18 +543,7 @@ impl StateOwner {
             }
         }
         self.changes = changes;
-        for domain in &self.settings.domains {
-            let healthy: Vec<IpAddr> = backends
-                .iter()
-                .filter(|b| domain.regions.contains(&b.region) && b.effective.in_rotation())
-                .map(|b| b.key.address)
-                .collect();
-            if !healthy.is_empty() {
-                self.last_healthy.insert(domain.name.clone(), healthy);
-            }
-        }
-        self.last_healthy
-            .retain(|name, _| self.settings.domains.iter().any(|d| &d.name == name));
+        update_last_healthy(&mut self.last_healthy, &self.settings, &backends);
         for domain in &self.settings.domains {
             let members = backends
                 .iter()
@@ -908,9 +657,10 @@ async fn next_observation(rx: &mut Option<mpsc::Receiver<ResolverSeen>>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::machine::Override;
+    use crate::model::machine::{Override, OverrideKey};
     use opengslb_proto::identity::AgentIdentity;
     use opengslb_proto::member::MemberId;
+    use opengslb_proto::wire::AdminState;
     use opengslb_proto::wire::{BackendReport, ReceivedReport, SignedReport};
 
     const TOKEN: &str = "app-token-0123456789";

@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock};
 use libfuzzer_sys::fuzz_target;
 use opengslb_overwatch::dns::fast::{self, MAX_RESPONSE};
 use opengslb_overwatch::dns::{DnsSnapshot, Handler, answer_udp};
-use opengslb_overwatch::state::StateOwner;
+use opengslb_overwatch::model::view::View;
 
 const CONFIG: &str = "overwatch:\n  validation: {enabled: false}\n  geolocation:\n    default_region: a\n    custom_mappings: [{cidr: 10.0.0.0/8, region: b}]\ndns:\n  zones: [fuzz.test, other.test]\n  nameservers: [ns1.fuzz.test, ns2.fuzz.test]\nregions:\n  - {name: a, servers: [{address: 192.0.2.1}, {address: 192.0.2.3}, {address: \"2001:db8::1\"}]}\n  - {name: b, servers: [{address: 192.0.2.2, weight: 0}, {address: 192.0.2.4}]}\ndomains:\n  - {name: rr.fuzz.test, routing_algorithm: round-robin, regions: [a, b]}\n  - {name: geo.fuzz.test, routing_algorithm: geolocation, regions: [a, b]}\n  - {name: w.fuzz.test, routing_algorithm: weighted, regions: [a, b]}\n  - {name: f.fuzz.test, routing_algorithm: failover, regions: [b, a]}\n  - {name: l.fuzz.test, routing_algorithm: latency, regions: [a, b]}\n  - {name: ll.fuzz.test, routing_algorithm: learned_latency, regions: [a, b]}\n  - {name: a.b.other.test, routing_algorithm: round-robin, regions: [b]}\n";
 
@@ -22,8 +22,7 @@ struct Both {
 static BOTH: LazyLock<Both> = LazyLock::new(|| {
     let settings =
         Arc::new(opengslb_overwatch::config::parse("fuzz.yaml", CONFIG).expect("config"));
-    let (_owner, view) = StateOwner::new(settings, None);
-    let snapshot = Arc::new(DnsSnapshot::build(&view.borrow()));
+    let snapshot = Arc::new(DnsSnapshot::build(&View::from_config(settings, None)));
     let (_tx, rx) = tokio::sync::watch::channel(Arc::clone(&snapshot));
     Both {
         snapshot,

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use super::DnsSnapshot;
-use crate::state::StateOwner;
+use crate::model::view::View;
 
 /// The snapshot a node with config `yaml` (named `file` in errors) starts with.
 pub(crate) fn snapshot(file: &str, yaml: &str) -> Arc<DnsSnapshot> {
     let settings = Arc::new(crate::config::parse(file, yaml).expect("test config"));
-    let (_owner, view) = StateOwner::new(settings, None);
-    Arc::new(DnsSnapshot::build(&view.borrow()))
+    Arc::new(DnsSnapshot::build(&View::from_config(settings, None)))
 }
 
 /// A query: header flags, name, type, class, and optionally an OPT record with options.

@@ -3,6 +3,8 @@
 //! shells around it (`state`, `health`, `dns`, `cluster`, `api`) own time, I/O and tasks.
 //!
 //! - `view`: the published `View` (backends with every layer, agents, recent changes).
+//! - `compute`: from agent reports, checks and the replicated state to backend views,
+//!   and the registry diff the Raft leader writes.
 //! - `status`: the effective-status rules over the layers.
 //! - `check`: validation thresholds and smoothed RTT.
 //! - `admission`: who may speak (tokens, pins) and "only newer wins".
@@ -12,6 +14,7 @@
 
 pub mod admission;
 pub mod check;
+pub mod compute;
 pub mod geo;
 pub mod latency;
 pub mod machine;
