@@ -17,6 +17,7 @@ use crate::health::CheckReport;
 use crate::model::admission::{Admitted, AgentBook, Pin};
 use crate::model::check::CheckState;
 use crate::model::compute::{self, AgentReport, Inputs};
+use crate::model::deadlines::{Deadlines, Due};
 use crate::model::geo::GeoDb;
 use crate::model::latency::{LatencyIndex, LatencyTable, Merged, ResolverSeen, Resolvers};
 use crate::model::machine::{Machine, RequestV1};
@@ -26,7 +27,8 @@ use crate::model::view::{
     service_counts, update_last_healthy, wall_ms,
 };
 
-/// How often staleness, removal and smoothed RTTs are re-evaluated.
+/// How often the cheap periodic duties run: a pending RTT or latency publication, the
+/// latency expiry, and (on the leader) a registry proposal. Statuses change on deadlines.
 const TICK: Duration = Duration::from_millis(250);
 /// How often a changed smoothed RTT alone (no status change) is published.
 const RTT_PUBLISH_PERIOD: Duration = Duration::from_secs(1);
@@ -98,6 +100,8 @@ pub struct StateOwner {
     recent: std::collections::VecDeque<Change>,
     /// The board published with the current view; heartbeats refresh it in place.
     seen: Arc<LastSeen>,
+    /// When statuses change with no message arriving.
+    deadlines: Deadlines,
 }
 
 impl StateOwner {
@@ -142,7 +146,10 @@ impl StateOwner {
             observations: None,
             recent: std::collections::VecDeque::new(),
             seen: Arc::default(),
+            deadlines: Deadlines::default(),
         };
+        let forget = owner.started + owner.settings.stale.remove_after;
+        owner.deadlines.at(forget, Due::ForgetRemembered);
         owner.sync_checks();
         owner.publish();
         (owner, rx)
@@ -204,8 +211,12 @@ impl StateOwner {
                     self.replicate(machine);
                     true
                 }
+                () = sleep_until(self.deadlines.next()) => {
+                    self.expire(Instant::now());
+                    false
+                }
                 _ = tick.tick() => {
-                    self.tick(Instant::now());
+                    self.periodic(Instant::now());
                     self.propose();
                     false
                 }
@@ -222,6 +233,15 @@ impl StateOwner {
             Command::Reload(settings, geo) => {
                 self.settings = settings;
                 self.geo = geo;
+                // The thresholds may have changed: every agent's deadlines move.
+                let (threshold, remove_after) = (
+                    self.settings.stale.threshold,
+                    self.settings.stale.remove_after,
+                );
+                for (id, a) in &self.agents {
+                    self.deadlines
+                        .agent_reported(id, a.received, threshold, remove_after);
+                }
                 self.sync_checks();
                 self.latency_dirty = true; // region indexes may have moved
                 true
@@ -230,6 +250,7 @@ impl StateOwner {
             Command::ForgetAgent(agent_id, reply) => {
                 let existed = self.book.forget(&agent_id);
                 let had_backends = self.agents.remove(&agent_id).is_some();
+                self.deadlines.forget_agent(&agent_id);
                 if existed || had_backends {
                     tracing::info!(%agent_id, "agent forgotten: pin dropped, it may register again");
                     // Published before answering, so the caller's next read sees it gone.
@@ -248,6 +269,13 @@ impl StateOwner {
                 let claimed = received.claimed().agent_id.clone();
                 match self.book.admit(received, &self.settings.agent_tokens, wall) {
                     Ok(Admitted::New(report)) => {
+                        let stale = &self.settings.stale;
+                        self.deadlines.agent_reported(
+                            &report.agent_id,
+                            now,
+                            stale.threshold,
+                            stale.remove_after,
+                        );
                         if self.heartbeat(&report, now, wall) {
                             return false;
                         }
@@ -317,25 +345,48 @@ impl StateOwner {
         true
     }
 
-    /// Staleness and removal as time passes; publishes when a status changed.
+    /// What time alone changes, at `now`: deadlines that fell due (stale, removed,
+    /// override ended), then the periodic duties. Publishes when something visible changed.
     pub fn tick(&mut self, now: Instant) {
+        self.expire(now);
+        self.periodic(now);
+    }
+
+    /// Applies the deadlines due at `now`; recomputes the views only if one fell due.
+    fn expire(&mut self, now: Instant) {
+        let due = self.deadlines.pop_due(now);
+        if due.is_empty() {
+            return;
+        }
         let remove_after = self.settings.stale.remove_after;
-        let before = self.agents.len();
-        self.agents.retain(|id, a| {
-            let keep = now.duration_since(a.received) < remove_after;
-            if !keep {
+        let mut removed = false;
+        for what in due {
+            let Due::Remove(id) = what else { continue };
+            if self
+                .agents
+                .get(&id)
+                .is_some_and(|a| now.duration_since(a.received) >= remove_after)
+            {
                 tracing::info!(agent_id = %id, "agent removed after remove_after without a report");
-                self.expired_agents.insert(id.clone());
+                self.agents.remove(&id);
+                self.expired_agents.insert(id);
+                removed = true;
             }
-            keep
-        });
-        let removed = self.agents.len() != before;
+        }
         let views = self.compute(now);
         let status_changed = views.iter().any(|b| {
             self.changes
                 .get(&b.key)
                 .is_none_or(|(e, _)| *e != b.effective)
         });
+        if removed || status_changed {
+            self.publish_views(views);
+        }
+    }
+
+    /// The cheap periodic duties: latency expiry, and a pending RTT or latency
+    /// publication at most once per [`RTT_PUBLISH_PERIOD`].
+    fn periodic(&mut self, now: Instant) {
         if now.duration_since(self.latency_expired) >= LATENCY_EXPIRY_PERIOD {
             self.latency_expired = now;
             let before = self.latency.len();
@@ -347,8 +398,8 @@ impl StateOwner {
         }
         let rtt_due = (self.rtt_dirty || self.latency_dirty)
             && self.last_rtt_publish.elapsed() >= RTT_PUBLISH_PERIOD;
-        if removed || status_changed || rtt_due {
-            self.publish_views(views);
+        if rtt_due {
+            self.publish();
         }
     }
 
@@ -474,6 +525,20 @@ impl StateOwner {
                 .any(|b| b.agent_id.as_deref() == Some(id))
         });
         self.replicated = machine;
+        self.schedule_override_ends();
+    }
+
+    /// Deadlines at which the replicated overrides in force end.
+    fn schedule_override_ends(&mut self) {
+        let (now, wall) = (Instant::now(), wall_ms(SystemTime::now()));
+        let ends: Vec<Instant> = self
+            .replicated
+            .overrides
+            .values()
+            .filter_map(|o| o.expires_at_ms.filter(|end| *end > wall))
+            .map(|end| now + Duration::from_millis(end - wall))
+            .collect();
+        self.deadlines.overrides_end(ends);
     }
 
     /// While this node leads: writes what the replicated state lacks (new pins, status
@@ -629,6 +694,14 @@ impl StateOwner {
             recent: Arc::new(self.recent.iter().cloned().collect()),
             seen: Arc::clone(&self.seen),
         }));
+    }
+}
+
+/// Sleeps until `at`; never resolves without a deadline.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,6 +7,7 @@
 //!   and the registry diff the Raft leader writes.
 //! - `status`: the effective-status rules over the layers.
 //! - `check`: validation thresholds and smoothed RTT.
+//! - `deadlines`: when statuses change with no message (stale, removal, override ends).
 //! - `admission`: who may speak (tokens, pins) and "only newer wins".
 //! - `routing`: the algorithms over candidates; `geo`: client → region.
 //! - `latency`: learned client latency and the index DNS reads.
@@ -15,6 +16,7 @@
 pub mod admission;
 pub mod check;
 pub mod compute;
+pub mod deadlines;
 pub mod geo;
 pub mod latency;
 pub mod machine;
