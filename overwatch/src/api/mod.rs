@@ -1,0 +1,172 @@
+//! The HTTP API: OpenGSLB's paths, JSON in and out, limited to `api.allowed_networks`.
+//!
+//! `types` is the JSON (shared with `opengslb-cli` and the tests), `render` turns the
+//! published view into it, `reads` and `writes` are the handlers (writes need a bearer
+//! token from `api.tokens`, whose name is the author, and are acknowledged only once
+//! committed through Raft), `page` is the status page. Only this module makes JSON.
+
+mod page;
+mod reads;
+pub mod render;
+pub mod types;
+mod writes;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use ipnet::IpNet;
+use tokio::sync::watch;
+
+use crate::cluster::node::Cluster;
+use crate::dns::DnsSnapshot;
+use crate::state::ViewRx;
+
+use page::{status_page, status_script};
+use reads::{
+    agent, agents, backends, changes, cluster_status, domains, get_override, health_servers,
+    latency, live, overrides, ready, stats,
+};
+pub use render::rfc3339;
+use writes::{add_member, delete_agent, delete_override, put_override, remove_member};
+
+/// What the handlers read, and where mutations go.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The Raft node: overrides, pins, membership.
+    pub cluster: Cluster,
+    /// `api.tokens`: name → token.
+    pub tokens: Arc<std::collections::BTreeMap<String, String>>,
+    /// The state owner's command channel (agent deletion).
+    pub commands: tokio::sync::mpsc::Sender<crate::state::Command>,
+    /// Backend state.
+    pub view: ViewRx,
+    /// Whether DNS is serving (ready).
+    pub dns: watch::Receiver<Arc<DnsSnapshot>>,
+    /// Allowed client networks.
+    pub allowed: Arc<Vec<IpNet>>,
+    /// Take the client from X-Forwarded-For.
+    pub trust_proxy_headers: bool,
+}
+
+/// A JSON error: `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(types::ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+/// The router with every route and the network check.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/health/servers", get(health_servers))
+        .route("/api/v1/overwatch/backends", get(backends))
+        .route("/api/v1/overwatch/stats", get(stats))
+        .route("/api/v1/domains", get(domains))
+        .route("/api/v1/overwatch/agents", get(agents))
+        .route(
+            "/api/v1/overwatch/agents/{id}",
+            get(agent).delete(delete_agent),
+        )
+        .route("/api/v1/overwatch/latency", get(latency))
+        .route("/api/v1/overwatch/changes", get(changes))
+        .route("/", get(status_page))
+        .route("/status.js", get(status_script))
+        .route("/api/v1/overrides", get(overrides))
+        .route(
+            "/api/v1/overrides/{service}/{address}",
+            get(get_override).put(put_override).delete(delete_override),
+        )
+        .route("/api/v1/cluster/status", get(cluster_status))
+        .route("/api/v1/cluster/members", axum::routing::post(add_member))
+        .route("/api/v1/cluster/members/{id}", delete(remove_member))
+        .route("/api/v1/ready", get(ready))
+        .route("/api/v1/live", get(live))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            allow_networks,
+        ))
+        .with_state(state)
+}
+
+async fn allow_networks(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let client = client_ip(peer.ip(), &headers, state.trust_proxy_headers);
+    if state.allowed.iter().any(|net| net.contains(&client)) {
+        next.run(request).await
+    } else {
+        ApiError(
+            StatusCode::FORBIDDEN,
+            format!("client {client} is not in api.allowed_networks"),
+        )
+        .into_response()
+    }
+}
+
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trust_proxy_headers: bool) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !trust_proxy_headers {
+        return peer;
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .map_or(peer, |ip| ip.to_canonical())
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {} (this API is read-only)",
+            uri.path()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_only_when_trusted() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "10.1.2.3, 127.0.0.1".parse().expect("header"),
+        );
+        let peer: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        assert_eq!(
+            client_ip(peer, &headers, false),
+            "127.0.0.1".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(
+            client_ip(peer, &headers, true),
+            "10.1.2.3".parse::<IpAddr>().expect("ip")
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! The write endpoints: each needs a bearer token from `api.tokens` (its name is the
+//! author) and is acknowledged only once committed through Raft.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode};
+
+use super::{ApiError, ApiState, render, types};
+use crate::cluster::node::{Write, WriteError};
+use crate::model::machine::{
+    Override, OverrideKey, Request as RaftRequest, RequestV1, Response as RaftResponse,
+};
+use crate::model::view::wall_ms;
+
+/// `DELETE /api/v1/overwatch/agents/{id}`: drops the pin cluster-wide.
+pub(super) async fn delete_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<types::AgentDeleted>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    let revoked = commit(
+        &state,
+        RequestV1::RevokeAgent {
+            agent_id: id.clone(),
+        },
+    )
+    .await?;
+    if revoked == RaftResponse::Applied {
+        tracing::info!(agent_id = %id, %author, "agent pin revoked");
+    }
+    // Also drops a pin this node holds that the cluster has not written yet.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    state
+        .commands
+        .send(crate::state::Command::ForgetAgent(id.clone(), reply))
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
+    match answer.await {
+        Ok(existed) if existed || revoked == RaftResponse::Applied => {
+            Ok(Json(types::AgentDeleted { deleted: id }))
+        }
+        Ok(_) => Err(ApiError(StatusCode::NOT_FOUND, format!("no agent {id:?}"))),
+        Err(_) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down".into(),
+        )),
+    }
+}
+
+/// The name of the `api.tokens` entry whose token the request carries.
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
+    if state.tokens.is_empty() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "changes are disabled: no api.tokens are configured".into(),
+        ));
+    }
+    let presented = crate::auth::bearer_token(headers).ok_or_else(|| {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a change needs `Authorization: Bearer TOKEN` with a token from api.tokens".into(),
+        )
+    })?;
+    // Every token is compared in full, so timing tells nothing about which one nearly matched.
+    let mut found = None;
+    for (name, token) in state.tokens.iter() {
+        if crate::auth::constant_time_eq(token.as_bytes(), presented.as_bytes()) {
+            found = Some(name.clone());
+        }
+    }
+    found.ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown API token".into()))
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::NoQuorum(why) => ApiError(StatusCode::SERVICE_UNAVAILABLE, why),
+        WriteError::Invalid(why) => ApiError(StatusCode::CONFLICT, why),
+        WriteError::NotLeader(id) => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("node {id} stopped leading during the write; read it back before retrying"),
+        ),
+    }
+}
+
+/// Commits `request` and waits (briefly) until this node has applied it, so the caller's
+/// next read here sees it.
+async fn commit(state: &ApiState, request: RequestV1) -> Result<RaftResponse, ApiError> {
+    let written = state
+        .cluster
+        .write(Write::Request(RaftRequest::V1(request)))
+        .await
+        .map_err(write_error)?;
+    if !state
+        .cluster
+        .wait_applied(written.index, Duration::from_secs(2))
+        .await
+    {
+        tracing::warn!(
+            index = written.index,
+            "committed, but not yet applied on this node"
+        );
+    }
+    match written.response {
+        RaftResponse::Conflict(why) => Err(ApiError(StatusCode::CONFLICT, why)),
+        other => Ok(other),
+    }
+}
+
+pub(super) fn override_key(service: &str, address: &str) -> Result<OverrideKey, ApiError> {
+    if service.trim().is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "service must not be empty".into(),
+        ));
+    }
+    let address = address.parse::<SocketAddr>().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("address {address:?} is not IP:PORT or [IPv6]:PORT"),
+        )
+    })?;
+    Ok(OverrideKey {
+        service: service.trim().to_owned(),
+        address,
+    })
+}
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("request body: {}", e.body_text()),
+        )
+    })
+}
+
+/// `PUT /api/v1/overrides/{service}/{address}`.
+pub(super) async fn put_override(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path((service, address)): axum::extract::Path<(String, String)>,
+    request: Result<Json<types::OverrideBody>, JsonRejection>,
+) -> Result<Json<types::OverrideEntry>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    let key = override_key(&service, &address)?;
+    let request = body(request)?;
+    if request.reason.trim().is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "reason must say why (it is shown to every operator)".into(),
+        ));
+    }
+    let ttl = match request.ttl {
+        None => None,
+        Some(types::Ttl::Seconds(0)) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "ttl must be more than 0".into(),
+            ));
+        }
+        Some(types::Ttl::Seconds(s)) => Some(Duration::from_secs(s)),
+        Some(types::Ttl::Text(text)) => Some(
+            crate::config::parse_duration(&text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("ttl {text:?} is not a duration like 90s, 30m or 1h"),
+                    )
+                })?,
+        ),
+    };
+    let now = wall_ms(SystemTime::now());
+    let value = Override {
+        healthy: request.healthy,
+        reason: request.reason.trim().to_owned(),
+        author,
+        set_at_ms: now,
+        expires_at_ms: ttl
+            .map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+    };
+    commit(
+        &state,
+        RequestV1::SetOverride {
+            key: key.clone(),
+            value: value.clone(),
+        },
+    )
+    .await?;
+    tracing::info!(service = %key.service, address = %key.address, healthy = value.healthy, author = %value.author, reason = %value.reason, "override set");
+    Ok(Json(render::override_entry(&key, &value, now)))
+}
+
+/// `DELETE /api/v1/overrides/{service}/{address}`.
+pub(super) async fn delete_override(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path((service, address)): axum::extract::Path<(String, String)>,
+) -> Result<Json<types::OverrideCleared>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    let key = override_key(&service, &address)?;
+    match commit(&state, RequestV1::ClearOverride { key: key.clone() }).await? {
+        RaftResponse::NotFound => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no override for {service} {address}"),
+        )),
+        _ => {
+            tracing::info!(service = %key.service, address = %key.address, %author, "override cleared");
+            Ok(Json(types::OverrideCleared {
+                cleared: types::OverrideKeyJson {
+                    service: key.service,
+                    address: key.address,
+                },
+            }))
+        }
+    }
+}
+
+/// `POST /api/v1/cluster/members`: adds a voter (caught up as a learner first).
+pub(super) async fn add_member(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Result<Json<types::MemberBody>, JsonRejection>,
+) -> Result<Json<types::MemberAdded>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    let request = body(request)?;
+    if request.id == 0 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "id: node ids start at 1".into(),
+        ));
+    }
+    if !crate::config::is_host_port(&request.address) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "address {:?} is not HOST:PORT of the node's cluster.listen",
+                request.address
+            ),
+        ));
+    }
+    state
+        .cluster
+        .write(Write::AddMember {
+            id: request.id,
+            address: request.address.clone(),
+        })
+        .await
+        .map_err(write_error)?;
+    tracing::info!(node = request.id, address = %request.address, %author, "cluster member added");
+    Ok(Json(types::MemberAdded { added: request }))
+}
+
+/// `DELETE /api/v1/cluster/members/{id}`.
+pub(super) async fn remove_member(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Result<Json<types::MemberRemoved>, ApiError> {
+    let author = authorize(&state, &headers)?;
+    state
+        .cluster
+        .write(Write::RemoveMember { id })
+        .await
+        .map_err(write_error)?;
+    tracing::info!(node = id, %author, "cluster member removed");
+    Ok(Json(types::MemberRemoved { removed: id }))
+}
