@@ -1,0 +1,145 @@
+//! The command line: what operators type (OpenGSLB's verbs, flags and environment).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use opengslb_overwatch::config::parse_duration;
+
+/// Command-line client for OpenGSLB overwatch.
+#[derive(Debug, Parser)]
+#[command(name = "opengslb-cli", version)]
+pub(crate) struct Cli {
+    /// Overwatch API base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "OPENGSLB_API",
+        default_value = "http://localhost:8080"
+    )]
+    pub(crate) api: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Bearer token for changes (a value from the server's api.tokens).
+    #[arg(long, global = true, env = "OPENGSLB_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Request timeout, e.g. 5s or 500ms.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Backends with every status layer.
+    Servers {
+        /// Only this effective status: healthy, unhealthy, stale, draining.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Counts of backends by status.
+    Stats,
+    /// Load-balanced names and what they answer now.
+    Domains,
+    /// Client latency agents learned, per subnet and region.
+    Latency {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Agents and their certificate pins.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// Operator overrides (replicated; they outrank everything an agent says).
+    Overrides {
+        #[command(subcommand)]
+        command: OverridesCommand,
+    },
+    /// The Raft cluster of overwatch nodes.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentsCommand {
+    /// Every pinned agent.
+    List,
+    /// Drop an agent's pin (and its backends) so it can register again.
+    Delete {
+        /// The agent id (`{region}-{12 hex}`).
+        agent_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum OverridesCommand {
+    /// Every override in force.
+    List,
+    /// Force a server in (`--healthy=true`) or out (`--healthy=false`) of DNS.
+    Set {
+        /// Service name.
+        service: String,
+        /// Server, `IP:PORT`.
+        address: String,
+        /// true: always in DNS; false: never.
+        #[arg(long, required = true, action = clap::ArgAction::Set)]
+        healthy: bool,
+        /// Why (shown to every operator).
+        #[arg(long, required = true)]
+        reason: String,
+        /// Expire after this long, e.g. 30m or 1h (default: until cleared).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Remove an override.
+    Clear {
+        /// Service name.
+        service: String,
+        /// Server, `IP:PORT`.
+        address: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Leader, term, and every member's state and applied index.
+    Status,
+    /// Add a voting member (it is caught up first).
+    AddMember {
+        /// Its cluster.node_id.
+        id: u64,
+        /// Its cluster.listen address as peers reach it, `HOST:PORT`.
+        address: String,
+    },
+    /// Remove a member.
+    RemoveMember {
+        /// Its cluster.node_id.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Check a file offline with the same checks the server runs.
+    Validate {
+        /// The file.
+        file: PathBuf,
+    },
+}
