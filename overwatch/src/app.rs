@@ -26,6 +26,7 @@ use crate::model::geo::GeoDb;
 use crate::model::machine::{Request, RequestV1};
 use crate::model::view::backend_keys;
 use crate::state::{Command, Replication, StateOwner, ViewRx};
+use crate::telemetry;
 
 /// Buckets for the DNS and check duration histograms (seconds).
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -149,7 +150,7 @@ pub async fn run(
     }
 
     let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsSnapshot::build(&view_rx.borrow())));
-    metrics::counter!("opengslb_dns_snapshot_builds_total").increment(1);
+    metrics::counter!(telemetry::DNS_SNAPSHOT_BUILDS).increment(1);
     tracker.spawn(publish_snapshots(view_rx.clone(), dns_tx, shutdown.clone()));
 
     let udp_workers = settings
@@ -237,11 +238,11 @@ pub async fn run(
                     if command_tx.send(Command::Reload(next.settings, next.geo)).await.is_err() {
                         break;
                     }
-                    metrics::counter!("opengslb_config_reloads_total", "result" => "success").increment(1);
+                    metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "success").increment(1);
                     tracing::info!(file = %config_path.display(), "configuration reloaded");
                 }
                 Err(err) => {
-                    metrics::counter!("opengslb_config_reloads_total", "result" => "failure").increment(1);
+                    metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "failure").increment(1);
                     tracing::error!("configuration reload failed; the running configuration stays:\n{err}");
                 }
             },
@@ -356,7 +357,7 @@ async fn publish_snapshots(
                     continue;
                 }
                 dns_tx.send_replace(Arc::new(DnsSnapshot::build(&view)));
-                metrics::counter!("opengslb_dns_snapshot_builds_total").increment(1);
+                metrics::counter!(telemetry::DNS_SNAPSHOT_BUILDS).increment(1);
                 built_from = view;
             }
         }
@@ -447,15 +448,6 @@ fn install_metrics() -> Result<PrometheusHandle, RunError> {
         .set_buckets(&LATENCY_BUCKETS)
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| RunError::Startup(format!("metrics: {e}")))?;
-    // Counters the alert rules and the dashboard use exist from the start (at 0), so a
-    // healthy node exports them and `rate()` has a first point.
-    metrics::counter!("opengslb_gossip_decrypt_failures_total").increment(0);
-    for direction in ["in", "out"] {
-        metrics::counter!("opengslb_gossip_packets_total", "direction" => direction).increment(0);
-    }
-    metrics::counter!("opengslb_cluster_leader_changes_total").increment(0);
-    metrics::gauge!("opengslb_overwatch_latency_subnets").set(0.0);
-    metrics::counter!("opengslb_config_reloads_total", "result" => "success").increment(0);
-    metrics::counter!("opengslb_config_reloads_total", "result" => "failure").increment(0);
+    telemetry::describe();
     Ok(handle)
 }

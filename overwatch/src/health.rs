@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{CheckKind, CheckSettings};
 use crate::model::check::CheckOutcome;
 use crate::model::view::BackendKey;
+use crate::telemetry;
 
 /// One result on its way to the state owner.
 #[derive(Debug)]
@@ -159,8 +160,8 @@ pub fn spawn_checks(
                         CheckKind::Https => "https",
                     };
                     let result = if outcome.is_ok() { "success" } else { "failure" };
-                    metrics::counter!("opengslb_validation_checks_total", "type" => kind, "result" => result).increment(1);
-                    metrics::histogram!("opengslb_validation_check_duration_seconds", "type" => kind)
+                    metrics::counter!(telemetry::VALIDATION_CHECKS, "type" => kind, "result" => result).increment(1);
+                    metrics::histogram!(telemetry::VALIDATION_CHECK_DURATION, "type" => kind)
                         .record(started.elapsed().as_secs_f64());
                     outcome
                 };

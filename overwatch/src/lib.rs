@@ -15,3 +15,4 @@ pub mod dns;
 pub mod health;
 pub mod model;
 pub mod state;
+pub mod telemetry;

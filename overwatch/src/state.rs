@@ -26,6 +26,7 @@ use crate::model::view::{
     AgentView, BackendKey, BackendView, Change, LastSeen, View, backend_keys, display_key,
     service_counts, update_last_healthy, wall_ms,
 };
+use crate::telemetry;
 
 /// How often the cheap periodic duties run: a pending RTT or latency publication, the
 /// latency expiry, and (on the leader) a registry proposal. Statuses change on deadlines.
@@ -295,7 +296,7 @@ impl StateOwner {
                     }
                     Ok(Admitted::Duplicate) => false,
                     Err(rejection) => {
-                        metrics::counter!("opengslb_gossip_reports_rejected_total", "reason" => rejection.reason()).increment(1);
+                        metrics::counter!(telemetry::REPORTS_REJECTED, "reason" => rejection.reason()).increment(1);
                         tracing::warn!(agent_id = %claimed, reason = %rejection, "agent report rejected");
                         false
                     }
@@ -414,11 +415,11 @@ impl StateOwner {
             Some((agent_id, report)) => {
                 self.latency.apply(&agent_id, &report, wall);
                 self.latency_dirty = true;
-                metrics::gauge!("opengslb_overwatch_latency_subnets")
-                    .set(self.latency.len() as f64);
+                metrics::gauge!(telemetry::LATENCY_SUBNETS).set(self.latency.len() as f64);
             }
             None => {
-                metrics::counter!("opengslb_gossip_reports_rejected_total", "reason" => "latency_unverified").increment(1);
+                metrics::counter!(telemetry::REPORTS_REJECTED, "reason" => "latency_unverified")
+                    .increment(1);
             }
         }
     }
@@ -616,9 +617,9 @@ impl StateOwner {
             let (total, healthy) = members.fold((0, 0), |(t, h), b| {
                 (t + 1, h + usize::from(b.effective.in_rotation()))
             });
-            metrics::gauge!("opengslb_domain_backends_total", "domain" => domain.name.clone())
+            metrics::gauge!(telemetry::DOMAIN_BACKENDS, "domain" => domain.name.clone())
                 .set(total as f64);
-            metrics::gauge!("opengslb_domain_backends_healthy", "domain" => domain.name.clone())
+            metrics::gauge!(telemetry::DOMAIN_BACKENDS_HEALTHY, "domain" => domain.name.clone())
                 .set(healthy as f64);
         }
         // An agent that says its backend is up while overwatch's own check fails (or the
@@ -639,16 +640,15 @@ impl StateOwner {
                 matches!((agent_up, check_up), (Some(a), Some(c)) if a != c)
             })
             .count();
-        metrics::gauge!("opengslb_validation_agent_disagreements").set(disagreements as f64);
-        metrics::gauge!("opengslb_overrides_active").set(
+        metrics::gauge!(telemetry::VALIDATION_DISAGREEMENTS).set(disagreements as f64);
+        metrics::gauge!(telemetry::OVERRIDES_ACTIVE).set(
             self.replicated
                 .active_overrides(wall_ms(SystemTime::now()))
                 .count() as f64,
         );
         for (service, (total, healthy)) in service_counts(&backends) {
-            metrics::gauge!("opengslb_backends_total", "service" => service.clone())
-                .set(total as f64);
-            metrics::gauge!("opengslb_backends_healthy", "service" => service).set(healthy as f64);
+            metrics::gauge!(telemetry::BACKENDS, "service" => service.clone()).set(total as f64);
+            metrics::gauge!(telemetry::BACKENDS_HEALTHY, "service" => service).set(healthy as f64);
         }
         let now = Instant::now();
         let agents: Vec<AgentView> = self
@@ -673,8 +673,8 @@ impl StateOwner {
                 }
             })
             .collect();
-        metrics::gauge!("opengslb_overwatch_agents_registered").set(agents.len() as f64);
-        metrics::gauge!("opengslb_overwatch_stale_agents")
+        metrics::gauge!(telemetry::AGENTS_REGISTERED).set(agents.len() as f64);
+        metrics::gauge!(telemetry::STALE_AGENTS)
             .set(agents.iter().filter(|a| a.stale && !a.left).count() as f64);
         self.seen = Arc::new(LastSeen::new(
             self.agents

@@ -28,6 +28,7 @@ use super::network::{Network, VoteGate, require_secret, router as raft_router};
 use super::store::{NodeId, TypeConfig, open};
 use crate::config::ClusterSettings;
 use crate::model::machine::{Machine, Request, Response};
+use crate::telemetry;
 
 /// The storage file's name under `data_dir`.
 pub const STORE_FILE: &str = "overwatch-raft.redb";
@@ -641,7 +642,7 @@ async fn export_metrics(cluster: Cluster, shutdown: CancellationToken) {
         let m = metrics.borrow_and_update().clone();
         if m.current_leader != last_leader {
             if last_leader.is_some() || m.current_leader.is_some() {
-                metrics::counter!("opengslb_cluster_leader_changes_total").increment(1);
+                metrics::counter!(telemetry::CLUSTER_LEADER_CHANGES).increment(1);
             }
             last_leader = m.current_leader;
         }
@@ -656,13 +657,13 @@ async fn export_metrics(cluster: Cluster, shutdown: CancellationToken) {
             Some(_) => true,
         };
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        metrics::gauge!("opengslb_cluster_has_leader").set(flag(m.current_leader.is_some()));
-        metrics::gauge!("opengslb_cluster_is_leader")
+        metrics::gauge!(telemetry::CLUSTER_HAS_LEADER).set(flag(m.current_leader.is_some()));
+        metrics::gauge!(telemetry::CLUSTER_IS_LEADER)
             .set(flag(m.current_leader == Some(cluster.id)));
-        metrics::gauge!("opengslb_cluster_quorum").set(flag(quorum));
-        metrics::gauge!("opengslb_cluster_term").set(m.current_term as f64);
-        metrics::gauge!("opengslb_cluster_members").set(voters as f64);
-        metrics::gauge!("opengslb_cluster_last_applied_index")
+        metrics::gauge!(telemetry::CLUSTER_QUORUM).set(flag(quorum));
+        metrics::gauge!(telemetry::CLUSTER_TERM).set(m.current_term as f64);
+        metrics::gauge!(telemetry::CLUSTER_MEMBERS).set(voters as f64);
+        metrics::gauge!(telemetry::CLUSTER_LAST_APPLIED)
             .set(m.last_applied.map_or(0.0, |l| l.index as f64));
     }
 }

@@ -18,6 +18,7 @@ use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind};
 use crate::config::AllDownPolicy;
 use crate::model::geo::locate;
 use crate::model::routing::{Picks, Query, decide_among};
+use crate::telemetry;
 
 /// UDP payload we advertise and accept in responses (RFC 9715 / DNS flag day 2020).
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -305,17 +306,16 @@ impl RequestHandler for Handler {
         };
         if let Some((d, outcome)) = answer.decision {
             let domain = &snapshot.domains[d];
-            metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome.name()).increment(1);
+            metrics::counter!(telemetry::ROUTING_DECISIONS, "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome.name()).increment(1);
         }
         metrics::counter!(
-            "opengslb_dns_queries_total",
+            telemetry::DNS_QUERIES,
             "domain" => answer.label.name(&snapshot).clone(),
             "type" => qtype_label,
             "status" => rcode_label(answer.rcode),
         )
         .increment(1);
-        metrics::histogram!("opengslb_dns_query_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::DNS_QUERY_DURATION).record(started.elapsed().as_secs_f64());
         info
     }
 }

@@ -20,6 +20,7 @@ use super::fast::{self, Answered, MAX_RESPONSE};
 use super::handler::{self, Label, OBSERVE_EVERY, Outcome};
 use super::{DnsSnapshot, Handler};
 use crate::model::latency::ResolverSeen;
+use crate::telemetry;
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 pub(super) const BATCH: usize = 32;
@@ -312,7 +313,7 @@ impl Tally {
 
     fn declined(&mut self) {
         self.declined
-            .get_or_insert_with(|| metrics::counter!("opengslb_dns_fast_path_declined_total"))
+            .get_or_insert_with(|| metrics::counter!(telemetry::DNS_FAST_PATH_DECLINED))
             .increment(1);
     }
 
@@ -336,7 +337,7 @@ impl Tally {
                     Label::Zone(label - labels)
                 };
                 metrics::counter!(
-                    "opengslb_dns_queries_total",
+                    telemetry::DNS_QUERIES,
                     "domain" => name.name(snapshot).clone(),
                     "type" => handler::type_label(TYPES[t]),
                     "status" => handler::rcode_label(RCODES[r]),
@@ -350,7 +351,7 @@ impl Tally {
             let counter = counter.get_or_insert_with(|| {
                 let domain = &snapshot.domains[slot / Outcome::ALL.len()];
                 let outcome = Outcome::ALL[slot % Outcome::ALL.len()];
-                metrics::counter!("opengslb_routing_decisions_total", "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome.name())
+                metrics::counter!(telemetry::ROUTING_DECISIONS, "domain" => domain.label.clone(), "algorithm" => domain.algorithm.name(), "outcome" => outcome.name())
             });
             counter.increment(std::mem::take(count));
         }
@@ -365,7 +366,7 @@ impl Tally {
             let (busy, n) = std::mem::take(&mut self.busy);
             self.observed = Some(now);
             self.duration
-                .get_or_insert_with(|| metrics::histogram!("opengslb_dns_query_duration_seconds"))
+                .get_or_insert_with(|| metrics::histogram!(telemetry::DNS_QUERY_DURATION))
                 .record(busy.as_secs_f64() / n as f64);
         }
     }

@@ -170,7 +170,7 @@ impl<T: Transport> Member<T> {
             Ok(payload) => payload,
             Err(err) => {
                 self.decrypt_failures += 1;
-                metrics::counter!("opengslb_gossip_decrypt_failures_total").increment(1);
+                metrics::counter!(super::GOSSIP_DECRYPT_FAILURES).increment(1);
                 let now = std::time::Instant::now();
                 if self
                     .last_failure_log
@@ -182,7 +182,7 @@ impl<T: Transport> Member<T> {
                 return;
             }
         };
-        metrics::counter!("opengslb_gossip_packets_total", "direction" => "in").increment(1);
+        metrics::counter!(super::GOSSIP_PACKETS, "direction" => "in").increment(1);
         let result = match Kind::split(&payload) {
             Some((Kind::Foca, data)) => self.foca.handle_data(data, &mut self.runtime),
             Some((Kind::Direct, data)) => self.foca.add_broadcast(data).map(drop),
@@ -252,7 +252,7 @@ impl<T: Transport> Member<T> {
     }
 
     async fn send(&self, packet: &[u8], to: SocketAddr) {
-        metrics::counter!("opengslb_gossip_packets_total", "direction" => "out").increment(1);
+        metrics::counter!(super::GOSSIP_PACKETS, "direction" => "out").increment(1);
         if let Err(err) = self.transport.send_to(packet, to).await {
             tracing::debug!(%to, error = %err, "gossip send failed");
         }

@@ -26,6 +26,11 @@ pub use transport::{MemNetwork, MemTransport, Transport, UdpTransport};
 use crate::seal::ClusterKey;
 use crate::wire::{ReceivedReport, SignedLatency, SignedReport};
 
+/// Sealed gossip packets, by `direction` (in, out); recorded by the member.
+pub const GOSSIP_PACKETS: &str = "opengslb_gossip_packets_total";
+/// Packets that did not open under the cluster key; recorded by the member.
+pub const GOSSIP_DECRYPT_FAILURES: &str = "opengslb_gossip_decrypt_failures_total";
+
 /// What kind of member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {

@@ -1,0 +1,306 @@
+//! Every metric overwatch exports, declared once: its name, kind and HELP text, and the
+//! label sets that exist from the start (at 0, so a healthy node exports what the alert
+//! rules and the dashboard use, and `rate()` has a first point). Code records with the
+//! constants here; `describe` runs once, when the exporter is installed. Label values
+//! stay bounded: configured names and fixed words, never a query name.
+
+pub use opengslb_proto::member::{GOSSIP_DECRYPT_FAILURES, GOSSIP_PACKETS};
+
+/// DNS answers by `domain` (configured names only), `type` and `status` (response code).
+pub const DNS_QUERIES: &str = "opengslb_dns_queries_total";
+/// Time to answer one query.
+pub const DNS_QUERY_DURATION: &str = "opengslb_dns_query_duration_seconds";
+/// UDP queries the fast path handed to the hickory path.
+pub const DNS_FAST_PATH_DECLINED: &str = "opengslb_dns_fast_path_declined_total";
+/// DNS snapshots built.
+pub const DNS_SNAPSHOT_BUILDS: &str = "opengslb_dns_snapshot_builds_total";
+/// Routing decisions by `domain`, `algorithm` and `outcome`.
+pub const ROUTING_DECISIONS: &str = "opengslb_routing_decisions_total";
+/// Validation checks by `type` and `result`.
+pub const VALIDATION_CHECKS: &str = "opengslb_validation_checks_total";
+/// Validation check time by `type`.
+pub const VALIDATION_CHECK_DURATION: &str = "opengslb_validation_check_duration_seconds";
+/// Backends whose agent and validation disagree.
+pub const VALIDATION_DISAGREEMENTS: &str = "opengslb_validation_agent_disagreements";
+/// Agent reports rejected, by `reason`.
+pub const REPORTS_REJECTED: &str = "opengslb_gossip_reports_rejected_total";
+/// Backends by `service`.
+pub const BACKENDS: &str = "opengslb_backends_total";
+/// Backends in rotation by `service`.
+pub const BACKENDS_HEALTHY: &str = "opengslb_backends_healthy";
+/// Backends by `domain`.
+pub const DOMAIN_BACKENDS: &str = "opengslb_domain_backends_total";
+/// Backends in rotation by `domain`.
+pub const DOMAIN_BACKENDS_HEALTHY: &str = "opengslb_domain_backends_healthy";
+/// Operator overrides in force.
+pub const OVERRIDES_ACTIVE: &str = "opengslb_overrides_active";
+/// Pinned agents (OpenGSLB's name; operators alert on it).
+pub const AGENTS_REGISTERED: &str = "opengslb_overwatch_agents_registered";
+/// Pinned agents that are stale (OpenGSLB's name; operators alert on it).
+pub const STALE_AGENTS: &str = "opengslb_overwatch_stale_agents";
+/// Client subnets with learned latency.
+pub const LATENCY_SUBNETS: &str = "opengslb_overwatch_latency_subnets";
+/// Configuration reloads by `result`.
+pub const CONFIG_RELOADS: &str = "opengslb_config_reloads_total";
+/// Raft leader changes seen by this node.
+pub const CLUSTER_LEADER_CHANGES: &str = "opengslb_cluster_leader_changes_total";
+/// 1 while this node knows a leader.
+pub const CLUSTER_HAS_LEADER: &str = "opengslb_cluster_has_leader";
+/// 1 while this node leads.
+pub const CLUSTER_IS_LEADER: &str = "opengslb_cluster_is_leader";
+/// 1 while the leader has a quorum, as far as this node can tell.
+pub const CLUSTER_QUORUM: &str = "opengslb_cluster_quorum";
+/// The Raft term.
+pub const CLUSTER_TERM: &str = "opengslb_cluster_term";
+/// Voting members.
+pub const CLUSTER_MEMBERS: &str = "opengslb_cluster_members";
+/// This node's last applied log index.
+pub const CLUSTER_LAST_APPLIED: &str = "opengslb_cluster_last_applied_index";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One exported metric.
+struct Metric {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    /// Label sets registered at 0 (an empty set: the unlabelled series).
+    zero: &'static [&'static [(&'static str, &'static str)]],
+}
+
+const UNLABELLED: &[&[(&str, &str)]] = &[&[]];
+const NONE: &[&[(&str, &str)]] = &[];
+
+use Kind::{Counter, Gauge, Histogram};
+
+/// Every metric; `describe` and the tests read this table.
+const ALL: &[Metric] = &[
+    Metric {
+        name: DNS_QUERIES,
+        kind: Counter,
+        help: "DNS queries answered, by configured domain (or zone, other), record type and response code.",
+        zero: NONE,
+    },
+    Metric {
+        name: DNS_QUERY_DURATION,
+        kind: Histogram,
+        help: "Time to answer one DNS query, seconds.",
+        zero: NONE,
+    },
+    Metric {
+        name: DNS_FAST_PATH_DECLINED,
+        kind: Counter,
+        help: "UDP queries the fast path handed to the full DNS path (TCP-sized, other types, EDNS options it does not read).",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: DNS_SNAPSHOT_BUILDS,
+        kind: Counter,
+        help: "DNS answer snapshots built: one per change to what DNS answers.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: ROUTING_DECISIONS,
+        kind: Counter,
+        help: "Routing decisions, by domain, algorithm and outcome.",
+        zero: NONE,
+    },
+    Metric {
+        name: VALIDATION_CHECKS,
+        kind: Counter,
+        help: "Overwatch's own health checks, by type and result.",
+        zero: NONE,
+    },
+    Metric {
+        name: VALIDATION_CHECK_DURATION,
+        kind: Histogram,
+        help: "Time of one validation check, seconds, by type.",
+        zero: NONE,
+    },
+    Metric {
+        name: VALIDATION_DISAGREEMENTS,
+        kind: Gauge,
+        help: "Backends whose agent says up while validation says down, or the reverse.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: REPORTS_REJECTED,
+        kind: Counter,
+        help: "Agent reports not accepted, by reason (decode, bad_signature, id_mismatch, token, pin_mismatch, latency_unverified).",
+        zero: NONE,
+    },
+    Metric {
+        name: GOSSIP_PACKETS,
+        kind: Counter,
+        help: "Sealed gossip packets, by direction.",
+        zero: &[&[("direction", "in")], &[("direction", "out")]],
+    },
+    Metric {
+        name: GOSSIP_DECRYPT_FAILURES,
+        kind: Counter,
+        help: "Gossip packets that did not open under the cluster key (wrong key, tampered, replayed).",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: BACKENDS,
+        kind: Gauge,
+        help: "Backends, by service.",
+        zero: NONE,
+    },
+    Metric {
+        name: BACKENDS_HEALTHY,
+        kind: Gauge,
+        help: "Backends in DNS rotation, by service.",
+        zero: NONE,
+    },
+    Metric {
+        name: DOMAIN_BACKENDS,
+        kind: Gauge,
+        help: "Backends a domain can answer, by domain.",
+        zero: NONE,
+    },
+    Metric {
+        name: DOMAIN_BACKENDS_HEALTHY,
+        kind: Gauge,
+        help: "Backends a domain answers now, by domain.",
+        zero: NONE,
+    },
+    Metric {
+        name: OVERRIDES_ACTIVE,
+        kind: Gauge,
+        help: "Operator overrides in force.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: AGENTS_REGISTERED,
+        kind: Gauge,
+        help: "Agents pinned to their certificate.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: STALE_AGENTS,
+        kind: Gauge,
+        help: "Pinned agents with no fresh report (quiet past stale.threshold, or down in gossip).",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: LATENCY_SUBNETS,
+        kind: Gauge,
+        help: "Client subnets with learned latency.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: CONFIG_RELOADS,
+        kind: Counter,
+        help: "Configuration reloads (SIGHUP), by result.",
+        zero: &[&[("result", "success")], &[("result", "failure")]],
+    },
+    Metric {
+        name: CLUSTER_LEADER_CHANGES,
+        kind: Counter,
+        help: "Raft leader changes seen by this node.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: CLUSTER_HAS_LEADER,
+        kind: Gauge,
+        help: "1 while this node knows a Raft leader.",
+        zero: NONE,
+    },
+    Metric {
+        name: CLUSTER_IS_LEADER,
+        kind: Gauge,
+        help: "1 while this node is the Raft leader.",
+        zero: NONE,
+    },
+    Metric {
+        name: CLUSTER_QUORUM,
+        kind: Gauge,
+        help: "1 while the leader has a quorum, as far as this node can tell.",
+        zero: NONE,
+    },
+    Metric {
+        name: CLUSTER_TERM,
+        kind: Gauge,
+        help: "The current Raft term.",
+        zero: NONE,
+    },
+    Metric {
+        name: CLUSTER_MEMBERS,
+        kind: Gauge,
+        help: "Voting members of the Raft cluster.",
+        zero: NONE,
+    },
+    Metric {
+        name: CLUSTER_LAST_APPLIED,
+        kind: Gauge,
+        help: "This node's last applied Raft log index.",
+        zero: NONE,
+    },
+];
+
+/// Gives every metric its HELP text and registers its label sets at 0. Call once, after
+/// the recorder is installed.
+pub fn describe() {
+    for m in ALL {
+        for labels in m.zero {
+            let labels: Vec<metrics::Label> = labels
+                .iter()
+                .map(|(k, v)| metrics::Label::new(*k, *v))
+                .collect();
+            match m.kind {
+                Kind::Counter => metrics::counter!(m.name, labels).increment(0),
+                Kind::Gauge => metrics::gauge!(m.name, labels).set(0.0),
+                Kind::Histogram => {}
+            }
+        }
+        match m.kind {
+            Kind::Counter => metrics::describe_counter!(m.name, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, m.help),
+            Kind::Histogram => metrics::describe_histogram!(m.name, m.help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_prefixed_and_every_counter_says_total() {
+        let mut seen = std::collections::HashSet::new();
+        for m in ALL {
+            assert!(seen.insert(m.name), "{} declared twice", m.name);
+            assert!(m.name.starts_with("opengslb_"), "{}", m.name);
+            assert!(!m.help.is_empty(), "{} has no HELP", m.name);
+            // Gauges named `*_total` (backends, domain backends) keep the names dashboards
+            // already use; every counter must say `_total`.
+            assert!(
+                m.kind != Kind::Counter || m.name.ends_with("_total"),
+                "{}: a counter's name ends in _total",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_metric_exports_help_and_its_zero_series() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, describe);
+        let text = handle.render();
+        for m in ALL.iter().filter(|m| !m.zero.is_empty()) {
+            assert!(
+                text.contains(&format!("# HELP {} {}", m.name, m.help)),
+                "{} has no HELP line:\n{text}",
+                m.name
+            );
+        }
+        assert!(text.contains("opengslb_config_reloads_total{result=\"failure\"} 0"));
+    }
+}
