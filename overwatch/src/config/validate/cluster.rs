@@ -1,0 +1,83 @@
+//! `cluster:` — Raft ids, addresses, the secret and timing.
+
+use std::time::Duration;
+
+use super::{Collector, MIN_CLUSTER_SECRET_LEN, is_host_port, listen_address, positive};
+use crate::config::schema::RawCluster;
+use crate::config::settings::ClusterSettings;
+
+/// `cluster`: ids, addresses, secret and Raft timing.
+pub(super) fn cluster_settings(c: &mut Collector, raw: &RawCluster) -> Option<ClusterSettings> {
+    let node_id = raw.node_id.value;
+    if node_id == 0 {
+        c.at(&raw.node_id, "cluster.node_id: must be 1 or more");
+    }
+    let listen = listen_address(c, &raw.listen, "cluster.listen");
+    if raw.secret.value.trim().chars().count() < MIN_CLUSTER_SECRET_LEN {
+        c.at(&raw.secret, format!("cluster.secret: must be at least {MIN_CLUSTER_SECRET_LEN} characters; generate one with `head -c 24 /dev/urandom | base64`"));
+    }
+    let mut peers = std::collections::BTreeMap::new();
+    for (id, addr) in &raw.peers {
+        let text = addr.value.trim();
+        if *id == 0 {
+            c.at(addr, "cluster.peers: node ids start at 1");
+        } else if !is_host_port(text) {
+            c.at(
+                addr,
+                format!("cluster.peers.{id}: {text:?} is not HOST:PORT"),
+            );
+        }
+        peers.insert(*id, text.to_owned());
+    }
+    let advertise = match (&raw.advertise, peers.get(&node_id)) {
+        (Some(a), _) => a.value.trim().to_owned(),
+        (None, Some(own)) => own.clone(),
+        (None, None) => {
+            c.at(&raw.node_id, format!("cluster.peers: has no entry for this node ({node_id}); list every initial member, this one included, or set cluster.advertise"));
+            String::new()
+        }
+    };
+    let heartbeat_interval = positive(
+        c,
+        &raw.heartbeat_interval,
+        "cluster.heartbeat_interval",
+        Duration::from_millis(100),
+    );
+    let election_timeout = positive(
+        c,
+        &raw.election_timeout,
+        "cluster.election_timeout",
+        Duration::from_millis(500),
+    );
+    let write_timeout = positive(
+        c,
+        &raw.write_timeout,
+        "cluster.write_timeout",
+        Duration::from_secs(3),
+    );
+    if election_timeout < heartbeat_interval * 2 {
+        if let Some(e) = &raw.election_timeout {
+            c.at(
+                e,
+                "cluster.election_timeout: must be at least twice cluster.heartbeat_interval",
+            );
+        } else if let Some(h) = &raw.heartbeat_interval {
+            c.at(h, "cluster.heartbeat_interval: must be at most half of cluster.election_timeout (500ms unless set)");
+        }
+    }
+    let snapshot_logs = raw.snapshot_logs.as_ref().map_or(5000, |n| n.value);
+    if let Some(n) = raw.snapshot_logs.as_ref().filter(|n| n.value == 0) {
+        c.at(n, "cluster.snapshot_logs: must be 1 or more");
+    }
+    Some(ClusterSettings {
+        node_id,
+        listen: listen?,
+        advertise,
+        secret: raw.secret.value.trim().to_owned(),
+        peers,
+        heartbeat_interval,
+        election_timeout,
+        write_timeout,
+        snapshot_logs,
+    })
+}

@@ -1,0 +1,97 @@
+//! `dns:` — zones, their SOA and NS, the listener and UDP workers.
+
+use super::{Collector, MAX_UDP_WORKERS, dns_name, is_within, listen_address, ttl};
+use crate::config::Problem;
+use crate::config::schema::RawConfig;
+use crate::config::settings::{DnsSettings, ZoneSettings};
+use std::net::SocketAddr;
+
+/// What the other sections need of `dns:`.
+pub(super) struct Dns {
+    /// Zone apexes, in file order.
+    pub(super) zones: Vec<String>,
+    /// `dns.default_ttl`, when valid.
+    pub(super) default_ttl: Option<u32>,
+    /// The settings.
+    pub(super) settings: DnsSettings,
+}
+
+pub(super) fn dns(c: &mut Collector, raw: &RawConfig) -> Dns {
+    let mut zones: Vec<String> = Vec::new();
+    for zone in &raw.dns.zones {
+        let Some(apex) = dns_name(c, zone, "dns.zones") else {
+            continue;
+        };
+        if let Some(other) = zones
+            .iter()
+            .find(|z| is_within(&apex, z) || is_within(z, &apex))
+        {
+            let message = if *other == apex {
+                format!("dns.zones: zone {apex:?} is listed twice")
+            } else {
+                format!("dns.zones: zones {apex:?} and {other:?} overlap; list only the outer one")
+            };
+            c.at(zone, message);
+            continue;
+        }
+        zones.push(apex);
+    }
+    if raw.dns.zones.is_empty() {
+        c.problems.push(Problem {
+            line: 1,
+            column: 1,
+            message: "dns.zones: at least one zone is needed".into(),
+        });
+    }
+    let default_ttl = ttl(c, &raw.dns.default_ttl, "dns.default_ttl");
+    let mut ns_names = Vec::new();
+    for ns in &raw.dns.nameservers {
+        if let Some(name) = dns_name(c, ns, "dns.nameservers") {
+            ns_names.push(name);
+        }
+    }
+    let hostmaster = raw
+        .dns
+        .hostmaster
+        .as_ref()
+        .and_then(|h| dns_name(c, h, "dns.hostmaster"));
+    let zone_settings = zones
+        .iter()
+        .map(|apex| ZoneSettings {
+            apex: apex.clone(),
+            nameservers: if ns_names.is_empty() {
+                vec![format!("ns1.{apex}")]
+            } else {
+                ns_names.clone()
+            },
+            hostmaster: hostmaster
+                .clone()
+                .unwrap_or_else(|| format!("hostmaster.{apex}")),
+            ttl: default_ttl.unwrap_or(60),
+        })
+        .collect();
+    let listen = listen_address(c, &raw.dns.listen_address, "dns.listen_address");
+    let udp_workers = raw.dns.udp_workers.as_ref().and_then(|w| {
+        if (1..=MAX_UDP_WORKERS).contains(&w.value) {
+            Some(w.value as usize)
+        } else {
+            c.at(
+                w,
+                format!(
+                    "dns.udp_workers: {} is not between 1 and {MAX_UDP_WORKERS}",
+                    w.value
+                ),
+            );
+            None
+        }
+    });
+    Dns {
+        zones,
+        default_ttl,
+        settings: DnsSettings {
+            listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 53))),
+            udp_workers,
+            zones: zone_settings,
+        },
+    }
+}

@@ -1,0 +1,238 @@
+//! `regions:` and `overwatch.validation` — servers, their health checks, and the
+//! defaults checks take from validation.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::Collector;
+
+/// Continent codes MaxMind uses.
+const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+use crate::config::schema::{RawConfig, RawHealthCheck, RawRegion};
+use crate::config::settings::*;
+
+/// The regions in file order, and their index by name.
+pub(super) fn regions(
+    c: &mut Collector,
+    raw: &RawConfig,
+) -> (Vec<RegionSettings>, HashMap<String, usize>) {
+    let validation = &raw.overwatch.validation;
+    let default_interval = validation.check_interval.value.0;
+    let default_timeout = validation.check_timeout.value.0;
+    if default_interval.is_zero() {
+        c.at(
+            &validation.check_interval,
+            "overwatch.validation.check_interval: must be more than 0",
+        );
+    }
+    if default_timeout.is_zero() {
+        c.at(
+            &validation.check_timeout,
+            "overwatch.validation.check_timeout: must be more than 0",
+        );
+    }
+    if validation.max_concurrent.value == 0 {
+        c.at(
+            &validation.max_concurrent,
+            "overwatch.validation.max_concurrent: must be at least 1",
+        );
+    }
+    let mut region_index: HashMap<String, usize> = HashMap::new();
+    let mut regions = Vec::new();
+    let mut seen_servers = HashSet::new();
+    for region in &raw.regions {
+        let name = region.name.value.trim().to_owned();
+        if name.is_empty() {
+            c.at(&region.name, "regions[].name: must not be empty");
+        } else if region_index.insert(name.clone(), regions.len()).is_some() {
+            c.at(
+                &region.name,
+                format!("regions: region {name:?} is defined twice"),
+            );
+        }
+        regions.push(region_settings(
+            c,
+            region,
+            &name,
+            validation.enabled,
+            default_interval,
+            default_timeout,
+            &mut seen_servers,
+        ));
+    }
+    (regions, region_index)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn region_settings(
+    c: &mut Collector,
+    region: &RawRegion,
+    name: &str,
+    validation_enabled: bool,
+    default_interval: Duration,
+    default_timeout: Duration,
+    seen_servers: &mut HashSet<(IpAddr, u16, String)>,
+) -> RegionSettings {
+    let mut servers = Vec::new();
+    for server in &region.servers {
+        let address = match server.address.value.trim().parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                c.at(
+                    &server.address,
+                    format!(
+                        "regions[{name}].servers[].address: {:?} is not an IPv4 or IPv6 address",
+                        server.address.value
+                    ),
+                );
+                continue;
+            }
+        };
+        if server.port.value == 0 {
+            c.at(
+                &server.port,
+                format!("regions[{name}].servers[].port: must be 1 to 65535"),
+            );
+        }
+        let service = server.service.clone().unwrap_or_else(|| name.to_owned());
+        if !seen_servers.insert((address, server.port.value, service.clone())) {
+            c.at(&server.address, format!("regions[{name}].servers: {address} port {} of service {service:?} is listed twice", server.port.value));
+        }
+        servers.push(ServerSettings {
+            address,
+            port: server.port.value,
+            weight: server.weight.value,
+            service,
+        });
+    }
+    let check = match (&region.health_check, validation_enabled) {
+        (_, false) => None,
+        (Some(hc), true) => check_settings(c, hc, name, default_interval, default_timeout),
+        (None, true) => Some(CheckSettings {
+            kind: CheckKind::Tcp,
+            interval: default_interval,
+            timeout: default_timeout,
+            path: "/health".into(),
+            host: None,
+            fall: 3,
+            rise: 2,
+            tls_skip_verify: false,
+        }),
+    };
+    let mut countries = Vec::new();
+    for country in &region.countries {
+        let code = country.value.trim().to_ascii_uppercase();
+        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            c.at(
+                country,
+                format!(
+                    "regions[{name}].countries: {:?} is not a two-letter ISO 3166 country code",
+                    country.value
+                ),
+            );
+        } else {
+            countries.push(code);
+        }
+    }
+    let mut continents = Vec::new();
+    for continent in &region.continents {
+        let code = continent.value.trim().to_ascii_uppercase();
+        if !CONTINENTS.contains(&code.as_str()) {
+            c.at(
+                continent,
+                format!(
+                    "regions[{name}].continents: {:?} is not one of {}",
+                    continent.value,
+                    CONTINENTS.join(", ")
+                ),
+            );
+        } else {
+            continents.push(code);
+        }
+    }
+    RegionSettings {
+        name: name.to_owned(),
+        servers,
+        check,
+        countries,
+        continents,
+    }
+}
+
+fn check_settings(
+    c: &mut Collector,
+    hc: &RawHealthCheck,
+    region: &str,
+    default_interval: Duration,
+    default_timeout: Duration,
+) -> Option<CheckSettings> {
+    let kind = match hc.kind.value.as_str() {
+        "tcp" => CheckKind::Tcp,
+        "http" => CheckKind::Http,
+        "https" => CheckKind::Https,
+        other => {
+            c.at(
+                &hc.kind,
+                format!("regions[{region}].health_check.type: {other:?} is not http, https or tcp"),
+            );
+            return None;
+        }
+    };
+    let interval = hc.interval.as_ref().map_or(default_interval, |i| i.value.0);
+    let timeout = hc.timeout.as_ref().map_or(default_timeout, |t| t.value.0);
+    if let Some(i) = &hc.interval {
+        if i.value.0.is_zero() {
+            c.at(
+                i,
+                format!("regions[{region}].health_check.interval: must be more than 0"),
+            );
+        }
+    }
+    if let Some(t) = &hc.timeout {
+        if t.value.0.is_zero() {
+            c.at(
+                t,
+                format!("regions[{region}].health_check.timeout: must be more than 0"),
+            );
+        } else if t.value.0 > interval {
+            c.at(
+                t,
+                format!(
+                    "regions[{region}].health_check.timeout: {} is longer than the interval {:?}",
+                    t.value, interval
+                ),
+            );
+        }
+    }
+    if !hc.path.value.starts_with('/') {
+        c.at(
+            &hc.path,
+            format!(
+                "regions[{region}].health_check.path: {:?} must start with /",
+                hc.path.value
+            ),
+        );
+    }
+    for (value, key) in [
+        (&hc.failure_threshold, "failure_threshold"),
+        (&hc.success_threshold, "success_threshold"),
+    ] {
+        if value.value == 0 || value.value > 100 {
+            c.at(
+                value,
+                format!("regions[{region}].health_check.{key}: must be 1 to 100"),
+            );
+        }
+    }
+    Some(CheckSettings {
+        kind,
+        interval,
+        timeout,
+        path: hc.path.value.clone(),
+        host: hc.host.clone(),
+        fall: hc.failure_threshold.value,
+        rise: hc.success_threshold.value,
+        tls_skip_verify: hc.tls_skip_verify,
+    })
+}
