@@ -1,14 +1,11 @@
 //! The effective status of a backend: one pure function over every layer (design.md,
 //! "Effective status on overwatch", highest rule first).
 //!
-//! This issue feeds only the validation layer; agents (gossip) and operator overrides
-//! (Raft) fill in the other layers later without changing the rules' home.
-
-use serde::Serialize;
+//! The layers come from overwatch's own checks (validation), the agents' reports (gossip)
+//! and operator overrides (Raft); `model::compute` gathers them per backend.
 
 /// What DNS and the API make of a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Effective {
     /// In answers.
     Healthy,
