@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use opengslb_proto::member::{Event, Role};
-use opengslb_proto::wire::{HealthState, StatusReport};
+use opengslb_proto::wire::StatusReport;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -21,10 +21,9 @@ use crate::model::deadlines::{Deadlines, Due};
 use crate::model::geo::GeoDb;
 use crate::model::latency::{LatencyIndex, LatencyTable, Merged, ResolverSeen, Resolvers};
 use crate::model::machine::{Machine, RequestV1};
-use crate::model::status::{Effective, Validation};
+use crate::model::status::Effective;
 use crate::model::view::{
-    AgentView, BackendKey, BackendView, Change, LastSeen, View, backend_keys, display_key,
-    service_counts, update_last_healthy, wall_ms,
+    BackendKey, BackendView, Change, LastSeen, View, backend_keys, update_last_healthy, wall_ms,
 };
 use crate::telemetry;
 
@@ -585,97 +584,27 @@ impl StateOwner {
             self.latency_cells = Arc::new(cells);
         }
         self.last_rtt_publish = Instant::now();
-        let mut changes = HashMap::new();
-        for b in &backends {
-            match self.changes.get(&b.key) {
-                Some((e, t)) if *e == b.effective => {
-                    changes.insert(b.key.clone(), (*e, *t));
-                }
-                previous => {
-                    if let Some((before, _)) = previous {
-                        tracing::info!(backend = %display_key(&b.key), status = b.effective.name(), reason = %b.reason, "backend status changed");
-                        self.recent.push_front(Change {
-                            at: SystemTime::now(),
-                            backend: display_key(&b.key),
-                            region: b.key.region.clone(),
-                            from: before.name(),
-                            to: b.effective.name(),
-                            reason: b.reason.clone(),
-                        });
-                        self.recent.truncate(RECENT_CHANGES);
-                    }
-                    changes.insert(b.key.clone(), (b.effective, b.last_change));
-                }
-            }
-        }
+        let wall = SystemTime::now();
+        let (changes, news) = compute::status_changes(&self.changes, &backends, wall);
         self.changes = changes;
+        for change in news {
+            tracing::info!(backend = %change.backend, status = change.to, reason = %change.reason, "backend status changed");
+            self.recent.push_front(change);
+        }
+        self.recent.truncate(RECENT_CHANGES);
         update_last_healthy(&mut self.last_healthy, &self.settings, &backends);
-        for domain in &self.settings.domains {
-            let members = backends
-                .iter()
-                .filter(|b| domain.regions.contains(&b.region));
-            let (total, healthy) = members.fold((0, 0), |(t, h), b| {
-                (t + 1, h + usize::from(b.effective.in_rotation()))
-            });
-            metrics::gauge!(telemetry::DOMAIN_BACKENDS, "domain" => domain.name.clone())
-                .set(total as f64);
-            metrics::gauge!(telemetry::DOMAIN_BACKENDS_HEALTHY, "domain" => domain.name.clone())
-                .set(healthy as f64);
-        }
-        // An agent that says its backend is up while overwatch's own check fails (or the
-        // reverse): a network path or check to look at.
-        let disagreements = backends
-            .iter()
-            .filter(|b| {
-                let agent_up = b
-                    .agent
-                    .as_ref()
-                    .filter(|a| !a.stale)
-                    .map(|a| !matches!(a.health, HealthState::Down(_)));
-                let check_up = match b.validation {
-                    Validation::Healthy => Some(true),
-                    Validation::Unhealthy(_) => Some(false),
-                    _ => None,
-                };
-                matches!((agent_up, check_up), (Some(a), Some(c)) if a != c)
-            })
-            .count();
-        metrics::gauge!(telemetry::VALIDATION_DISAGREEMENTS).set(disagreements as f64);
-        metrics::gauge!(telemetry::OVERRIDES_ACTIVE).set(
-            self.replicated
-                .active_overrides(wall_ms(SystemTime::now()))
-                .count() as f64,
+        let agents = compute::agent_views(
+            self.book.pins(),
+            &self.agents,
+            Instant::now(),
+            self.settings.stale.threshold,
         );
-        for (service, (total, healthy)) in service_counts(&backends) {
-            metrics::gauge!(telemetry::BACKENDS, "service" => service.clone()).set(total as f64);
-            metrics::gauge!(telemetry::BACKENDS_HEALTHY, "service" => service).set(healthy as f64);
-        }
-        let now = Instant::now();
-        let agents: Vec<AgentView> = self
-            .book
-            .pins()
-            .iter()
-            .map(|(id, pin)| {
-                let entry = self.agents.get(id);
-                AgentView {
-                    agent_id: id.clone(),
-                    region: pin.region.clone(),
-                    fingerprint: pin.fingerprint.clone(),
-                    services: pin.services.iter().cloned().collect(),
-                    backends: entry.map_or(0, |a| a.report.backends.len()),
-                    last_seen: entry.map(|a| a.received_at),
-                    stale: entry.is_none_or(|a| {
-                        a.member_down
-                            || now.duration_since(a.received) > self.settings.stale.threshold
-                    }),
-                    left: entry.is_some_and(|a| a.report.leaving),
-                    version: pin.version,
-                }
-            })
-            .collect();
-        metrics::gauge!(telemetry::AGENTS_REGISTERED).set(agents.len() as f64);
-        metrics::gauge!(telemetry::STALE_AGENTS)
-            .set(agents.iter().filter(|a| a.stale && !a.left).count() as f64);
+        telemetry::record_view(
+            &self.settings,
+            &backends,
+            &agents,
+            self.replicated.active_overrides(wall_ms(wall)).count(),
+        );
         self.seen = Arc::new(LastSeen::new(
             self.agents
                 .iter()
@@ -733,7 +662,7 @@ mod tests {
     use crate::model::machine::{Override, OverrideKey};
     use opengslb_proto::identity::AgentIdentity;
     use opengslb_proto::member::MemberId;
-    use opengslb_proto::wire::AdminState;
+    use opengslb_proto::wire::{AdminState, HealthState};
     use opengslb_proto::wire::{BackendReport, ReceivedReport, SignedReport};
 
     const TOKEN: &str = "app-token-0123456789";

@@ -5,6 +5,11 @@
 //! stay bounded: configured names and fixed words, never a query name.
 
 pub use opengslb_proto::member::{GOSSIP_DECRYPT_FAILURES, GOSSIP_PACKETS};
+use opengslb_proto::wire::HealthState;
+
+use crate::config::Settings;
+use crate::model::status::Validation;
+use crate::model::view::{AgentView, BackendView, service_counts};
 
 /// DNS answers by `domain` (configured names only), `type` and `status` (response code).
 pub const DNS_QUERIES: &str = "opengslb_dns_queries_total";
@@ -56,6 +61,53 @@ pub const CLUSTER_TERM: &str = "opengslb_cluster_term";
 pub const CLUSTER_MEMBERS: &str = "opengslb_cluster_members";
 /// This node's last applied log index.
 pub const CLUSTER_LAST_APPLIED: &str = "opengslb_cluster_last_applied_index";
+
+/// The gauges a published view sets: backends per service and per domain, agents
+/// registered and stale, overrides in force, and agent/validation disagreements.
+pub fn record_view(
+    settings: &Settings,
+    backends: &[BackendView],
+    agents: &[AgentView],
+    active_overrides: usize,
+) {
+    for domain in &settings.domains {
+        let members = backends
+            .iter()
+            .filter(|b| domain.regions.contains(&b.region));
+        let (total, healthy) = members.fold((0, 0), |(t, h), b| {
+            (t + 1, h + usize::from(b.effective.in_rotation()))
+        });
+        metrics::gauge!(DOMAIN_BACKENDS, "domain" => domain.name.clone()).set(total as f64);
+        metrics::gauge!(DOMAIN_BACKENDS_HEALTHY, "domain" => domain.name.clone())
+            .set(healthy as f64);
+    }
+    for (service, (total, healthy)) in service_counts(backends) {
+        metrics::gauge!(BACKENDS, "service" => service.clone()).set(total as f64);
+        metrics::gauge!(BACKENDS_HEALTHY, "service" => service).set(healthy as f64);
+    }
+    // An agent that says its backend is up while overwatch's own check fails (or the
+    // reverse): a network path or check to look at.
+    let disagreements = backends
+        .iter()
+        .filter(|b| {
+            let agent_up = b
+                .agent
+                .as_ref()
+                .filter(|a| !a.stale)
+                .map(|a| !matches!(a.health, HealthState::Down(_)));
+            let check_up = match b.validation {
+                Validation::Healthy => Some(true),
+                Validation::Unhealthy(_) => Some(false),
+                _ => None,
+            };
+            matches!((agent_up, check_up), (Some(a), Some(c)) if a != c)
+        })
+        .count();
+    metrics::gauge!(VALIDATION_DISAGREEMENTS).set(disagreements as f64);
+    metrics::gauge!(OVERRIDES_ACTIVE).set(active_overrides as f64);
+    metrics::gauge!(AGENTS_REGISTERED).set(agents.len() as f64);
+    metrics::gauge!(STALE_AGENTS).set(agents.iter().filter(|a| a.stale && !a.left).count() as f64);
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -14,7 +14,8 @@ use crate::model::check::CheckState;
 use crate::model::machine::{Machine, OverrideKey, PinRecord, RegistryRecord, RequestV1};
 use crate::model::status::{AgentClaim, Effective, Layers, Validation, effective};
 use crate::model::view::{
-    AgentLayer, BackendKey, BackendView, backend_keys, registry_key, wall_ms,
+    AgentLayer, AgentView, BackendKey, BackendView, Change, backend_keys, display_key,
+    registry_key, wall_ms,
 };
 
 /// Most registry and pin changes the leader proposes in one Raft entry.
@@ -296,6 +297,66 @@ fn view(
     }
 }
 
+/// The status of each backend and since when, after `backends` (the previous map says
+/// what was shown before), and the changes from what was shown, stamped `wall`. A backend
+/// seen for the first time is not a change.
+pub fn status_changes(
+    previous: &HashMap<BackendKey, (Effective, SystemTime)>,
+    backends: &[BackendView],
+    wall: SystemTime,
+) -> (HashMap<BackendKey, (Effective, SystemTime)>, Vec<Change>) {
+    let mut now = HashMap::with_capacity(backends.len());
+    let mut changed = Vec::new();
+    for b in backends {
+        match previous.get(&b.key) {
+            Some((e, t)) if *e == b.effective => {
+                now.insert(b.key.clone(), (*e, *t));
+            }
+            before => {
+                if let Some((before, _)) = before {
+                    changed.push(Change {
+                        at: wall,
+                        backend: display_key(&b.key),
+                        region: b.key.region.clone(),
+                        from: before.name(),
+                        to: b.effective.name(),
+                        reason: b.reason.clone(),
+                    });
+                }
+                now.insert(b.key.clone(), (b.effective, b.last_change));
+            }
+        }
+    }
+    (now, changed)
+}
+
+/// Every pinned agent as the API shows it, at `now`: stale when gossip says it is down
+/// or its last report is older than `threshold`.
+pub fn agent_views(
+    pins: &BTreeMap<String, Pin>,
+    agents: &BTreeMap<String, AgentReport>,
+    now: Instant,
+    threshold: Duration,
+) -> Vec<AgentView> {
+    pins.iter()
+        .map(|(id, pin)| {
+            let entry = agents.get(id);
+            AgentView {
+                agent_id: id.clone(),
+                region: pin.region.clone(),
+                fingerprint: pin.fingerprint.clone(),
+                services: pin.services.iter().cloned().collect(),
+                backends: entry.map_or(0, |a| a.report.backends.len()),
+                last_seen: entry.map(|a| a.received_at),
+                stale: entry
+                    .is_none_or(|a| a.member_down || now.duration_since(a.received) > threshold),
+                left: entry.is_some_and(|a| a.report.leaving),
+                version: pin.version,
+            }
+        })
+        .collect()
+}
+
 /// What the leader must write so the replicated registry and pins match `views` (at most
 /// [`MAX_BATCH`] changes: the rest follow in the next proposal).
 pub fn registry_changes(
@@ -345,4 +406,42 @@ pub fn registry_changes(
     }
     changes.truncate(MAX_BATCH);
     changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn settings() -> Arc<Settings> {
+        let yaml = "dns:\n  zones: [t.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app.t.test}]\ndomains:\n  - {name: app.t.test, routing_algorithm: round-robin, regions: [eu]}\n";
+        Arc::new(crate::config::parse("t.yaml", yaml).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn a_first_sighting_is_no_change_and_a_new_status_is_one() {
+        let settings = settings();
+        let empty = Empty::default();
+        let (t0, w0) = (Instant::now(), SystemTime::now());
+        let shown = backends(&Inputs::config_only(&settings, &empty), t0, w0);
+        let (known, news) = status_changes(&HashMap::new(), &shown, w0);
+        assert!(news.is_empty(), "appearing is not changing: {news:?}");
+        let (again, news) = status_changes(&known, &shown, w0);
+        assert!(news.is_empty() && again == known, "the same statuses again");
+
+        let mut drained = shown.clone();
+        drained[0].effective = Effective::Draining;
+        drained[0].reason = "agent drain".into();
+        let (after, news) = status_changes(&known, &drained, w0);
+        assert_eq!(news.len(), 1);
+        assert_eq!(
+            (news[0].from, news[0].to, news[0].backend.as_str()),
+            (
+                shown[0].effective.name(),
+                "draining",
+                "app.t.test/192.0.2.1:80"
+            )
+        );
+        assert_eq!(after[&drained[0].key].0, Effective::Draining);
+    }
 }
