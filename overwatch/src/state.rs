@@ -102,6 +102,9 @@ pub struct StateOwner {
     seen: Arc<LastSeen>,
     /// When statuses change with no message arriving.
     deadlines: Deadlines,
+    /// The view or the replicated state changed since the leader last found the registry
+    /// complete: only then is the registry diff worth computing.
+    registry_dirty: bool,
 }
 
 impl StateOwner {
@@ -147,6 +150,7 @@ impl StateOwner {
             recent: std::collections::VecDeque::new(),
             seen: Arc::default(),
             deadlines: Deadlines::default(),
+            registry_dirty: true,
         };
         let forget = owner.started + owner.settings.stale.remove_after;
         owner.deadlines.at(forget, Due::ForgetRemembered);
@@ -525,6 +529,7 @@ impl StateOwner {
                 .any(|b| b.agent_id.as_deref() == Some(id))
         });
         self.replicated = machine;
+        self.registry_dirty = true;
         self.schedule_override_ends();
     }
 
@@ -548,11 +553,16 @@ impl StateOwner {
         let Some(replication) = &self.replication else {
             return;
         };
-        if !(replication.leading)() || replication.in_flight.load(Ordering::Acquire) {
+        if !self.registry_dirty
+            || !(replication.leading)()
+            || replication.in_flight.load(Ordering::Acquire)
+        {
             return;
         }
         let changes = self.registry_changes(&self.tx.borrow().backends);
         if changes.is_empty() {
+            // Nothing to write until the view or the replicated state changes again.
+            self.registry_dirty = false;
             return;
         }
         replication.in_flight.store(true, Ordering::Release);
@@ -570,6 +580,7 @@ impl StateOwner {
     /// Publishes views already computed (the tick computes them to see whether to publish).
     fn publish_views(&mut self, backends: Vec<BackendView>) {
         self.generation += 1;
+        self.registry_dirty = true;
         self.rtt_dirty = false;
         if self.latency_dirty {
             self.latency_dirty = false;

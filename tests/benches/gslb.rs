@@ -282,6 +282,14 @@ fn scale(n: usize, key_b64: &str) -> Scale {
     let builds = || metric("opengslb_dns_snapshot_builds_total ");
     let packets_in = || metric("opengslb_gossip_packets_total{direction=\"in\"} ");
     let window = Duration::from_secs(HEARTBEAT_ROUNDS);
+    // The idle baseline starts once the 2,000 transitions above are written to the
+    // registry (the leader proposes them in batches after the views change).
+    poll_until(
+        Duration::from_secs(30),
+        "the registry has every backend",
+        || (stats("registry_backends") == n as u64).then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
     let idle_cpu_before = cpu_ms(pid);
     std::thread::sleep(window);
     let idle_cpu_ms = cpu_ms(pid) - idle_cpu_before;
