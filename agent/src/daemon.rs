@@ -9,9 +9,7 @@ use std::time::Duration;
 use opengslb_proto::identity::{AgentIdentity, SignError};
 use opengslb_proto::member::{self, Command, GossipSettings, Role, now_us};
 use opengslb_proto::seal::ClusterKey;
-use opengslb_proto::wire::{
-    AdminState, BackendReport, HealthState, SignedReport, StatusReport, VersionClock,
-};
+use opengslb_proto::wire::{BackendReport, SignedReport, StatusReport, VersionClock};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +21,7 @@ use crate::config::{self, AgentConfig};
 use crate::identity_files;
 use crate::listener;
 use crate::monitor::{Monitor, MonitorConfig, Snapshot, SnapshotRx};
-use crate::status::{Admin, Health};
+use crate::status::Health;
 
 /// How long SIGTERM waits for the leaving report and the graceful leave to go out.
 const LEAVE_GRACE: Duration = Duration::from_secs(3);
@@ -289,11 +287,6 @@ fn build_report(
     version: u64,
     leaving: bool,
 ) -> Result<SignedReport, SignError> {
-    let admin = match snapshot.status.admin {
-        Admin::Ready => AdminState::Ready,
-        Admin::Drain => AdminState::Drain,
-        Admin::Maint => AdminState::Maint,
-    };
     let backends = cfg
         .backends
         .iter()
@@ -304,12 +297,13 @@ fn build_report(
             port: b.port,
             weight: b.weight,
             weight_pct: snapshot.status.weight.get(),
-            admin,
-            health: match snapshot.backends.get(i) {
-                Some(Health::Up) => HealthState::Up,
-                Some(Health::Down(reason)) => HealthState::Down(reason.clone()),
-                _ => HealthState::Unchecked,
-            },
+            // The same words HAProxy hears: one vocabulary (opengslb_proto::status).
+            admin: snapshot.status.admin,
+            health: snapshot
+                .backends
+                .get(i)
+                .cloned()
+                .unwrap_or(Health::Unchecked),
         })
         .collect();
     let report = StatusReport {
@@ -325,7 +319,7 @@ fn build_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Status, WeightPct};
+    use crate::status::{Admin, Status, WeightPct};
 
     fn snapshot(weight: u64, admin: Admin, backends: Vec<Health>) -> Snapshot {
         let status = Status {

@@ -1,49 +1,10 @@
 //! The one status an agent says about its host, and how it is rendered for HAProxy.
 //!
 //! `Status` is the heart of the product (design.md, "The status model"): the same value
-//! is rendered to HAProxy's agent-check protocol here and, later, sent to overwatch.
+//! is rendered to HAProxy's agent-check protocol here and reported to overwatch
+//! (`daemon`), in the one vocabulary of `opengslb_proto::status`.
 
-use std::fmt;
-
-/// Administrative state, decided by the operator (files, later a control socket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Admin {
-    /// In rotation.
-    Ready,
-    /// No new connections; existing ones (and persistence) continue.
-    Drain,
-    /// Out of rotation entirely.
-    Maint,
-}
-
-impl Admin {
-    /// The agent-check word HAProxy understands for this state.
-    pub fn word(self) -> &'static str {
-        match self {
-            Admin::Ready => "ready",
-            Admin::Drain => "drain",
-            Admin::Maint => "maint",
-        }
-    }
-}
-
-impl fmt::Display for Admin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.word())
-    }
-}
-
-/// Operational health from local health checks of the application.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Health {
-    /// No local health check is configured: the agent says nothing about up/down,
-    /// exactly like `haproxy_agent` (HAProxy's own `check` decides).
-    Unchecked,
-    /// Local checks pass.
-    Up,
-    /// Local checks fail, with a human-readable reason.
-    Down(String),
-}
+pub use opengslb_proto::status::{Admin, Health};
 
 /// The weight HAProxy applies, as a percentage of the server's configured weight.
 ///

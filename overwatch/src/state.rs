@@ -673,7 +673,7 @@ mod tests {
     use crate::model::machine::{Override, OverrideKey};
     use opengslb_proto::identity::AgentIdentity;
     use opengslb_proto::member::MemberId;
-    use opengslb_proto::wire::{AdminState, HealthState};
+    use opengslb_proto::status::{Admin, Health};
     use opengslb_proto::wire::{BackendReport, ReceivedReport, SignedReport};
 
     const TOKEN: &str = "app-token-0123456789";
@@ -691,7 +691,7 @@ mod tests {
         AgentIdentity::generate("eu").expect("identity")
     }
 
-    fn report(agent: &AgentIdentity, version: u64, admin: AdminState, leaving: bool) -> Event {
+    fn report(agent: &AgentIdentity, version: u64, admin: Admin, leaving: bool) -> Event {
         let backends = vec![BackendReport {
             service: "app".into(),
             address: "10.0.0.1".parse().expect("ip"),
@@ -699,7 +699,7 @@ mod tests {
             weight: 100,
             weight_pct: 50,
             admin,
-            health: HealthState::Up,
+            health: Health::Up,
         }];
         let r = StatusReport {
             agent_id: agent.agent_id().into(),
@@ -734,12 +734,12 @@ mod tests {
     #[test]
     fn a_heartbeat_that_changes_nothing_publishes_nothing_but_is_seen() {
         let (mut o, a, t0, wall) = (owner(), agent(), Instant::now(), SystemTime::now());
-        assert!(o.gossip(report(&a, 1, AdminState::Ready, false), t0, wall));
+        assert!(o.gossip(report(&a, 1, Admin::Ready, false), t0, wall));
         o.publish();
         let generation = o.tx.borrow().generation;
         let (t1, wall1) = (t0 + Duration::from_secs(8), wall + Duration::from_secs(8));
         assert!(
-            !o.gossip(report(&a, 2, AdminState::Ready, false), t1, wall1),
+            !o.gossip(report(&a, 2, Admin::Ready, false), t1, wall1),
             "the same backends at a newer version: nothing visible changed"
         );
         let view = o.tx.borrow().clone();
@@ -756,7 +756,7 @@ mod tests {
         );
         assert!(
             o.gossip(
-                report(&a, 3, AdminState::Ready, false),
+                report(&a, 3, Admin::Ready, false),
                 t1 + Duration::from_secs(11),
                 wall1
             ),
@@ -764,7 +764,7 @@ mod tests {
         );
         assert!(
             o.gossip(
-                report(&a, 4, AdminState::Drain, false),
+                report(&a, 4, Admin::Drain, false),
                 t1 + Duration::from_secs(11),
                 wall1
             ),
@@ -776,7 +776,7 @@ mod tests {
     fn a_view_republished_without_a_dns_change_needs_no_new_snapshot() {
         use crate::dns::DnsSnapshot;
         let (mut o, a, t0, wall) = (owner(), agent(), Instant::now(), SystemTime::now());
-        o.gossip(report(&a, 1, AdminState::Ready, false), t0, wall);
+        o.gossip(report(&a, 1, Admin::Ready, false), t0, wall);
         o.publish();
         let first = o.tx.borrow().clone();
         // What the same transition coming back through Raft does: publish again.
@@ -784,7 +784,7 @@ mod tests {
         let again = o.tx.borrow().clone();
         assert!(again.generation > first.generation);
         assert!(DnsSnapshot::same_inputs(&first, &again));
-        o.gossip(report(&a, 2, AdminState::Drain, false), t0, wall);
+        o.gossip(report(&a, 2, Admin::Drain, false), t0, wall);
         o.publish();
         let drained = o.tx.borrow().clone();
         assert!(
@@ -796,7 +796,7 @@ mod tests {
     #[test]
     fn agent_backends_go_stale_drain_and_leave_the_registry_on_time() {
         let (mut o, a, t0, wall) = (owner(), agent(), Instant::now(), SystemTime::now());
-        assert!(o.gossip(report(&a, 1, AdminState::Ready, false), t0, wall));
+        assert!(o.gossip(report(&a, 1, Admin::Ready, false), t0, wall));
         assert_eq!(
             status(&o, t0),
             [(Effective::Healthy, 50)],
@@ -820,12 +820,12 @@ mod tests {
         assert!(o.gossip(Event::MemberUp(member(&a)), t0, wall));
         assert_eq!(status(&o, t0), [(Effective::Healthy, 50)]);
         assert!(
-            !o.gossip(report(&a, 1, AdminState::Drain, false), t0, wall),
+            !o.gossip(report(&a, 1, Admin::Drain, false), t0, wall),
             "the same version again changes nothing"
         );
-        assert!(o.gossip(report(&a, 2, AdminState::Drain, false), t0, wall));
+        assert!(o.gossip(report(&a, 2, Admin::Drain, false), t0, wall));
         assert_eq!(status(&o, t0)[0].0, Effective::Draining);
-        assert!(o.gossip(report(&a, 3, AdminState::Ready, true), t0, wall));
+        assert!(o.gossip(report(&a, 3, Admin::Ready, true), t0, wall));
         assert_eq!(
             status(&o, t0)[0].0,
             Effective::Draining,
@@ -845,7 +845,7 @@ mod tests {
     #[test]
     fn overrides_outrank_agents_and_the_registry_follows_the_view() {
         let (mut o, a, t0, wall) = (owner(), agent(), Instant::now(), SystemTime::now());
-        assert!(o.gossip(report(&a, 1, AdminState::Ready, false), t0, wall));
+        assert!(o.gossip(report(&a, 1, Admin::Ready, false), t0, wall));
         let mut machine = Machine::default();
         let changes = o.registry_changes(&o.compute(t0));
         assert!(

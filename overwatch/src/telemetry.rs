@@ -5,7 +5,7 @@
 //! stay bounded: configured names and fixed words, never a query name.
 
 pub use opengslb_proto::member::{GOSSIP_DECRYPT_FAILURES, GOSSIP_PACKETS};
-use opengslb_proto::wire::HealthState;
+use opengslb_proto::status::Health;
 
 use crate::config::Settings;
 use crate::model::status::Validation;
@@ -94,7 +94,7 @@ pub fn record_view(
                 .agent
                 .as_ref()
                 .filter(|a| !a.stale)
-                .map(|a| !matches!(a.health, HealthState::Down(_)));
+                .map(|a| !matches!(a.health, Health::Down(_)));
             let check_up = match b.validation {
                 Validation::Healthy => Some(true),
                 Validation::Unhealthy(_) => Some(false),

@@ -4,10 +4,12 @@
 //! Deliberately light: no netlink, no HTTP, no DNS. `seal` encrypts and authenticates
 //! every packet under the cluster key; `identity` parses, signs and verifies (creating a
 //! key is behind the `keygen` feature); `wire` is the versioned, signed messages;
-//! `member` runs foca over a transport (UDP, or in memory for tests).
+//! `member` runs foca over a transport (UDP, or in memory for tests); `status` is the
+//! admin and health vocabulary both sides speak.
 
 pub mod identity;
 pub mod member;
 pub mod seal;
+pub mod status;
 pub mod subnet;
 pub mod wire;

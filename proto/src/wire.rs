@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{self, AgentIdentity, SignError};
+use crate::status::{Admin, Health};
 use crate::subnet::Subnet;
 
 /// Every message on the wire.
@@ -159,28 +160,6 @@ pub fn latency_parts(
         .collect()
 }
 
-/// Administrative state as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AdminState {
-    /// In rotation.
-    Ready,
-    /// Drain requested.
-    Drain,
-    /// Maintenance.
-    Maint,
-}
-
-/// Local health as reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HealthState {
-    /// No local check configured.
-    Unchecked,
-    /// Local checks pass.
-    Up,
-    /// Local checks fail, with the reason.
-    Down(String),
-}
-
 /// One backend the agent speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendReport {
@@ -195,9 +174,9 @@ pub struct BackendReport {
     /// CPU-derived weight percentage (1..=100).
     pub weight_pct: u8,
     /// Ready, drain or maint.
-    pub admin: AdminState,
+    pub admin: Admin,
     /// Up, down or unchecked.
-    pub health: HealthState,
+    pub health: Health,
 }
 
 /// An agent's whole status at one version.
@@ -389,8 +368,8 @@ mod tests {
                 port: 8080,
                 weight: 100,
                 weight_pct: 97,
-                admin: AdminState::Drain,
-                health: HealthState::Down("http 503".into()),
+                admin: Admin::Drain,
+                health: Health::Down("http 503".into()),
             }],
             leaving: false,
         }

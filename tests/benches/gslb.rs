@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use opengslb_proto::identity::AgentIdentity;
 use opengslb_proto::member::seal_direct;
 use opengslb_proto::seal::{ClusterKey, Envelope};
+use opengslb_proto::status::{Admin, Health};
 use opengslb_proto::wire::{
-    AdminState, BackendReport, HealthState, Message, MessageV1, SignedReport, StatusReport,
-    VersionClock,
+    BackendReport, Message, MessageV1, SignedReport, StatusReport, VersionClock,
 };
 use opengslb_tests::bench::{cpu_ms, knob, memory, percentile as pct};
 use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml_defaults};
@@ -187,7 +187,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let mut clock = VersionClock::default();
     // Agents `agents` send their one backend with `admin`, each at a new version.
-    let send = |clock: &mut VersionClock, agents: std::ops::Range<usize>, admin: AdminState| {
+    let send = |clock: &mut VersionClock, agents: std::ops::Range<usize>, admin: Admin| {
         for (i, identity) in identities
             .iter()
             .enumerate()
@@ -206,7 +206,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
                 weight: 100,
                 weight_pct: 100,
                 admin,
-                health: HealthState::Up,
+                health: Health::Up,
             };
             let version = clock.next(opengslb_proto::member::now_us());
             let report = StatusReport {
@@ -227,7 +227,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
             }
         }
     };
-    let send_all = |clock: &mut VersionClock, admin: AdminState| send(clock, 0..n, admin);
+    let send_all = |clock: &mut VersionClock, admin: Admin| send(clock, 0..n, admin);
     let stats = |field: &str| -> u64 {
         let (_, body) = http_get(node.api.expect("api"), "/api/v1/overwatch/stats");
         serde_json::from_str::<serde_json::Value>(&body)
@@ -237,7 +237,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
     };
     // Like real agents: publish on the change, then again every heartbeat (here 1 s) —
     // UDP may drop part of a burst; the next heartbeat repairs it.
-    let converge = |clock: &mut VersionClock, admin: AdminState, field: &str, what: &str| {
+    let converge = |clock: &mut VersionClock, admin: Admin, field: &str, what: &str| {
         let t = Instant::now();
         let mut last_send = Instant::now();
         send_all(clock, admin);
@@ -252,23 +252,13 @@ fn scale(n: usize, key_b64: &str) -> Scale {
     };
     let register_ms = converge(
         &mut clock,
-        AdminState::Ready,
+        Admin::Ready,
         "healthy_backends",
         "all simulated agents registered",
     );
     let cpu_before = cpu_ms(pid);
-    let drain_ms = converge(
-        &mut clock,
-        AdminState::Drain,
-        "draining_backends",
-        "all drained",
-    );
-    let ready_ms = converge(
-        &mut clock,
-        AdminState::Ready,
-        "healthy_backends",
-        "all back",
-    );
+    let drain_ms = converge(&mut clock, Admin::Drain, "draining_backends", "all drained");
+    let ready_ms = converge(&mut clock, Admin::Ready, "healthy_backends", "all back");
     let changes_cpu_ms = cpu_ms(pid) - cpu_before;
 
     // Unchanged heartbeats: every agent says the same again at a newer version, once a
@@ -297,7 +287,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
         (builds(), packets_in(), cpu_ms(pid));
     let started = Instant::now();
     for round in 1..=HEARTBEAT_ROUNDS {
-        send_all(&mut clock, AdminState::Ready);
+        send_all(&mut clock, Admin::Ready);
         let next = Duration::from_secs(round);
         std::thread::sleep(next.saturating_sub(started.elapsed()));
     }
@@ -312,7 +302,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
 
     // One transition: exactly one snapshot build, also after it came back through Raft.
     let builds_before = builds();
-    send(&mut clock, 0..1, AdminState::Drain);
+    send(&mut clock, 0..1, Admin::Drain);
     poll_until(Duration::from_secs(10), "one agent drained", || {
         (stats("draining_backends") == 1).then_some(())
     });

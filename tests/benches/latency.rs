@@ -29,9 +29,10 @@ use opengslb_agent::latency::table::{Subnet, SubnetTable, TableSettings};
 use opengslb_proto::identity::AgentIdentity;
 use opengslb_proto::member::{seal_direct, seal_latency};
 use opengslb_proto::seal::{ClusterKey, Envelope};
+use opengslb_proto::status::{Admin, Health};
 use opengslb_proto::wire::{
-    AdminState, BackendReport, HealthState, LatencySample, Message, MessageV1, SignedReport,
-    StatusReport, VersionClock, latency_parts,
+    BackendReport, LatencySample, Message, MessageV1, SignedReport, StatusReport, VersionClock,
+    latency_parts,
 };
 use opengslb_tests::bench::{knob, memory, percentile};
 use opengslb_tests::gslb::{TOKEN, cluster_key};
@@ -189,8 +190,8 @@ fn dns_ratio(duration: Duration) {
                 port: 80,
                 weight: 100,
                 weight_pct: 100,
-                admin: AdminState::Ready,
-                health: HealthState::Up,
+                admin: Admin::Ready,
+                health: Health::Up,
             }],
             leaving: false,
         };

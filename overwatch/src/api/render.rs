@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opengslb_proto::wire::{AdminState, HealthState};
+use opengslb_proto::status::{Admin, Health};
 
 use super::types;
 use crate::model::machine::{Override, OverrideKey};
@@ -32,7 +32,7 @@ pub(super) fn backend(b: &BackendView, seen: &LastSeen) -> types::Backend {
         agent_healthy: b
             .agent
             .as_ref()
-            .map(|a| !matches!(a.health, HealthState::Down(_))),
+            .map(|a| !matches!(a.health, Health::Down(_))),
         agent_last_seen: b
             .agent
             .as_ref()
@@ -42,9 +42,9 @@ pub(super) fn backend(b: &BackendView, seen: &LastSeen) -> types::Backend {
                 "left"
             } else {
                 match a.admin {
-                    AdminState::Ready => "ready",
-                    AdminState::Drain => "drain",
-                    AdminState::Maint => "maint",
+                    Admin::Ready => "ready",
+                    Admin::Drain => "drain",
+                    Admin::Maint => "maint",
                 }
             };
             word.to_owned()

@@ -158,7 +158,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use opengslb_proto::identity::AgentIdentity;
-    use opengslb_proto::wire::{AdminState, BackendReport, HealthState, SignedReport};
+    use opengslb_proto::status::{Admin, Health};
+    use opengslb_proto::wire::{BackendReport, SignedReport};
 
     const TOKEN: &str = "app-token-0123456789";
 
@@ -184,8 +185,8 @@ mod tests {
                     port: 80,
                     weight: 100,
                     weight_pct: 100,
-                    admin: AdminState::Ready,
-                    health: HealthState::Up,
+                    admin: Admin::Ready,
+                    health: Health::Up,
                 })
                 .collect(),
             leaving: false,

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use opengslb_proto::wire::{AdminState, HealthState, StatusReport};
+use opengslb_proto::status::{Admin, Health};
+use opengslb_proto::wire::StatusReport;
 
 use crate::config::Settings;
 use crate::model::admission::Pin;
@@ -200,8 +201,8 @@ fn remembered(inputs: &Inputs<'_>, views: &mut Vec<BackendView>, wall: SystemTim
         }
         let layer = AgentLayer {
             agent_id: agent_id.clone(),
-            admin: AdminState::Ready,
-            health: HealthState::Unchecked,
+            admin: Admin::Ready,
+            health: Health::Unchecked,
             weight_pct: 100,
             last_seen: SystemTime::UNIX_EPOCH + Duration::from_millis(record.changed_at_ms),
             stale: true,
@@ -245,8 +246,8 @@ fn view(
     };
     let claim = agent.as_ref().map(|a| AgentClaim {
         left: a.left,
-        draining: a.admin != AdminState::Ready,
-        healthy: !matches!(a.health, HealthState::Down(_)),
+        draining: a.admin != Admin::Ready,
+        healthy: !matches!(a.health, Health::Down(_)),
         fresh: !a.stale,
     });
     let override_ = inputs

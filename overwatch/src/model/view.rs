@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use opengslb_proto::wire::{AdminState, HealthState};
+use opengslb_proto::status::{Admin, Health};
 
 use crate::config::Settings;
 use crate::model::check::CheckState;
@@ -36,9 +36,9 @@ pub struct AgentLayer {
     /// The reporting agent.
     pub agent_id: String,
     /// Its admin state (or leaving).
-    pub admin: AdminState,
+    pub admin: Admin,
     /// Its health claim.
-    pub health: HealthState,
+    pub health: Health,
     /// CPU weight percentage.
     pub weight_pct: u8,
     /// When its last report arrived.
