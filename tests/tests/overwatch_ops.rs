@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use opengslb_overwatch::api::types;
 use opengslb_tests::overwatch::{
     Backend, Overwatch, cli_binary, http_get, overwatch_binary, query_packet, rcode, udp_exchange,
 };
@@ -221,30 +222,38 @@ fn api_shows_every_layer_and_answers_errors_in_json() {
     let (_, web) = node.get("/api/v1/overwatch/backends?service=web&region=east&status=healthy");
     assert_eq!(web["total"], 1);
 
-    let (_, stats) = node.get("/api/v1/overwatch/stats");
+    // Read as the API's own types (the ones opengslb-cli parses): every field present,
+    // every type right.
+    let stats: types::Stats = typed(node.get("/api/v1/overwatch/stats"));
     assert_eq!(
         (
-            stats["total_backends"].as_u64(),
-            stats["healthy_backends"].as_u64(),
-            stats["unhealthy_backends"].as_u64()
+            stats.total_backends,
+            stats.healthy_backends,
+            stats.unhealthy_backends
         ),
-        (Some(3), Some(2), Some(1))
+        (3, 2, 1)
     );
-    assert_eq!(stats["validation_enabled"], true);
+    assert!(stats.validation_enabled);
 
-    let (_, domains) = node.get("/api/v1/domains");
-    let d = &domains["domains"][0];
+    let domains: types::DomainList = typed(node.get("/api/v1/domains"));
+    let d = &domains.domains[0];
     assert_eq!(
         (
-            d["name"].as_str(),
-            d["routing_algorithm"].as_str(),
-            d["healthy_backends"].as_u64()
+            d.name.as_str(),
+            d.routing_algorithm.as_str(),
+            d.healthy_backends
         ),
-        (Some("app.ops.test"), Some("weighted"), Some(2))
+        ("app.ops.test", "weighted", 2)
     );
 
-    let (_, servers) = node.get("/api/v1/health/servers");
-    assert_eq!(servers["servers"].as_array().map(Vec::len), Some(3));
+    let servers: types::ServerList = typed(node.get("/api/v1/health/servers"));
+    assert_eq!(servers.servers.len(), 3);
+    let backends: types::BackendList = typed(node.get("/api/v1/overwatch/backends"));
+    assert_eq!(
+        (backends.total, backends.backends.len()),
+        (3, 3),
+        "the list the CLI tabulates"
+    );
     assert_eq!(
         node.get("/api/v1/ready"),
         (200, serde_json::json!({"status": "ready"}))
@@ -253,11 +262,11 @@ fn api_shows_every_layer_and_answers_errors_in_json() {
 
     let (status, err) = node.get("/api/v1/overwatch/backends?status=bogus");
     assert_eq!(status, 400);
+    let err: types::ErrorBody = typed((200, err));
     assert!(
-        err["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("\"bogus\" is not one of")),
-        "{err}"
+        err.error.contains("\"bogus\" is not one of"),
+        "{}",
+        err.error
     );
     let (status, err) = node.get("/api/v1/overwatch/backends?colour=red");
     assert_eq!(status, 400, "{err}");
@@ -565,4 +574,11 @@ fn metrics_parse_as_prometheus_text_with_bounded_labels() {
         text.contains("opengslb_dns_fast_path_declined_total 1\n"),
         "{text}"
     );
+}
+
+/// A successful answer as the API type `T`; a failure names the status and the body.
+fn typed<T: serde::de::DeserializeOwned>((status, body): (u16, serde_json::Value)) -> T {
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("not the API's declared shape: {e}\n{body}"))
 }
