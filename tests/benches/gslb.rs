@@ -301,24 +301,29 @@ fn scale(n: usize, key_b64: &str) -> Scale {
     );
 
     // One transition: exactly one snapshot build, also after it came back through Raft.
+    let applied = || -> u64 {
+        let (_, body) = http_get(node.api.expect("api"), "/api/v1/cluster/status");
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["last_applied_index"].as_u64())
+            .unwrap_or(0)
+    };
     let builds_before = builds();
+    let applied_before = applied();
     send(&mut clock, 0..1, Admin::Drain);
     poll_until(Duration::from_secs(10), "one agent drained", || {
         (stats("draining_backends") == 1).then_some(())
     });
+    // The leader writes the transition to the registry on its next tick; the node then
+    // applies it (the echo). Past that point a second build would be a wasted one.
     poll_until(
         Duration::from_secs(10),
-        "the drain written to the registry",
-        || {
-            let (_, body) = http_get(
-                node.api.expect("api"),
-                "/api/v1/overwatch/backends?status=draining",
-            );
-            body.contains("\"draining\"").then_some(())
-        },
+        "the drain applied through Raft",
+        || (applied() > applied_before).then_some(()),
     );
-    // The leader proposes on its next tick (250 ms); give the echo time to come back.
-    std::thread::sleep(Duration::from_secs(1));
+    // The snapshot task reacts to the applied state within microseconds; a moment's
+    // margin lets a build it wrongly made show in the counter.
+    std::thread::sleep(Duration::from_millis(500));
     let transition_builds = builds() - builds_before;
     let (rss_kib, hwm_kib) = memory(pid);
     Scale {
