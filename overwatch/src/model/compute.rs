@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use opengslb_proto::status::{Admin, Health};
@@ -12,11 +13,12 @@ use opengslb_proto::wire::StatusReport;
 use crate::config::Settings;
 use crate::model::admission::Pin;
 use crate::model::check::CheckState;
+use crate::model::geo::GeoDb;
 use crate::model::machine::{Machine, OverrideKey, PinRecord, RegistryRecord, RequestV1};
 use crate::model::status::{AgentClaim, Effective, Layers, Validation, effective};
 use crate::model::view::{
-    AgentLayer, AgentView, BackendKey, BackendView, Change, backend_keys, display_key,
-    registry_key, wall_ms,
+    AgentLayer, AgentView, BackendKey, BackendView, Change, View, backend_keys, display_key,
+    registry_key, update_last_healthy, wall_ms,
 };
 
 /// Most registry and pin changes the leader proposes in one Raft entry.
@@ -83,6 +85,35 @@ pub struct Empty {
     pins: BTreeMap<String, Pin>,
     expired: HashSet<String>,
     changes: HashMap<BackendKey, (Effective, SystemTime)>,
+}
+
+impl View {
+    /// The view of a node that knows only its configuration (and geolocation database):
+    /// every configured backend unchecked, no agents, no replicated state. What DNS
+    /// tests, benchmarks and fuzz targets answer from, without running an owner.
+    pub fn from_config(settings: Arc<Settings>, geo: Option<Arc<GeoDb>>) -> View {
+        let empty = Empty::default();
+        let backends = backends(
+            &Inputs::config_only(&settings, &empty),
+            std::time::Instant::now(),
+            SystemTime::now(),
+        );
+        let mut last_healthy = HashMap::new();
+        update_last_healthy(&mut last_healthy, &settings, &backends);
+        View {
+            settings,
+            geo,
+            backends,
+            agents: Vec::new(),
+            last_healthy,
+            generation: 1,
+            replicated: Arc::default(),
+            latency: Arc::default(),
+            latency_cells: Arc::default(),
+            recent: Arc::default(),
+            seen: Arc::default(),
+        }
+    }
 }
 
 /// Every backend with its layers, at `now` (`wall` is the same moment on the wall clock):

@@ -165,35 +165,6 @@ impl LastSeen {
     }
 }
 
-impl View {
-    /// The view of a node that knows only its configuration (and geolocation database):
-    /// every configured backend unchecked, no agents, no replicated state. What DNS
-    /// tests, benchmarks and fuzz targets answer from, without running an owner.
-    pub fn from_config(settings: Arc<Settings>, geo: Option<Arc<GeoDb>>) -> View {
-        let empty = crate::model::compute::Empty::default();
-        let backends = crate::model::compute::backends(
-            &crate::model::compute::Inputs::config_only(&settings, &empty),
-            std::time::Instant::now(),
-            SystemTime::now(),
-        );
-        let mut last_healthy = HashMap::new();
-        update_last_healthy(&mut last_healthy, &settings, &backends);
-        View {
-            settings,
-            geo,
-            backends,
-            agents: Vec::new(),
-            last_healthy,
-            generation: 1,
-            replicated: Arc::default(),
-            latency: Arc::default(),
-            latency_cells: Arc::default(),
-            recent: Arc::default(),
-            seen: Arc::default(),
-        }
-    }
-}
-
 /// Per domain, the addresses in rotation now; a domain with none keeps the set it had
 /// (for `return_last_healthy`), and domains no longer configured are dropped.
 pub fn update_last_healthy(
