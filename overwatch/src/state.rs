@@ -269,9 +269,9 @@ impl StateOwner {
     /// Applies a gossip event; true when something visible changed.
     fn gossip(&mut self, event: Event, now: Instant, wall: SystemTime) -> bool {
         match event {
-            Event::Report(received) => {
-                let claimed = received.claimed().agent_id.clone();
-                match self.book.admit(received, &self.settings.agent_tokens, wall) {
+            Event::Report(verified) => {
+                let claimed = verified.report().agent_id.clone();
+                match self.book.admit(verified, &self.settings.agent_tokens, wall) {
                     Ok(Admitted::New(report)) => {
                         let stale = &self.settings.stale;
                         self.deadlines.agent_reported(
@@ -710,7 +710,8 @@ mod tests {
         };
         Event::Report(
             ReceivedReport::decode(SignedReport::sign(&r, agent, TOKEN).expect("sign"))
-                .expect("decode"),
+                .and_then(ReceivedReport::verify)
+                .expect("verifies"),
         )
     }
 

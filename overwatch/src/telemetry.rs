@@ -4,7 +4,7 @@
 //! constants here; `describe` runs once, when the exporter is installed. Label values
 //! stay bounded: configured names and fixed words, never a query name.
 
-pub use opengslb_proto::member::{GOSSIP_DECRYPT_FAILURES, GOSSIP_PACKETS};
+pub use opengslb_proto::member::{GOSSIP_DECRYPT_FAILURES, GOSSIP_PACKETS, REPORTS_REJECTED};
 use opengslb_proto::status::Health;
 
 use crate::config::Settings;
@@ -27,8 +27,6 @@ pub const VALIDATION_CHECKS: &str = "opengslb_validation_checks_total";
 pub const VALIDATION_CHECK_DURATION: &str = "opengslb_validation_check_duration_seconds";
 /// Backends whose agent and validation disagree.
 pub const VALIDATION_DISAGREEMENTS: &str = "opengslb_validation_agent_disagreements";
-/// Agent reports rejected, by `reason`.
-pub const REPORTS_REJECTED: &str = "opengslb_gossip_reports_rejected_total";
 /// Backends by `service`.
 pub const BACKENDS: &str = "opengslb_backends_total";
 /// Backends in rotation by `service`.

@@ -226,6 +226,17 @@ pub enum WireError {
     },
 }
 
+impl WireError {
+    /// The metrics label for a report rejected for this reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::Decode(_) => "decode",
+            WireError::BadSignature => "bad_signature",
+            WireError::IdMismatch { .. } => "id_mismatch",
+        }
+    }
+}
+
 impl Message {
     /// Encodes for the wire.
     pub fn encode(&self) -> Vec<u8> {
@@ -260,7 +271,7 @@ impl SignedReport {
     pub fn open(&self) -> Result<StatusReport, WireError> {
         ReceivedReport::decode(self.clone())?
             .verify()
-            .map(|(report, _)| report)
+            .map(|verified| verified.report)
     }
 }
 
@@ -291,9 +302,8 @@ impl ReceivedReport {
     }
 
     /// Checks the signature over the bytes as received and that the agent id is the one
-    /// its certificate implies; then the decoded report is the agent's word (returned with
-    /// the signed form, whose certificate and token the caller checks next).
-    pub fn verify(self) -> Result<(StatusReport, SignedReport), WireError> {
+    /// its certificate implies; then the decoded report is the agent's word.
+    pub fn verify(self) -> Result<VerifiedReport, WireError> {
         let signed = &self.signed;
         if !identity::verify(
             &signed.certificate,
@@ -309,7 +319,37 @@ impl ReceivedReport {
                 expected,
             });
         }
-        Ok((self.claimed, self.signed))
+        Ok(VerifiedReport {
+            report: self.claimed,
+            signed: self.signed,
+        })
+    }
+}
+
+/// A report whose signature verified against its certificate and whose agent id is the
+/// one that certificate implies. Only [`ReceivedReport::verify`] makes one, so code that
+/// takes a `VerifiedReport` cannot be handed an unverified report. Whether the agent may
+/// speak for its services (token, pin) is still overwatch's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedReport {
+    report: StatusReport,
+    signed: SignedReport,
+}
+
+impl VerifiedReport {
+    /// The report.
+    pub fn report(&self) -> &StatusReport {
+        &self.report
+    }
+
+    /// The signed form (certificate, token) as it arrived.
+    pub fn signed(&self) -> &SignedReport {
+        &self.signed
+    }
+
+    /// The report and its signed form.
+    pub fn into_parts(self) -> (StatusReport, SignedReport) {
+        (self.report, self.signed)
     }
 }
 

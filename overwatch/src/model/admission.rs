@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use opengslb_proto::identity::fingerprint;
-use opengslb_proto::wire::{ReceivedReport, StatusReport, WireError, supersedes};
+use opengslb_proto::wire::{StatusReport, VerifiedReport, supersedes};
 
 /// A pinned agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,12 +29,10 @@ pub struct Pin {
     pub certificate: Vec<u8>,
 }
 
-/// Why a report was not accepted.
+/// Why a verified report was not accepted (one that does not verify never gets here:
+/// the gossip member drops and counts it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    /// Undecodable, badly signed, or an id that is not its certificate's.
-    #[error(transparent)]
-    Wire(#[from] WireError),
     /// The token is not the one configured for a service it reports (or none is).
     #[error("token not valid for service {service:?}")]
     Token {
@@ -55,9 +53,6 @@ impl Rejection {
     /// Metrics label.
     pub fn reason(&self) -> &'static str {
         match self {
-            Rejection::Wire(WireError::Decode(_)) => "decode",
-            Rejection::Wire(WireError::BadSignature) => "bad_signature",
-            Rejection::Wire(WireError::IdMismatch { .. }) => "id_mismatch",
             Rejection::Token { .. } => "token",
             Rejection::PinMismatch { .. } => "pin_mismatch",
         }
@@ -80,14 +75,14 @@ pub struct AgentBook {
 }
 
 impl AgentBook {
-    /// Decides about one received report. `tokens` is `overwatch.agent_tokens`.
+    /// Decides about one verified report. `tokens` is `overwatch.agent_tokens`.
     pub fn admit(
         &mut self,
-        received: ReceivedReport,
+        verified: VerifiedReport,
         tokens: &BTreeMap<String, String>,
         now: SystemTime,
     ) -> Result<Admitted, Rejection> {
-        let (report, signed) = received.verify()?;
+        let (report, signed) = verified.into_parts();
         let services: BTreeSet<String> =
             report.backends.iter().map(|b| b.service.clone()).collect();
         for service in &services {
@@ -159,7 +154,7 @@ mod tests {
     use super::*;
     use opengslb_proto::identity::AgentIdentity;
     use opengslb_proto::status::{Admin, Health};
-    use opengslb_proto::wire::{BackendReport, SignedReport};
+    use opengslb_proto::wire::{BackendReport, ReceivedReport, SignedReport, WireError};
 
     const TOKEN: &str = "app-token-0123456789";
 
@@ -172,7 +167,7 @@ mod tests {
         version: u64,
         services: &[&str],
         token: &str,
-    ) -> ReceivedReport {
+    ) -> VerifiedReport {
         let report = StatusReport {
             agent_id: agent.agent_id().to_owned(),
             region: "eu".into(),
@@ -191,11 +186,15 @@ mod tests {
                 .collect(),
             leaving: false,
         };
-        received(SignedReport::sign(&report, agent, token).expect("sign"))
+        verified(SignedReport::sign(&report, agent, token).expect("sign"))
     }
 
     fn received(signed: SignedReport) -> ReceivedReport {
         ReceivedReport::decode(signed).expect("decode")
+    }
+
+    fn verified(signed: SignedReport) -> VerifiedReport {
+        received(signed).verify().expect("verifies")
     }
 
     fn tokens() -> BTreeMap<String, String> {
@@ -264,14 +263,12 @@ mod tests {
         assert!(
             matches!(book.admit(signed(&agent, 6, &["app"], TOKEN), &tokens(), now), Ok(Admitted::New(r)) if r.version == 6)
         );
-        // The imposter signs a report claiming the pinned id: its certificate implies another id.
-        let mut report = signed(&imposter, 7, &["app"], TOKEN).claimed().clone();
+        // The imposter signs a report claiming the pinned id: its certificate implies
+        // another id, so it never verifies and can never reach admission.
+        let mut report = signed(&imposter, 7, &["app"], TOKEN).report().clone();
         report.agent_id = agent.agent_id().to_owned();
         let forged = received(SignedReport::sign(&report, &imposter, TOKEN).expect("sign"));
-        assert!(matches!(
-            book.admit(forged, &tokens(), now),
-            Err(Rejection::Wire(WireError::IdMismatch { .. }))
-        ));
+        assert!(matches!(forged.verify(), Err(WireError::IdMismatch { .. })));
         // A pinned agent may not add a service its token does not cover.
         assert_eq!(
             book.admit(signed(&agent, 8, &["app", "db"], TOKEN), &tokens(), now),

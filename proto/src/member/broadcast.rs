@@ -1,13 +1,19 @@
 //! Status reports as foca custom broadcasts: a newer version of an agent's report
 //! invalidates older ones, and only overwatch members are sent them.
+//!
+//! Nothing is believed before it verifies: a report's signature and agent-id binding are
+//! checked before its version is recorded, before it is relayed and before it is
+//! delivered. A report that does not verify changes nothing, is counted by reason
+//! (`opengslb_gossip_reports_rejected_total`) and logged at most every 10 s.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use foca::{BroadcastHandler, Invalidates};
 
 use super::{MemberId, Role};
-use crate::wire::{Message, MessageV1, ReceivedReport, WireError, supersedes};
+use crate::wire::{Message, MessageV1, ReceivedReport, VerifiedReport, WireError, supersedes};
 
 /// Broadcast key: the newest version of an agent's report invalidates older ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,10 +33,10 @@ impl Invalidates for ReportKey {
 /// foca owns the handler and offers no way back to it, so new reports go through this
 /// queue. Only the member task touches it: a std `Mutex`, never contended.
 #[derive(Clone, Default)]
-pub(crate) struct Delivered(Arc<Mutex<Vec<ReceivedReport>>>);
+pub(crate) struct Delivered(Arc<Mutex<Vec<VerifiedReport>>>);
 
 impl Delivered {
-    fn push(&self, report: ReceivedReport) {
+    fn push(&self, report: VerifiedReport) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -38,7 +44,7 @@ impl Delivered {
     }
 
     /// Everything delivered since the last call.
-    pub(crate) fn take(&self) -> Vec<ReceivedReport> {
+    pub(crate) fn take(&self) -> Vec<VerifiedReport> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
@@ -48,6 +54,40 @@ pub(crate) struct Reports {
     latest: HashMap<String, u64>,
     deliver: bool,
     delivered: Delivered,
+    rejections: RejectionLog,
+}
+
+/// Rejected reports, logged at most once per [`RejectionLog::EVERY`] with how many were
+/// not logged since: a flood of forgeries cannot flood the log.
+#[derive(Default)]
+struct RejectionLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RejectionLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn record(&mut self, err: &WireError, claimed: Option<&str>, sender: Option<&MemberId>) {
+        metrics::counter!(super::REPORTS_REJECTED, "reason" => err.reason()).increment(1);
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            agent_id = claimed.unwrap_or("?"),
+            via = ?sender,
+            reason = %err,
+            not_logged_since_last = self.unlogged,
+            "dropped a gossip report that does not verify"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
 }
 
 impl Reports {
@@ -57,6 +97,7 @@ impl Reports {
             latest: HashMap::new(),
             deliver,
             delivered,
+            rejections: RejectionLog::default(),
         }
     }
 }
@@ -68,15 +109,26 @@ impl BroadcastHandler<MemberId> for Reports {
     fn receive_item(
         &mut self,
         data: &[u8],
-        _sender: Option<&MemberId>,
+        sender: Option<&MemberId>,
     ) -> Result<Option<ReportKey>, WireError> {
-        let Message::V1(MessageV1::Report(signed)) = Message::decode(data)? else {
-            return Err(WireError::Decode("not a status report".into()));
+        // Decoded once; verified before the version is looked at, so a forged report
+        // with a victim's id and the largest version cannot silence the victim.
+        let verified = match Message::decode(data).and_then(|message| match message {
+            Message::V1(MessageV1::Report(signed)) => ReceivedReport::decode(signed),
+            Message::V1(_) => Err(WireError::Decode("not a status report".into())),
+        }) {
+            Ok(received) => {
+                let claimed = received.claimed().agent_id.clone();
+                received
+                    .verify()
+                    .inspect_err(|err| self.rejections.record(err, Some(&claimed), sender))?
+            }
+            Err(err) => {
+                self.rejections.record(&err, None, sender);
+                return Err(err);
+            }
         };
-        // Decoded here, once; relaying needs only the key, and overwatch verifies the
-        // signature before applying.
-        let received = ReceivedReport::decode(signed)?;
-        let (agent_id, version) = (&received.claimed().agent_id, received.claimed().version);
+        let (agent_id, version) = (&verified.report().agent_id, verified.report().version);
         if !supersedes(version, self.latest.get(agent_id).copied()) {
             return Ok(None);
         }
@@ -86,7 +138,7 @@ impl BroadcastHandler<MemberId> for Reports {
             version,
         };
         if self.deliver {
-            self.delivered.push(received);
+            self.delivered.push(verified);
         }
         Ok(Some(key))
     }

@@ -24,12 +24,15 @@ pub use packet::{MAX_PACKET, now_ms, now_us, seal_direct, seal_latency};
 pub use transport::{MemNetwork, MemTransport, Transport, UdpTransport};
 
 use crate::seal::ClusterKey;
-use crate::wire::{ReceivedReport, SignedLatency, SignedReport};
+use crate::wire::{SignedLatency, SignedReport, VerifiedReport};
 
 /// Sealed gossip packets, by `direction` (in, out); recorded by the member.
 pub const GOSSIP_PACKETS: &str = "opengslb_gossip_packets_total";
 /// Packets that did not open under the cluster key; recorded by the member.
 pub const GOSSIP_DECRYPT_FAILURES: &str = "opengslb_gossip_decrypt_failures_total";
+/// Reports rejected, by `reason`: the member counts those that do not decode or verify,
+/// overwatch those that verify but may not speak (token, pin).
+pub const REPORTS_REJECTED: &str = "opengslb_gossip_reports_rejected_total";
 
 /// What kind of member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,8 +146,9 @@ pub enum Command {
 /// What the member learned (overwatch consumes these).
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A report newer than any seen before from its agent (decoded, not yet verified).
-    Report(ReceivedReport),
+    /// A report newer than any seen before from its agent, its signature and agent id
+    /// verified (not yet its token or pin: that is overwatch's decision).
+    Report(VerifiedReport),
     /// A latency part from an agent (not yet verified).
     Latency(SignedLatency),
     /// A member joined or came back.

@@ -332,3 +332,51 @@ async fn over_real_udp_a_report_reaches_overwatch() {
     );
     shutdown.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_report_with_the_largest_version_cannot_silence_its_victim() {
+    let net = MemNetwork::new();
+    let shutdown = CancellationToken::new();
+    let mut overwatch = overwatch(&net, shutdown.clone());
+    let victim = agent(
+        &net,
+        "10.0.1.1",
+        "victim",
+        overwatch.identity.addr,
+        shutdown.clone(),
+    );
+    // The attacker holds the cluster key (a compromised agent host).
+    let attacker = agent(
+        &net,
+        "10.0.6.6",
+        "attacker",
+        overwatch.identity.addr,
+        shutdown.clone(),
+    );
+    let me = AgentIdentity::generate("eu").expect("identity");
+    let thief = AgentIdentity::generate("eu").expect("identity");
+
+    // Unsigned: the victim's id and version, a signature of zeros.
+    let mut unsigned = report(&me, u64::MAX);
+    unsigned.signature = vec![0; 64];
+    // Signed, but by the attacker's own key while claiming the victim's id.
+    let claim = StatusReport {
+        agent_id: me.agent_id().into(),
+        region: "eu".into(),
+        version: u64::MAX,
+        backends: Vec::new(),
+        leaving: true,
+    };
+    let impostor = SignedReport::sign(&claim, &thief, "token-0123456789abcdef").expect("sign");
+    publish(&attacker, &unsigned).await;
+    publish(&attacker, &impostor).await;
+
+    let real = report(&me, 1);
+    publish(&victim, &real).await;
+    assert_eq!(
+        next_report(&mut overwatch.events).await,
+        Some(real),
+        "the victim's own report is delivered; neither forgery was, nor did it raise the version"
+    );
+    shutdown.cancel();
+}

@@ -1,0 +1,126 @@
+//! Gossip trust, attacked with the built binaries: a host that holds the cluster key (a
+//! compromised agent host) forges reports. Nothing unverified may change what DNS
+//! answers, and the operator sees each attempt counted by reason and logged at a rate
+//! limit.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::Duration;
+
+use opengslb_proto::identity::AgentIdentity;
+use opengslb_proto::member::seal_direct;
+use opengslb_proto::seal::{ClusterKey, Envelope};
+use opengslb_proto::wire::{Message, MessageV1, SignedReport, StatusReport};
+use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml};
+use opengslb_tests::overwatch::{
+    Backend, Overwatch, a_records, http_get, query_packet, udp_exchange,
+};
+use opengslb_tests::{TempDir, poll_until};
+
+/// The A records overwatch answers for the test domain now.
+fn answers(node: &Overwatch) -> BTreeSet<Ipv4Addr> {
+    udp_exchange(
+        node.dns,
+        &query_packet(7, "app.gslb.test", 1, false),
+        Duration::from_secs(1),
+    )
+    .map(|r| a_records(&r).into_iter().collect())
+    .unwrap_or_default()
+}
+
+/// The value of one `/metrics` series, 0 when absent.
+fn metric(node: &Overwatch, series: &str) -> u64 {
+    let (_, text) = http_get(node.metrics.expect("metrics"), "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn forged_reports_with_a_victims_id_change_nothing_and_are_counted() {
+    let dir = TempDir::new("trust-forged");
+    let key = cluster_key(21);
+    let node = Overwatch::start(&dir, &overwatch_yaml("ow-trust", &key, &[]));
+    let gossip = node.gossip.expect("gossip");
+    let backend = Backend::start("127.0.0.1");
+    let victim = AgentDaemon::start(&dir, "victim", backend.addr, &[gossip], &key, TOKEN);
+    let here: BTreeSet<Ipv4Addr> = [Ipv4Addr::LOCALHOST].into();
+    poll_until(
+        Duration::from_secs(10),
+        "the victim's backend in DNS",
+        || (answers(&node) == here).then_some(()),
+    );
+
+    // The attacker: the cluster key and the service token from a compromised host, its
+    // own identity, and the victim's agent id (from its reports or the API).
+    let envelope = Envelope::new(
+        &ClusterKey::from_base64(Some(&key)).expect("key"),
+        Duration::from_secs(60),
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let thief = AgentIdentity::generate("eu").expect("identity");
+    let claim = StatusReport {
+        agent_id: victim.agent_id.clone(),
+        region: "eu".into(),
+        version: u64::MAX,
+        backends: Vec::new(),
+        leaving: true,
+    };
+    // 1. Signed with the attacker's key: the id is not the one its certificate implies.
+    let impostor = SignedReport::sign(&claim, &thief, TOKEN).expect("sign");
+    // 2. Unsigned: the victim's own certificate is public, the signature is zeros.
+    let mut unsigned = impostor.clone();
+    unsigned.signature = vec![0; 64];
+    let send = |signed: &SignedReport| {
+        let message = Message::V1(MessageV1::Report(signed.clone())).encode();
+        socket
+            .send_to(&seal_direct(&envelope, &message), gossip)
+            .expect("send");
+    };
+    for _ in 0..25 {
+        send(&impostor);
+        send(&unsigned);
+    }
+    poll_until(Duration::from_secs(5), "every forgery counted", || {
+        let id = metric(
+            &node,
+            "opengslb_gossip_reports_rejected_total{reason=\"id_mismatch\"}",
+        );
+        let sig = metric(
+            &node,
+            "opengslb_gossip_reports_rejected_total{reason=\"bad_signature\"}",
+        );
+        (id >= 25 && sig >= 25).then_some(())
+    });
+    assert_eq!(
+        answers(&node),
+        here,
+        "a forged 'leaving' report with the largest version did not take the backend out"
+    );
+
+    // The victim is not silenced: its own drain, at a version far below u64::MAX, is heard.
+    std::fs::write(&victim.drain, "").expect("drain");
+    poll_until(Duration::from_secs(3), "the victim's drain heard", || {
+        answers(&node).is_empty().then_some(())
+    });
+    std::fs::remove_file(&victim.drain).expect("undrain");
+    poll_until(Duration::from_secs(3), "the victim back", || {
+        (answers(&node) == here).then_some(())
+    });
+
+    // What the operator sees: one warning naming the claimed agent, not one per packet.
+    let log = node.process.output();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("dropped a gossip report that does not verify"))
+        .collect();
+    assert!(
+        !warnings.is_empty() && warnings.len() <= 2,
+        "50 forgeries logged at a rate limit, not per packet: {warnings:#?}"
+    );
+    assert!(
+        warnings[0].contains(&victim.agent_id),
+        "the warning names the claimed agent: {}",
+        warnings[0]
+    );
+}
