@@ -124,3 +124,61 @@ fn forged_reports_with_a_victims_id_change_nothing_and_are_counted() {
         warnings[0]
     );
 }
+
+#[test]
+fn reports_without_a_backend_pin_nothing() {
+    let dir = TempDir::new("trust-pins");
+    let key = cluster_key(22);
+    let node = Overwatch::start(&dir, &overwatch_yaml("ow-pins", &key, &[]));
+    let gossip = node.gossip.expect("gossip");
+    let envelope = Envelope::new(
+        &ClusterKey::from_base64(Some(&key)).expect("key"),
+        Duration::from_secs(60),
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    // Each a valid, signed report from a fresh identity, with no backend and no token
+    // overwatch knows: before, every one of them was pinned and replicated for good.
+    const FLOOD: u64 = 200;
+    for i in 0..FLOOD {
+        let me = AgentIdentity::generate("eu").expect("identity");
+        let report = StatusReport {
+            agent_id: me.agent_id().into(),
+            region: "eu".into(),
+            version: 1,
+            backends: Vec::new(),
+            leaving: false,
+        };
+        let signed = SignedReport::sign(&report, &me, "not-a-token-anyone-knows").expect("sign");
+        let message = Message::V1(MessageV1::Report(signed)).encode();
+        socket
+            .send_to(&seal_direct(&envelope, &message), gossip)
+            .expect("send");
+        if i % 50 == 49 {
+            // Let the node drain its socket between bursts, as agents' heartbeats would.
+            poll_until(Duration::from_secs(5), "the burst handled", || {
+                let seen = metric(
+                    &node,
+                    "opengslb_gossip_reports_rejected_total{reason=\"no_service\"}",
+                );
+                (seen > i).then_some(())
+            });
+        }
+    }
+    poll_until(Duration::from_secs(5), "every report rejected", || {
+        let seen = metric(
+            &node,
+            "opengslb_gossip_reports_rejected_total{reason=\"no_service\"}",
+        );
+        (seen == FLOOD).then_some(())
+    });
+    let (_, stats) = node.get("/api/v1/overwatch/stats");
+    assert_eq!(
+        (
+            stats["registered_agents"].as_u64(),
+            stats["pinned_agents"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "no token, no pin: {stats}"
+    );
+    assert_eq!(metric(&node, "opengslb_overwatch_agents_registered"), 0);
+}

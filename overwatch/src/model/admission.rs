@@ -39,6 +39,12 @@ pub enum Rejection {
         /// The service.
         service: String,
     },
+    /// An agent that is not pinned reports no backend, so its token proves no service:
+    /// it is not pinned (no token, no pin).
+    #[error(
+        "no backend, so no service token is proven; an agent is pinned only with a backend of a service its token allows"
+    )]
+    NoService,
     /// The certificate is not the one pinned for this agent id.
     #[error("certificate {presented} does not match the pinned {pinned}")]
     PinMismatch {
@@ -54,6 +60,7 @@ impl Rejection {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::Token { .. } => "token",
+            Rejection::NoService => "no_service",
             Rejection::PinMismatch { .. } => "pin_mismatch",
         }
     }
@@ -110,6 +117,7 @@ impl AgentBook {
                 }
                 Ok(Admitted::New(report))
             }
+            None if services.is_empty() => Err(Rejection::NoService),
             None => {
                 tracing::info!(agent_id = %report.agent_id, fingerprint = &presented[..12], "agent registered and pinned");
                 self.pins.insert(
@@ -310,6 +318,32 @@ mod tests {
             ),
             "registers again"
         );
+    }
+
+    #[test]
+    fn a_report_without_backends_proves_no_token_and_is_not_pinned() {
+        let mut book = AgentBook::default();
+        let now = SystemTime::now();
+        let stranger = identity("stranger");
+        assert_eq!(
+            book.admit(
+                signed(&stranger, 1, &[], "any-token-at-all-xxxx"),
+                &tokens(),
+                now
+            ),
+            Err(Rejection::NoService)
+        );
+        assert!(book.pins().is_empty(), "no token, no pin");
+        // A pinned agent may report no backend (it removed them all).
+        let agent = identity("agent");
+        assert!(matches!(
+            book.admit(signed(&agent, 1, &["app"], TOKEN), &tokens(), now),
+            Ok(Admitted::New(_))
+        ));
+        assert!(matches!(
+            book.admit(signed(&agent, 2, &[], TOKEN), &tokens(), now),
+            Ok(Admitted::New(r)) if r.backends.is_empty()
+        ));
     }
 
     #[test]
