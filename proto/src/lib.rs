@@ -13,3 +13,6 @@ pub mod seal;
 pub mod status;
 pub mod subnet;
 pub mod wire;
+
+#[cfg(test)]
+mod fuzz;

@@ -7,7 +7,7 @@
 
 mod actor;
 mod broadcast;
-mod packet;
+pub(crate) mod packet;
 mod timers;
 pub mod transport;
 
