@@ -14,8 +14,7 @@
 // A benchmark's output is its figures.
 #![allow(clippy::print_stdout)]
 
-use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use opengslb_proto::identity::AgentIdentity;
@@ -27,9 +26,7 @@ use opengslb_proto::wire::{
 };
 use opengslb_tests::bench::{cpu_ms, knob, memory, percentile as pct};
 use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml_defaults};
-use opengslb_tests::overwatch::{
-    Backend, Overwatch, a_records, http_get, query_packet, udp_exchange,
-};
+use opengslb_tests::overwatch::{Backend, Overwatch, a_set, http_get};
 use opengslb_tests::{TempDir, poll_until, remove, touch};
 
 fn main() {
@@ -52,7 +49,7 @@ fn main() {
     let in_both = |present: bool| {
         [ow1.dns, ow2.dns]
             .iter()
-            .all(|dns| a_set(*dns).contains(&target) == present)
+            .all(|dns| a_set(*dns, "app.gslb.test").contains(&target) == present)
     };
     poll_until(
         Duration::from_secs(20),
@@ -263,14 +260,8 @@ fn scale(n: usize, key_b64: &str) -> Scale {
 
     // Unchanged heartbeats: every agent says the same again at a newer version, once a
     // second, as real agents do. Against an idle window of the same length.
-    let metric = |name: &str| -> f64 {
-        let (_, body) = http_get(node.metrics.expect("metrics"), "/metrics");
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    let builds = || metric("opengslb_dns_snapshot_builds_total ");
-    let packets_in = || metric("opengslb_gossip_packets_total{direction=\"in\"} ");
+    let builds = || node.metric("opengslb_dns_snapshot_builds_total");
+    let packets_in = || node.metric("opengslb_gossip_packets_total{direction=\"in\"}");
     let window = Duration::from_secs(HEARTBEAT_ROUNDS);
     // The idle baseline starts once the 2,000 transitions above are written to the
     // registry (the leader proposes them in batches after the views change).
@@ -340,14 +331,4 @@ fn scale(n: usize, key_b64: &str) -> Scale {
         hwm_kib,
         idle_rss_kib,
     }
-}
-
-fn a_set(dns: SocketAddr) -> BTreeSet<Ipv4Addr> {
-    udp_exchange(
-        dns,
-        &query_packet(1, "app.gslb.test", 1, false),
-        Duration::from_secs(1),
-    )
-    .map(|r| a_records(&r).into_iter().collect())
-    .unwrap_or_default()
 }

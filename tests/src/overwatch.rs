@@ -106,6 +106,32 @@ impl Overwatch {
             .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
         (status, json)
     }
+
+    /// The value of one `/metrics` series (`name{labels}` exactly as exported); 0 when the
+    /// node does not export it (yet).
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, text) = http_get(self.metrics.expect("metrics enabled"), "/metrics");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// The A records `dns` answers for `name` now (empty when it does not answer).
+pub fn a_set(dns: SocketAddr, name: &str) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
+    udp_exchange(
+        dns,
+        &query_packet(1, name, 1, false),
+        Duration::from_secs(1),
+    )
+    .map(|r| a_records(&r).into_iter().collect())
+    .unwrap_or_default()
 }
 
 /// A minimal HTTP/1.0 GET: (status code, body).

@@ -4,7 +4,7 @@
 //! limit.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use opengslb_proto::identity::AgentIdentity;
@@ -12,28 +12,48 @@ use opengslb_proto::member::seal_direct;
 use opengslb_proto::seal::{ClusterKey, Envelope};
 use opengslb_proto::wire::{Message, MessageV1, SignedReport, StatusReport};
 use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml};
-use opengslb_tests::overwatch::{
-    Backend, Overwatch, a_records, http_get, query_packet, udp_exchange,
-};
+use opengslb_tests::overwatch::Backend;
+use opengslb_tests::overwatch::{Overwatch, a_set};
 use opengslb_tests::{TempDir, poll_until};
 
-/// The A records overwatch answers for the test domain now.
+/// The A records the node answers for the test domain now.
 fn answers(node: &Overwatch) -> BTreeSet<Ipv4Addr> {
-    udp_exchange(
-        node.dns,
-        &query_packet(7, "app.gslb.test", 1, false),
-        Duration::from_secs(1),
-    )
-    .map(|r| a_records(&r).into_iter().collect())
-    .unwrap_or_default()
+    a_set(node.dns, "app.gslb.test")
 }
 
-/// The value of one `/metrics` series, 0 when absent.
-fn metric(node: &Overwatch, series: &str) -> u64 {
-    let (_, text) = http_get(node.metrics.expect("metrics"), "/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+/// How many reports the node rejected for `reason`.
+fn rejected(node: &Overwatch, reason: &str) -> u64 {
+    node.metric(&format!(
+        "opengslb_gossip_reports_rejected_total{{reason=\"{reason}\"}}"
+    )) as u64
+}
+
+/// A compromised host: it holds the cluster key, so it can seal whatever it likes and
+/// send it straight to a node's gossip port.
+struct Attacker {
+    envelope: Envelope,
+    socket: UdpSocket,
+    target: SocketAddr,
+}
+
+impl Attacker {
+    fn new(key: &str, target: SocketAddr) -> Attacker {
+        Attacker {
+            envelope: Envelope::new(
+                &ClusterKey::from_base64(Some(key)).expect("key"),
+                Duration::from_secs(60),
+            ),
+            socket: UdpSocket::bind("127.0.0.1:0").expect("bind"),
+            target,
+        }
+    }
+
+    fn send(&self, signed: &SignedReport) {
+        let message = Message::V1(MessageV1::Report(signed.clone())).encode();
+        self.socket
+            .send_to(&seal_direct(&self.envelope, &message), self.target)
+            .expect("send");
+    }
 }
 
 #[test]
@@ -53,11 +73,7 @@ fn forged_reports_with_a_victims_id_change_nothing_and_are_counted() {
 
     // The attacker: the cluster key and the service token from a compromised host, its
     // own identity, and the victim's agent id (from its reports or the API).
-    let envelope = Envelope::new(
-        &ClusterKey::from_base64(Some(&key)).expect("key"),
-        Duration::from_secs(60),
-    );
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let attacker = Attacker::new(&key, gossip);
     let thief = AgentIdentity::generate("eu").expect("identity");
     let claim = StatusReport {
         agent_id: victim.agent_id.clone(),
@@ -71,26 +87,13 @@ fn forged_reports_with_a_victims_id_change_nothing_and_are_counted() {
     // 2. Unsigned: the victim's own certificate is public, the signature is zeros.
     let mut unsigned = impostor.clone();
     unsigned.signature = vec![0; 64];
-    let send = |signed: &SignedReport| {
-        let message = Message::V1(MessageV1::Report(signed.clone())).encode();
-        socket
-            .send_to(&seal_direct(&envelope, &message), gossip)
-            .expect("send");
-    };
     for _ in 0..25 {
-        send(&impostor);
-        send(&unsigned);
+        attacker.send(&impostor);
+        attacker.send(&unsigned);
     }
     poll_until(Duration::from_secs(5), "every forgery counted", || {
-        let id = metric(
-            &node,
-            "opengslb_gossip_reports_rejected_total{reason=\"id_mismatch\"}",
-        );
-        let sig = metric(
-            &node,
-            "opengslb_gossip_reports_rejected_total{reason=\"bad_signature\"}",
-        );
-        (id >= 25 && sig >= 25).then_some(())
+        (rejected(&node, "id_mismatch") >= 25 && rejected(&node, "bad_signature") >= 25)
+            .then_some(())
     });
     assert_eq!(
         answers(&node),
@@ -131,11 +134,7 @@ fn reports_without_a_backend_pin_nothing() {
     let key = cluster_key(22);
     let node = Overwatch::start(&dir, &overwatch_yaml("ow-pins", &key, &[]));
     let gossip = node.gossip.expect("gossip");
-    let envelope = Envelope::new(
-        &ClusterKey::from_base64(Some(&key)).expect("key"),
-        Duration::from_secs(60),
-    );
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let attacker = Attacker::new(&key, gossip);
     // Each a valid, signed report from a fresh identity, with no backend and no token
     // overwatch knows: before, every one of them was pinned and replicated for good.
     const FLOOD: u64 = 200;
@@ -148,28 +147,16 @@ fn reports_without_a_backend_pin_nothing() {
             backends: Vec::new(),
             leaving: false,
         };
-        let signed = SignedReport::sign(&report, &me, "not-a-token-anyone-knows").expect("sign");
-        let message = Message::V1(MessageV1::Report(signed)).encode();
-        socket
-            .send_to(&seal_direct(&envelope, &message), gossip)
-            .expect("send");
+        attacker.send(&SignedReport::sign(&report, &me, "not-a-token-anyone-knows").expect("sign"));
         if i % 50 == 49 {
             // Let the node drain its socket between bursts, as agents' heartbeats would.
             poll_until(Duration::from_secs(5), "the burst handled", || {
-                let seen = metric(
-                    &node,
-                    "opengslb_gossip_reports_rejected_total{reason=\"no_service\"}",
-                );
-                (seen > i).then_some(())
+                (rejected(&node, "no_service") > i).then_some(())
             });
         }
     }
     poll_until(Duration::from_secs(5), "every report rejected", || {
-        let seen = metric(
-            &node,
-            "opengslb_gossip_reports_rejected_total{reason=\"no_service\"}",
-        );
-        (seen == FLOOD).then_some(())
+        (rejected(&node, "no_service") == FLOOD).then_some(())
     });
     let (_, stats) = node.get("/api/v1/overwatch/stats");
     assert_eq!(
@@ -180,5 +167,5 @@ fn reports_without_a_backend_pin_nothing() {
         (Some(0), Some(0)),
         "no token, no pin: {stats}"
     );
-    assert_eq!(metric(&node, "opengslb_overwatch_agents_registered"), 0);
+    assert_eq!(node.metric("opengslb_overwatch_agents_registered"), 0.0);
 }
