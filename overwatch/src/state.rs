@@ -246,6 +246,9 @@ impl StateOwner {
                     self.deadlines
                         .agent_reported(id, a.received, threshold, remove_after);
                 }
+                // And when remembered backends are forgotten (a spare deadline is harmless).
+                self.deadlines
+                    .at(self.started + remove_after, Due::ForgetRemembered);
                 self.sync_checks();
                 self.latency_dirty = true; // region indexes may have moved
                 true
