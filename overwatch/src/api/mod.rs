@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::cluster::node::Cluster;
 use crate::dns::DnsSnapshot;
+use crate::model::machine::OverrideKey;
 use crate::state::ViewRx;
 
 use page::{status_page, status_script};
@@ -129,6 +130,26 @@ fn client_ip(peer: IpAddr, headers: &HeaderMap, trust_proxy_headers: bool) -> Ip
         .and_then(|v| v.split(',').next())
         .and_then(|v| v.trim().parse::<IpAddr>().ok())
         .map_or(peer, |ip| ip.to_canonical())
+}
+
+/// The override key of a `/api/v1/overrides/{service}/{address}` path.
+fn override_key(service: &str, address: &str) -> Result<OverrideKey, ApiError> {
+    if service.trim().is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "service must not be empty".into(),
+        ));
+    }
+    let address = address.parse::<SocketAddr>().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("address {address:?} is not IP:PORT or [IPv6]:PORT"),
+        )
+    })?;
+    Ok(OverrideKey {
+        service: service.trim().to_owned(),
+        address,
+    })
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

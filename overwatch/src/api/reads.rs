@@ -282,7 +282,7 @@ pub(super) async fn get_override(
     State(state): State<ApiState>,
     axum::extract::Path((service, address)): axum::extract::Path<(String, String)>,
 ) -> Result<Json<types::OverrideEntry>, ApiError> {
-    let key = super::writes::override_key(&service, &address)?;
+    let key = super::override_key(&service, &address)?;
     let machine = state.cluster.machine().borrow().clone();
     let now = wall_ms(SystemTime::now());
     machine

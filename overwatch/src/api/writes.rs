@@ -1,7 +1,6 @@
 //! The write endpoints: each needs a bearer token from `api.tokens` (its name is the
 //! author) and is acknowledged only once committed through Raft.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
@@ -9,10 +8,10 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 
-use super::{ApiError, ApiState, render, types};
+use super::{ApiError, ApiState, override_key, render, types};
 use crate::cluster::node::{Write, WriteError};
 use crate::model::machine::{
-    Override, OverrideKey, Request as RaftRequest, RequestV1, Response as RaftResponse,
+    Override, Request as RaftRequest, RequestV1, Response as RaftResponse,
 };
 use crate::model::view::wall_ms;
 
@@ -109,25 +108,6 @@ async fn commit(state: &ApiState, request: RequestV1) -> Result<RaftResponse, Ap
         RaftResponse::Conflict(why) => Err(ApiError(StatusCode::CONFLICT, why)),
         other => Ok(other),
     }
-}
-
-pub(super) fn override_key(service: &str, address: &str) -> Result<OverrideKey, ApiError> {
-    if service.trim().is_empty() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "service must not be empty".into(),
-        ));
-    }
-    let address = address.parse::<SocketAddr>().map_err(|_| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("address {address:?} is not IP:PORT or [IPv6]:PORT"),
-        )
-    })?;
-    Ok(OverrideKey {
-        service: service.trim().to_owned(),
-        address,
-    })
 }
 
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
