@@ -1,6 +1,7 @@
 //! Daemon mode (`--config agent.yaml`): the same status said to HAProxy (agent-check) and to
 //! overwatch (signed reports over encrypted gossip).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use opengslb_proto::identity::{AgentIdentity, SignError};
 use opengslb_proto::member::{self, Command, GossipSettings, Role, now_us};
-use opengslb_proto::seal::ClusterKey;
+use opengslb_proto::seal::{ClusterKey, KeyError, KeyText};
 use opengslb_proto::wire::{BackendReport, SignedReport, StatusReport, VersionClock};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -57,7 +58,7 @@ impl DaemonError {
 pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     let mut cfg = config::load(path)?;
     apply_flag_overrides(&mut cfg, args);
-    let key = ClusterKey::from_base64(cfg.encryption_key.as_deref())?;
+    let keys = cluster_keys(&cfg)?;
     let identity = Arc::new(identity_files::load_or_create(
         &cfg.cert_path,
         &cfg.key_path,
@@ -98,10 +99,11 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     let mut settings = GossipSettings::lan(
         cfg.gossip_bind,
         cfg.overwatch_nodes.clone(),
-        key,
+        keys,
         Role::Agent,
         identity.agent_id().to_owned(),
     );
+    settings.tokens = service_tokens(&cfg);
     settings.advertise = cfg.gossip_advertise;
     let gossip = member::start(settings, gossip_stop.clone())
         .await
@@ -160,9 +162,14 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     });
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    let signal_name = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|e| DaemonError::Startup(format!("signals: {e}")))?;
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => reload(path, args, &cfg, &gossip.commands).await,
+        }
     };
     tracing::info!(signal = signal_name, "leaving the cluster and stopping");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -201,6 +208,61 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     let _ = monitor_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The configured cluster keys (the first seals, all open).
+fn cluster_keys(cfg: &AgentConfig) -> Result<Vec<ClusterKey>, KeyError> {
+    cfg.encryption_key
+        .as_ref()
+        .ok_or(KeyError::Missing)
+        .and_then(KeyText::keys)
+}
+
+/// Service → token for the gossip member: the agent's one token for each of its
+/// services (what it challenges overwatch members to prove).
+fn service_tokens(cfg: &AgentConfig) -> BTreeMap<String, String> {
+    cfg.backends
+        .iter()
+        .map(|b| (b.service.clone(), cfg.service_token.clone()))
+        .collect()
+}
+
+/// SIGHUP: reads the file again and applies the gossip keys (a rotation step needs no
+/// restart, so no backend leaves DNS); anything else that changed waits for a restart,
+/// and says so.
+async fn reload(path: &Path, args: &Args, running: &AgentConfig, member: &mpsc::Sender<Command>) {
+    let mut next = match config::load(path) {
+        Ok(next) => next,
+        Err(err) => {
+            tracing::error!("configuration reload failed; the running configuration stays:\n{err}");
+            return;
+        }
+    };
+    apply_flag_overrides(&mut next, args);
+    let keys = match cluster_keys(&next) {
+        Ok(keys) => keys,
+        Err(err) => {
+            tracing::error!(error = %err, "configuration reload failed; the running gossip keys stay");
+            return;
+        }
+    };
+    let count = keys.len();
+    if member
+        .send(Command::Rekey(keys, service_tokens(running)))
+        .await
+        .is_ok()
+    {
+        tracing::info!(file = %path.display(), keys = count, "configuration reloaded: gossip keys applied (the first seals, all open)");
+    }
+    let unchanged = AgentConfig {
+        encryption_key: running.encryption_key.clone(),
+        ..next
+    };
+    if &unchanged != running {
+        tracing::warn!(
+            "settings other than gossip.encryption_key changed in the file; they take effect after a restart"
+        );
+    }
 }
 
 /// Flags given with `--config` override its agent-check settings.

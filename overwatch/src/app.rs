@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opengslb_proto::member;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -138,16 +139,20 @@ pub async fn run(
         &tracker,
     );
 
-    if let Some(gossip) = &settings.gossip {
-        start_gossip(
-            gossip,
-            &settings.node_id,
-            command_tx.clone(),
-            shutdown.clone(),
-            &tracker,
-        )
-        .await?;
-    }
+    let gossip_commands = match &settings.gossip {
+        Some(gossip) => Some(
+            start_gossip(
+                gossip,
+                &settings.node_id,
+                &settings.agent_tokens,
+                command_tx.clone(),
+                shutdown.clone(),
+                &tracker,
+            )
+            .await?,
+        ),
+        None => None,
+    };
 
     let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsSnapshot::build(&view_rx.borrow())));
     metrics::counter!(telemetry::DNS_SNAPSHOT_BUILDS).increment(1);
@@ -231,6 +236,9 @@ pub async fn run(
                 Ok(mut next) => {
                     next.settings = with_data_dir(next.settings);
                     warn_restart_needed(&running, &next.settings);
+                    if let Err(err) = rekey_gossip(gossip_commands.as_ref(), &running, &next.settings).await {
+                        tracing::error!(error = %err, "gossip keys not reloaded");
+                    }
                     checks.cancel();
                     checks = shutdown.child_token();
                     spawn_checks(check_targets(&next.settings), prober.clone(), next.settings.validation.max_concurrent, report_tx.clone(), checks.clone(), &tracker);
@@ -261,24 +269,34 @@ pub async fn run(
     Ok(())
 }
 
-/// Joins the gossip cluster and forwards what it learns to the state owner.
+/// The configured cluster keys (validated when the file was loaded).
+fn cluster_keys(
+    gossip: &crate::config::GossipSettings,
+) -> Result<Vec<opengslb_proto::seal::ClusterKey>, RunError> {
+    opengslb_proto::seal::KeyText::Many(gossip.encryption_keys.clone())
+        .keys()
+        .map_err(|e| RunError::Startup(format!("overwatch.{e}")))
+}
+
+/// Joins the gossip cluster and forwards what it learns to the state owner; returns the
+/// member's command channel (reloads send it new keys and tokens).
 async fn start_gossip(
     gossip: &crate::config::GossipSettings,
     node_id: &str,
+    agent_tokens: &std::collections::BTreeMap<String, String>,
     commands: mpsc::Sender<Command>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
-) -> Result<(), RunError> {
-    use opengslb_proto::{member, seal::ClusterKey};
-    let key = ClusterKey::from_base64(Some(&gossip.encryption_key))
-        .map_err(|e| RunError::Startup(format!("overwatch.{e}")))?;
+) -> Result<mpsc::Sender<member::Command>, RunError> {
+    let keys = cluster_keys(gossip)?;
     let mut settings = member::GossipSettings::lan(
         gossip.bind,
         gossip.seeds.clone(),
-        key,
+        keys,
         member::Role::Overwatch,
         node_id.to_owned(),
     );
+    settings.tokens = agent_tokens.clone();
     settings.advertise = gossip.advertise;
     settings.probe_period = gossip.probe_interval;
     settings.probe_timeout = gossip.probe_timeout;
@@ -289,7 +307,8 @@ async fn start_gossip(
             addr: gossip.bind,
             source,
         })?;
-    tracing::info!(addr = %handle.identity.addr, "gossip listening");
+    tracing::info!(addr = %handle.identity.addr, keys = gossip.encryption_keys.len(), "gossip listening");
+    let member_commands = handle.commands.clone();
     tracker.spawn(async move {
         while let Some(event) = handle.events.recv().await {
             if commands.send(Command::Gossip(event)).await.is_err() {
@@ -297,6 +316,36 @@ async fn start_gossip(
             }
         }
     });
+    Ok(member_commands)
+}
+
+/// Hands the gossip member the reloaded keys and tokens (a key rotation step, or a token
+/// added for a new service), when they changed.
+async fn rekey_gossip(
+    member: Option<&mpsc::Sender<member::Command>>,
+    old: &Settings,
+    new: &Settings,
+) -> Result<(), RunError> {
+    let (Some(member), Some(gossip)) = (member, &new.gossip) else {
+        return Ok(());
+    };
+    let keys_changed =
+        old.gossip.as_ref().map(|g| &g.encryption_keys) != Some(&gossip.encryption_keys);
+    if !keys_changed && old.agent_tokens == new.agent_tokens {
+        return Ok(());
+    }
+    let keys = cluster_keys(gossip)?;
+    if member
+        .send(member::Command::Rekey(keys, new.agent_tokens.clone()))
+        .await
+        .is_ok()
+        && keys_changed
+    {
+        tracing::info!(
+            keys = gossip.encryption_keys.len(),
+            "gossip keys reloaded: the first seals, all open"
+        );
+    }
     Ok(())
 }
 
@@ -379,6 +428,10 @@ fn check_targets(settings: &Settings) -> Vec<CheckTarget> {
 }
 
 fn warn_restart_needed(old: &Settings, new: &Settings) {
+    let without_keys = |g: &crate::config::GossipSettings| crate::config::GossipSettings {
+        encryption_keys: Vec::new(),
+        ..g.clone()
+    };
     let api = |s: &Settings| s.api.as_ref().map(|a| a.address);
     for (key, changed) in [
         ("dns.listen_address", old.dns.listen != new.dns.listen),
@@ -392,7 +445,10 @@ fn warn_restart_needed(old: &Settings, new: &Settings) {
             old.metrics != new.metrics,
         ),
         ("logging", old.logging != new.logging),
-        ("overwatch.gossip", old.gossip != new.gossip),
+        (
+            "overwatch.gossip (other than encryption_key)",
+            old.gossip.as_ref().map(without_keys) != new.gossip.as_ref().map(without_keys),
+        ),
         ("overwatch.data_dir", old.data_dir != new.data_dir),
         ("cluster", old.cluster != new.cluster),
         (

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use opengslb_proto::log_limit::LogLimit;
 use opengslb_proto::member::{Event, Role};
 use opengslb_proto::wire::StatusReport;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::health::CheckReport;
-use crate::model::admission::{Admitted, AgentBook, Pin};
+use crate::model::admission::{Admitted, AgentBook, Pin, Policy};
 use crate::model::check::CheckState;
 use crate::model::compute::{self, AgentReport, Inputs};
 use crate::model::deadlines::{Deadlines, Due};
@@ -105,6 +106,12 @@ pub struct StateOwner {
     /// The view or the replicated state changed since the leader last found the registry
     /// complete: only then is the registry diff worth computing.
     registry_dirty: bool,
+    /// Rejected reports are logged at most every 10 s (each is counted).
+    rejection_log: LogLimit,
+    /// Backends several live agents speak for, as last published.
+    conflicts: HashMap<BackendKey, Vec<String>>,
+    /// New conflicts are logged at most every 10 s (the gauge counts them all).
+    conflict_log: LogLimit,
 }
 
 impl StateOwner {
@@ -151,6 +158,9 @@ impl StateOwner {
             seen: Arc::default(),
             deadlines: Deadlines::default(),
             registry_dirty: true,
+            rejection_log: LogLimit::every(Duration::from_secs(10)),
+            conflicts: HashMap::new(),
+            conflict_log: LogLimit::every(Duration::from_secs(10)),
         };
         let forget = owner.started + owner.settings.stale.remove_after;
         owner.deadlines.at(forget, Due::ForgetRemembered);
@@ -274,7 +284,7 @@ impl StateOwner {
         match event {
             Event::Report(verified) => {
                 let claimed = verified.report().agent_id.clone();
-                match self.book.admit(verified, &self.settings.agent_tokens, wall) {
+                match self.book.admit(verified, &Policy::of(&self.settings), wall) {
                     Ok(Admitted::New(report)) => {
                         let stale = &self.settings.stale;
                         self.deadlines.agent_reported(
@@ -303,7 +313,9 @@ impl StateOwner {
                     Ok(Admitted::Duplicate) => false,
                     Err(rejection) => {
                         metrics::counter!(telemetry::REPORTS_REJECTED, "reason" => rejection.reason()).increment(1);
-                        tracing::warn!(agent_id = %claimed, reason = %rejection, "agent report rejected");
+                        if let Some(skipped) = self.rejection_log.ready(Instant::now()) {
+                            tracing::warn!(agent_id = %claimed, reason = %rejection, not_logged_since_last = skipped, "agent report rejected");
+                        }
                         false
                     }
                 }
@@ -417,17 +429,32 @@ impl StateOwner {
             let report = signed.open(&pin.certificate).ok()?;
             (report.region == pin.region).then_some((agent_id, report))
         });
-        match verified {
-            Some((agent_id, report)) => {
-                self.latency.apply(&agent_id, &report, wall);
-                self.latency_dirty = true;
-                metrics::gauge!(telemetry::LATENCY_SUBNETS).set(self.latency.len() as f64);
+        let Some((agent_id, report)) = verified else {
+            metrics::counter!(telemetry::REPORTS_REJECTED, "reason" => "latency_unverified")
+                .increment(1);
+            return;
+        };
+        // An agent measures its own clients at its own prefix length: a shorter prefix
+        // (0.0.0.0/0 at the extreme) would speak for clients it never saw.
+        let bound = self.settings.latency_prefixes;
+        if let Some(wide) = report.samples.iter().find(|s| {
+            s.subnet.prefix
+                < if s.subnet.addr.is_ipv4() {
+                    bound.ipv4
+                } else {
+                    bound.ipv6
+                }
+        }) {
+            metrics::counter!(telemetry::REPORTS_REJECTED, "reason" => "latency_prefix")
+                .increment(1);
+            if let Some(skipped) = self.rejection_log.ready(Instant::now()) {
+                tracing::warn!(%agent_id, subnet = %wide.subnet, ipv4_prefix = bound.ipv4, ipv6_prefix = bound.ipv6, not_logged_since_last = skipped, "latency report rejected: a subnet is wider than overwatch.latency_learning allows");
             }
-            None => {
-                metrics::counter!(telemetry::REPORTS_REJECTED, "reason" => "latency_unverified")
-                    .increment(1);
-            }
+            return;
         }
+        self.latency.apply(&agent_id, &report, wall);
+        self.latency_dirty = true;
+        metrics::gauge!(telemetry::LATENCY_SUBNETS).set(self.latency.len() as f64);
     }
 
     /// Applies one check result; true when the verdict of the check changed.
@@ -580,6 +607,31 @@ impl StateOwner {
         self.publish_views(views);
     }
 
+    /// Warns about a backend that another live agent now also speaks for.
+    fn log_new_conflicts(&mut self, backends: &[BackendView]) {
+        let now: HashMap<BackendKey, Vec<String>> = backends
+            .iter()
+            .filter_map(|b| {
+                let agent = b.agent.as_ref().filter(|a| !a.contested_by.is_empty())?;
+                Some((b.key.clone(), agent.contested_by.clone()))
+            })
+            .collect();
+        for (key, others) in &now {
+            if self.conflicts.get(key) == Some(others) {
+                continue;
+            }
+            if let Some(skipped) = self.conflict_log.ready(Instant::now()) {
+                let believed = backends
+                    .iter()
+                    .find(|b| &b.key == key)
+                    .and_then(|b| b.agent.as_ref())
+                    .map(|a| a.agent_id.clone());
+                tracing::warn!(backend = %crate::model::view::display_key(key), believed = ?believed, also_claimed_by = ?others, not_logged_since_last = skipped, "more than one agent speaks for a backend; the agent pinned first is believed");
+            }
+        }
+        self.conflicts = now;
+    }
+
     /// Publishes views already computed (the tick computes them to see whether to publish).
     fn publish_views(&mut self, backends: Vec<BackendView>) {
         self.generation += 1;
@@ -613,6 +665,7 @@ impl StateOwner {
             Instant::now(),
             self.settings.stale.threshold,
         );
+        self.log_new_conflicts(&backends);
         telemetry::record_view(
             &self.settings,
             &backends,
@@ -774,6 +827,34 @@ mod tests {
             ),
             "a drain is visible"
         );
+    }
+
+    #[test]
+    fn a_second_agent_speaking_for_a_backend_is_a_conflict_and_the_first_keeps_it() {
+        let (mut o, first, t0, wall) = (owner(), agent(), Instant::now(), SystemTime::now());
+        let second = agent();
+        assert!(o.gossip(report(&first, 1, Admin::Ready, false), t0, wall));
+        // Pinned later, with the same token: it says the first agent's backend drains.
+        let later = wall + Duration::from_secs(1);
+        assert!(o.gossip(report(&second, 1, Admin::Drain, false), t0, later));
+        let views = o.compute(t0);
+        assert_eq!(views.len(), 1, "one backend, not one per claimant");
+        let layer = views[0].agent.as_ref().expect("an agent layer");
+        assert_eq!(
+            (layer.agent_id.as_str(), views[0].effective),
+            (first.agent_id(), Effective::Healthy),
+            "the agent pinned first is believed; the newer report does not win"
+        );
+        assert_eq!(layer.contested_by, [second.agent_id().to_owned()]);
+        // Once the first leaves, the second speaks for the backend and nobody contests.
+        assert!(o.gossip(report(&first, 2, Admin::Ready, true), t0, wall));
+        let views = o.compute(t0);
+        let layer = views[0].agent.as_ref().expect("an agent layer");
+        assert_eq!(
+            (layer.agent_id.as_str(), views[0].effective),
+            (second.agent_id(), Effective::Draining)
+        );
+        assert!(layer.contested_by.is_empty());
     }
 
     #[test]

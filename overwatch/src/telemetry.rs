@@ -4,7 +4,10 @@
 //! constants here; `describe` runs once, when the exporter is installed. Label values
 //! stay bounded: configured names and fixed words, never a query name.
 
-pub use opengslb_proto::member::{GOSSIP_DECRYPT_FAILURES, GOSSIP_PACKETS, REPORTS_REJECTED};
+pub use opengslb_proto::member::{
+    GOSSIP_DECRYPT_FAILURES, GOSSIP_PACKETS, OVERWATCH_PROOFS_FAILED, OVERWATCH_PROVEN,
+    REPORTS_REJECTED,
+};
 use opengslb_proto::status::Health;
 
 use crate::config::Settings;
@@ -41,6 +44,8 @@ pub const OVERRIDES_ACTIVE: &str = "opengslb_overrides_active";
 pub const AGENTS_REGISTERED: &str = "opengslb_overwatch_agents_registered";
 /// Pinned agents that are stale (OpenGSLB's name; operators alert on it).
 pub const STALE_AGENTS: &str = "opengslb_overwatch_stale_agents";
+/// Backends that more than one live agent speaks for (one is believed, the rest counted).
+pub const BACKEND_CLAIM_CONFLICTS: &str = "opengslb_backend_claim_conflicts";
 /// Client subnets with learned latency.
 pub const LATENCY_SUBNETS: &str = "opengslb_overwatch_latency_subnets";
 /// Configuration reloads by `result`.
@@ -104,6 +109,12 @@ pub fn record_view(
     metrics::gauge!(VALIDATION_DISAGREEMENTS).set(disagreements as f64);
     metrics::gauge!(OVERRIDES_ACTIVE).set(active_overrides as f64);
     metrics::gauge!(AGENTS_REGISTERED).set(agents.len() as f64);
+    metrics::gauge!(BACKEND_CLAIM_CONFLICTS).set(
+        backends
+            .iter()
+            .filter(|b| b.agent.as_ref().is_some_and(|a| !a.contested_by.is_empty()))
+            .count() as f64,
+    );
     metrics::gauge!(STALE_AGENTS).set(agents.iter().filter(|a| a.stale && !a.left).count() as f64);
 }
 
@@ -181,7 +192,7 @@ const ALL: &[Metric] = &[
     Metric {
         name: REPORTS_REJECTED,
         kind: Counter,
-        help: "Agent reports not accepted, by reason (decode, bad_signature, id_mismatch, token, pin_mismatch, latency_unverified).",
+        help: "Agent reports not accepted, by reason (decode, bad_signature, id_mismatch, retired_version, token, network, no_service, registration_rate, pin_mismatch, latency_unverified, latency_prefix).",
         zero: NONE,
     },
     Metric {
@@ -194,6 +205,24 @@ const ALL: &[Metric] = &[
         name: GOSSIP_DECRYPT_FAILURES,
         kind: Counter,
         help: "Gossip packets that did not open under the cluster key (wrong key, tampered, replayed).",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: OVERWATCH_PROVEN,
+        kind: Gauge,
+        help: "Other overwatch members that proved their role (members that only claim it are sent no reports).",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: OVERWATCH_PROOFS_FAILED,
+        kind: Counter,
+        help: "Proofs of the overwatch role that did not hold (a member claiming to be overwatch without its tokens).",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: BACKEND_CLAIM_CONFLICTS,
+        kind: Gauge,
+        help: "Backends that more than one live agent speaks for; the agent pinned first is believed (see contested_by in the API).",
         zero: UNLABELLED,
     },
     Metric {

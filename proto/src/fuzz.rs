@@ -5,9 +5,13 @@
 use proptest::prelude::*;
 
 use crate::identity::AgentIdentity;
+use std::collections::BTreeMap;
+
 use crate::member::packet::Kind;
+use crate::member::trust::{Proven, Trust};
+use crate::member::{MemberId, Role};
 use crate::seal::{ClusterKey, Envelope};
-use crate::wire::{Message, MessageV1, ReceivedReport, SignedLatency, SignedReport, StatusReport};
+use crate::wire::{Message, MessageV2, ReceivedReport, SignedLatency, SignedReport, StatusReport};
 
 fn valid_report_bytes() -> Vec<u8> {
     let me = AgentIdentity::generate("eu").expect("identity");
@@ -18,8 +22,36 @@ fn valid_report_bytes() -> Vec<u8> {
         backends: Vec::new(),
         leaving: false,
     };
-    let signed = SignedReport::sign(&report, &me, "token-0123456789abcdef").expect("sign");
-    Message::V1(MessageV1::Report(signed)).encode()
+    let signed = SignedReport::sign(&report, &me, TOKEN).expect("sign");
+    Message::V2(MessageV2::Report(signed)).encode()
+}
+
+fn claimant() -> MemberId {
+    MemberId {
+        addr: "127.0.0.1:7946".parse().expect("addr"),
+        role: Role::Overwatch,
+        name: "ow".into(),
+        bump: 1,
+    }
+}
+
+const TOKEN: &str = "token-0123456789abcdef";
+
+fn tokens() -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_owned(), TOKEN.to_owned())])
+}
+
+fn agent_trust() -> Trust {
+    Trust::new(Role::Agent, tokens(), Proven::default())
+}
+
+fn overwatch_trust() -> Trust {
+    Trust::new(Role::Overwatch, tokens(), Proven::default())
+}
+
+/// Random bytes never make a proof that holds (the nonce is fresh and secret-keyed).
+fn prop_assert_never_proven(proven: Option<MemberId>) {
+    assert!(proven.is_none(), "random bytes proved a member overwatch");
 }
 
 /// Runs bytes through every decode path a received packet can take.
@@ -28,16 +60,24 @@ fn decode_everything(bytes: &[u8]) {
     let mut envelope = Envelope::new(&key, std::time::Duration::from_secs(60));
     let _ = envelope.open(bytes, 1_000);
     let _ = Kind::split(bytes);
-    if let Ok(Message::V1(message)) = Message::decode(bytes) {
+    if let Ok(message) = Message::decode(bytes) {
         match message {
-            MessageV1::Report(signed) => {
+            MessageV2::Report(signed) => {
                 if let Ok(received) = ReceivedReport::decode(signed) {
                     let _ = received.verify();
                 }
             }
-            MessageV1::Latency(part) => {
+            MessageV2::Latency(part) => {
                 let _ = part.claimed_agent();
                 let _ = part.open(&[0u8; 64]);
+            }
+            MessageV2::Challenge(challenge) => {
+                let _ = overwatch_trust().answer(&challenge, &claimant());
+            }
+            MessageV2::Proof(proof) => {
+                let mut agent = agent_trust();
+                let _ = agent.challenge(&claimant());
+                prop_assert_never_proven(agent.accept(&proof));
             }
         }
     }
@@ -68,13 +108,23 @@ proptest! {
         }
         decode_everything(&bytes);
         if bytes != original {
-            if let Ok(Message::V1(MessageV1::Report(signed))) = Message::decode(&bytes) {
+            if let Ok(MessageV2::Report(signed)) = Message::decode(&bytes) {
                 if let Ok(received) = ReceivedReport::decode(signed) {
-                    // Flips that only touch encoding slack could leave the signed bytes,
-                    // certificate and signature intact; anything else must not verify.
+                    // The signature covers the report; the token proof is checked on its
+                    // own. So what verifies is the original report from the original
+                    // certificate, and only an intact proof still proves the token.
                     if let Ok(verified) = received.verify() {
-                        let again = Message::V1(MessageV1::Report(verified.signed().clone())).encode();
-                        prop_assert_eq!(again, original, "a changed report verified");
+                        let MessageV2::Report(first) = Message::decode(&original).expect("original") else {
+                            unreachable!("the original is a report")
+                        };
+                        let signed = verified.signed();
+                        prop_assert_eq!(&signed.report, &first.report, "a changed report verified");
+                        prop_assert_eq!(&signed.certificate, &first.certificate);
+                        prop_assert_eq!(
+                            signed.proves(TOKEN),
+                            signed.token_proof == first.token_proof,
+                            "a changed proof still proved the token"
+                        );
                     }
                 }
             }

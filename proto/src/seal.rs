@@ -48,6 +48,45 @@ pub enum KeyError {
         "gossip.encryption_key must decode to 32 bytes, got {0}; generate one with `head -c 32 /dev/urandom | base64`"
     )]
     Length(usize),
+    /// One entry of a key list is unusable.
+    #[error("{source} (entry {number} of the list)")]
+    Entry {
+        /// 1-based position in the list.
+        number: usize,
+        /// What is wrong with it.
+        source: Box<KeyError>,
+    },
+}
+
+/// `gossip.encryption_key` as configured: one key, or a list during a rotation (the first
+/// seals, every one opens; README, "Rotating the gossip key").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum KeyText {
+    /// One key.
+    One(String),
+    /// Several keys, the sealing one first.
+    Many(Vec<String>),
+}
+
+impl KeyText {
+    /// Parses every key; an empty list or value is [`KeyError::Missing`].
+    pub fn keys(&self) -> Result<Vec<ClusterKey>, KeyError> {
+        match self {
+            KeyText::One(text) => Ok(vec![ClusterKey::from_base64(Some(text))?]),
+            KeyText::Many(texts) if texts.is_empty() => Err(KeyError::Missing),
+            KeyText::Many(texts) => texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    ClusterKey::from_base64(Some(text)).map_err(|e| KeyError::Entry {
+                        number: i + 1,
+                        source: Box::new(e),
+                    })
+                })
+                .collect(),
+        }
+    }
 }
 
 impl ClusterKey {
@@ -96,9 +135,11 @@ pub enum OpenError {
     Replay,
 }
 
-/// Seals and opens packets under one cluster key.
+/// Seals packets under the first cluster key and opens them under any of the keys: during
+/// a key rotation members that seal with the old key and with the new one understand
+/// each other (README, "Rotating the gossip key").
 pub struct Envelope {
-    cipher: XChaCha20Poly1305,
+    ciphers: Vec<XChaCha20Poly1305>,
     rng: SystemRandom,
     window: Duration,
     seen: HashSet<[u8; NONCE_LEN]>,
@@ -118,13 +159,37 @@ impl Envelope {
     /// An envelope that accepts packets sealed within `window` of now (either way: clocks
     /// of cluster members may differ by that much).
     pub fn new(key: &ClusterKey, window: Duration) -> Envelope {
+        Envelope::with_keys(std::slice::from_ref(key), window)
+    }
+
+    /// An envelope that seals with `keys[0]` and opens with any of `keys`.
+    ///
+    /// # Panics
+    /// If `keys` is empty (configuration validation requires at least one).
+    pub fn with_keys(keys: &[ClusterKey], window: Duration) -> Envelope {
+        assert!(
+            !keys.is_empty(),
+            "an envelope needs at least one cluster key"
+        );
         Envelope {
-            cipher: XChaCha20Poly1305::new(&key.0.into()),
+            ciphers: keys
+                .iter()
+                .map(|key| XChaCha20Poly1305::new(&key.0.into()))
+                .collect(),
             rng: SystemRandom::new(),
             window,
             seen: HashSet::new(),
             order: VecDeque::new(),
         }
+    }
+
+    /// Replaces the keys (a reload during a rotation); packets already seen stay seen.
+    ///
+    /// # Panics
+    /// If `keys` is empty.
+    pub fn set_keys(&mut self, keys: &[ClusterKey]) {
+        let window = self.window;
+        self.ciphers = Envelope::with_keys(keys, window).ciphers;
     }
 
     /// Seals `payload`, stamped with `now_ms` (milliseconds since the Unix epoch).
@@ -139,8 +204,7 @@ impl Envelope {
         plaintext.extend_from_slice(&now_ms.to_be_bytes());
         plaintext.extend_from_slice(payload);
         let aad = [WIRE_VERSION];
-        let ciphertext = self
-            .cipher
+        let ciphertext = self.ciphers[0]
             .encrypt(
                 &XNonce::from(nonce),
                 Payload {
@@ -168,15 +232,20 @@ impl Envelope {
             .try_into()
             .map_err(|_| OpenError::TooShort(packet.len()))?;
         let plaintext = self
-            .cipher
-            .decrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: &packet[1 + NONCE_LEN..],
-                    aad: &packet[..1],
-                },
-            )
-            .map_err(|_| OpenError::Auth)?;
+            .ciphers
+            .iter()
+            .find_map(|cipher| {
+                cipher
+                    .decrypt(
+                        &XNonce::from(nonce),
+                        Payload {
+                            msg: &packet[1 + NONCE_LEN..],
+                            aad: &packet[..1],
+                        },
+                    )
+                    .ok()
+            })
+            .ok_or(OpenError::Auth)?;
         let (stamp, payload) = plaintext.split_at(TIMESTAMP_LEN);
         let sealed_ms = u64::from_be_bytes(
             stamp
@@ -241,6 +310,65 @@ mod tests {
         assert_eq!(
             rx.open(&tx.seal(b"", NOW), NOW).expect("empty payload"),
             b""
+        );
+    }
+
+    #[test]
+    fn a_key_list_names_the_entry_that_is_wrong() {
+        let good = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".to_owned();
+        assert_eq!(KeyText::One(good.clone()).keys().map(|k| k.len()), Ok(1));
+        assert_eq!(
+            KeyText::Many(vec![good.clone(), good.clone()])
+                .keys()
+                .map(|k| k.len()),
+            Ok(2)
+        );
+        assert_eq!(
+            KeyText::Many(vec![]).keys().map(|k| k.len()),
+            Err(KeyError::Missing)
+        );
+        let err = KeyText::Many(vec![good, "c2hvcnQ=".into()])
+            .keys()
+            .expect_err("short second key");
+        assert_eq!(
+            err.to_string(),
+            "gossip.encryption_key must decode to 32 bytes, got 5; generate one with `head -c 32 /dev/urandom | base64` (entry 2 of the list)"
+        );
+    }
+
+    #[test]
+    fn during_a_rotation_the_first_key_seals_and_every_key_opens() {
+        let (old, new) = (
+            ClusterKey::from_bytes([1; 32]),
+            ClusterKey::from_bytes([2; 32]),
+        );
+        let not_yet = Envelope::new(&old, WINDOW);
+        let mut both_old_first = Envelope::with_keys(&[old.clone(), new.clone()], WINDOW);
+        let mut both_new_first = Envelope::with_keys(&[new.clone(), old.clone()], WINDOW);
+        let mut done = Envelope::new(&new, WINDOW);
+        // Step 1 (new key added second): nodes not yet reloaded are still understood.
+        let from_old = not_yet.seal(b"a", NOW);
+        assert_eq!(both_old_first.open(&from_old, NOW).expect("old"), b"a");
+        assert_eq!(both_new_first.open(&from_old, NOW).expect("old"), b"a");
+        // Step 2 (new key first): those still on step 1 open it.
+        let from_new = both_new_first.seal(b"b", NOW);
+        assert_eq!(both_old_first.open(&from_new, NOW).expect("new"), b"b");
+        assert_eq!(done.open(&from_new, NOW).expect("new"), b"b");
+        // Step 3 (old key removed): the old key no longer opens anything.
+        assert_eq!(
+            done.open(&not_yet.seal(b"c", NOW), NOW),
+            Err(OpenError::Auth)
+        );
+        both_old_first.set_keys(std::slice::from_ref(&new));
+        assert_eq!(
+            both_old_first.open(&not_yet.seal(b"d", NOW), NOW),
+            Err(OpenError::Auth)
+        );
+        assert_eq!(
+            both_old_first
+                .open(&done.seal(b"e", NOW), NOW)
+                .expect("new"),
+            b"e"
         );
     }
 

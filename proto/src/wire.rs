@@ -1,5 +1,9 @@
-//! What agents say to overwatch, versioned from day one (`Message::V1`), encoded with
-//! postcard (foca's own codec: compact, and one encoding for the whole packet).
+//! What agents say to overwatch, versioned from day one, encoded with postcard (foca's
+//! own codec: compact, and one encoding for the whole packet).
+//!
+//! Version 2 proves the service token instead of sending it ([`crate::token`]); a
+//! version 1 message (its token in clear) is refused by name, so an agent that was not
+//! upgraded is told so rather than ignored.
 
 use std::net::IpAddr;
 
@@ -8,21 +12,82 @@ use serde::{Deserialize, Serialize};
 use crate::identity::{self, AgentIdentity, SignError};
 use crate::status::{Admin, Health};
 use crate::subnet::Subnet;
+use crate::token;
 
 /// Every message on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    /// Version 1.
-    V1(MessageV1),
+    /// Version 1: retired (it carried service tokens in clear). Never sent; decoding one
+    /// is [`WireError::Retired`].
+    V1(Retired),
+    /// Version 2.
+    V2(MessageV2),
 }
 
-/// Version 1 messages.
+/// What is left of a version 1 message: its number, so it can be refused by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired;
+
+/// Version 2 messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MessageV1 {
+pub enum MessageV2 {
     /// An agent's signed status of all its backends.
     Report(SignedReport),
     /// Part of an agent's learned client latency, signed.
     Latency(SignedLatency),
+    /// "Prove you are overwatch": a member asks one that claims the overwatch role.
+    Challenge(Challenge),
+    /// The answer: a token proof over the challenge and the prover's member identity.
+    Proof(Proof),
+}
+
+/// A challenge to a member that claims to be overwatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Fresh random bytes: a proof is good for one challenge.
+    pub nonce: [u8; 16],
+    /// Services whose token the challenger holds (names only); the prover proves one.
+    pub services: Vec<String>,
+}
+
+/// An overwatch member's answer to a [`Challenge`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    /// The challenge's nonce.
+    pub nonce: [u8; 16],
+    /// The service whose token keyed the proof.
+    pub service: String,
+    /// HMAC-SHA256 keyed by that token over the nonce and the prover's encoded member
+    /// identity: good for that identity only, so relaying it from a real node does not
+    /// make another member overwatch.
+    pub mac: Vec<u8>,
+}
+
+impl Proof {
+    /// The proof that the holder of `token` for `service` is the member `prover`
+    /// (postcard encoding of its identity), answering `nonce`.
+    pub fn make(nonce: [u8; 16], service: &str, token: &str, prover: &[u8]) -> Proof {
+        Proof {
+            nonce,
+            service: service.to_owned(),
+            mac: token::prove(
+                token,
+                token::OVERWATCH,
+                &[&nonce, service.as_bytes(), prover],
+            ),
+        }
+    }
+
+    /// Whether this proves that `prover` holds `token` (of `self.service`) for `nonce`.
+    pub fn holds(&self, nonce: &[u8; 16], token: &str, prover: &[u8]) -> bool {
+        &self.nonce == nonce
+            && token::check(
+                token,
+                token::OVERWATCH,
+                &[nonce, self.service.as_bytes(), prover],
+                &self.mac,
+            )
+    }
 }
 
 /// Learned RTT of one client subnet.
@@ -201,11 +266,15 @@ pub struct SignedReport {
     pub report: Vec<u8>,
     /// The agent's certificate (DER); overwatch pins its fingerprint.
     pub certificate: Vec<u8>,
-    /// The service token, proving the agent may speak for its services.
-    pub token: String,
-    /// ECDSA P-256 over `report ‖ token`.
+    /// HMAC-SHA256 keyed by the agent's service token over `report`: proves the agent
+    /// holds the token of its services without sending it.
+    pub token_proof: Vec<u8>,
+    /// ECDSA P-256 over the domain tag and `report`.
     pub signature: Vec<u8>,
 }
+
+/// Separates report signatures from latency signatures.
+const REPORT_DOMAIN: &[u8] = b"opengslb-report-v2\0";
 
 /// Why a message is not accepted as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,6 +293,11 @@ pub enum WireError {
         /// What the certificate implies.
         expected: String,
     },
+    /// A version 1 message: the sender predates token proofs and must be upgraded.
+    #[error(
+        "wire version 1 (service token sent in clear) is no longer accepted; upgrade the sender"
+    )]
+    Retired,
 }
 
 impl WireError {
@@ -233,6 +307,7 @@ impl WireError {
             WireError::Decode(_) => "decode",
             WireError::BadSignature => "bad_signature",
             WireError::IdMismatch { .. } => "id_mismatch",
+            WireError::Retired => "retired_version",
         }
     }
 }
@@ -243,9 +318,12 @@ impl Message {
         encode(self)
     }
 
-    /// Decodes bytes that opened under the cluster key.
-    pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
-        postcard::from_bytes(bytes).map_err(|e| WireError::Decode(e.to_string()))
+    /// Decodes bytes that opened under the cluster key; a retired version is an error.
+    pub fn decode(bytes: &[u8]) -> Result<MessageV2, WireError> {
+        match postcard::from_bytes(bytes).map_err(|e| WireError::Decode(e.to_string()))? {
+            Message::V1(Retired) => Err(WireError::Retired),
+            Message::V2(message) => Ok(message),
+        }
     }
 }
 
@@ -257,13 +335,18 @@ impl SignedReport {
         token: &str,
     ) -> Result<SignedReport, SignError> {
         let bytes = encode(report);
-        let signature = identity.sign(&signed_bytes(&bytes, token))?;
+        let signature = identity.sign(&signed_bytes(&bytes))?;
         Ok(SignedReport {
+            token_proof: token::prove(token, token::REPORT, &[&bytes]),
             report: bytes,
             certificate: identity.certificate().to_vec(),
-            token: token.to_owned(),
             signature,
         })
+    }
+
+    /// Whether the agent holds `token` (its proof over the report verifies with it).
+    pub fn proves(&self, token: &str) -> bool {
+        token::check(token, token::REPORT, &[&self.report], &self.token_proof)
     }
 
     /// Verifies the signature and the id-to-certificate binding, then decodes the report.
@@ -307,7 +390,7 @@ impl ReceivedReport {
         let signed = &self.signed;
         if !identity::verify(
             &signed.certificate,
-            &signed_bytes(&signed.report, &signed.token),
+            &signed_bytes(&signed.report),
             &signed.signature,
         ) {
             return Err(WireError::BadSignature);
@@ -320,6 +403,7 @@ impl ReceivedReport {
             });
         }
         Ok(VerifiedReport {
+            fingerprint: identity::fingerprint(&signed.certificate),
             report: self.claimed,
             signed: self.signed,
         })
@@ -334,15 +418,21 @@ impl ReceivedReport {
 pub struct VerifiedReport {
     report: StatusReport,
     signed: SignedReport,
+    fingerprint: String,
 }
 
 impl VerifiedReport {
+    /// SHA-256 of the certificate that signed it, hex.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
     /// The report.
     pub fn report(&self) -> &StatusReport {
         &self.report
     }
 
-    /// The signed form (certificate, token) as it arrived.
+    /// The signed form (certificate, token proof) as it arrived.
     pub fn signed(&self) -> &SignedReport {
         &self.signed
     }
@@ -360,10 +450,10 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("postcard encodes the derived wire types into a Vec")
 }
 
-fn signed_bytes(report: &[u8], token: &str) -> Vec<u8> {
-    let mut message = Vec::with_capacity(report.len() + token.len());
+fn signed_bytes(report: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(REPORT_DOMAIN.len() + report.len());
+    message.extend_from_slice(REPORT_DOMAIN);
     message.extend_from_slice(report);
-    message.extend_from_slice(token.as_bytes());
     message
 }
 
@@ -420,13 +510,13 @@ mod tests {
         let agent = identity("roundtrip", "eu");
         let signed =
             SignedReport::sign(&report(&agent, 7), &agent, "token-app-0123456789").expect("sign");
-        let bytes = Message::V1(MessageV1::Report(signed.clone())).encode();
+        let bytes = Message::V2(MessageV2::Report(signed.clone())).encode();
         assert!(
             bytes.len() < 1200,
             "a one-backend report fits a packet: {} bytes",
             bytes.len()
         );
-        let Message::V1(MessageV1::Report(back)) = Message::decode(&bytes).expect("decode") else {
+        let MessageV2::Report(back) = Message::decode(&bytes).expect("decode") else {
             panic!("not a report")
         };
         assert_eq!(back, signed);
@@ -434,7 +524,54 @@ mod tests {
     }
 
     #[test]
-    fn tampering_with_report_token_or_certificate_is_detected() {
+    fn the_token_is_proven_never_sent() {
+        let agent = identity("proof", "eu");
+        let token = "token-app-0123456789";
+        let signed = SignedReport::sign(&report(&agent, 7), &agent, token).expect("sign");
+        let bytes = Message::V2(MessageV2::Report(signed.clone())).encode();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the token is not in the message"
+        );
+        assert!(signed.proves(token));
+        assert!(!signed.proves("token-app-012345678X"));
+        let mut changed = signed.clone();
+        changed.report = encode(&report(&agent, 8));
+        assert!(
+            !changed.proves(token),
+            "a proof does not carry over to other bytes"
+        );
+    }
+
+    #[test]
+    fn a_version_1_message_is_refused_by_name() {
+        // Variant 0 (V1), then whatever a version 1 report held.
+        let old = [0u8, 0, 3, 1, 2, 3];
+        assert_eq!(Message::decode(&old), Err(WireError::Retired));
+        assert_eq!(WireError::Retired.reason(), "retired_version");
+    }
+
+    #[test]
+    fn an_overwatch_proof_holds_for_its_nonce_token_and_member_only() {
+        let token = "token-app-0123456789";
+        let proof = Proof::make([7; 16], "app", token, b"member-a");
+        assert!(proof.holds(&[7; 16], token, b"member-a"));
+        assert!(
+            !proof.holds(&[8; 16], token, b"member-a"),
+            "another challenge"
+        );
+        assert!(!proof.holds(&[7; 16], "token-db-0123456789x", b"member-a"));
+        assert!(
+            !proof.holds(&[7; 16], token, b"member-b"),
+            "relayed for another member"
+        );
+        let mut renamed = proof.clone();
+        renamed.service = "db".into();
+        assert!(!renamed.holds(&[7; 16], token, b"member-a"));
+    }
+
+    #[test]
+    fn tampering_with_report_or_certificate_is_detected() {
         let agent = identity("tamper", "eu");
         let other = identity("tamper-other", "eu");
         let signed =
@@ -443,9 +580,6 @@ mod tests {
         let last = changed.report.len() - 1;
         changed.report[last] ^= 1;
         assert_eq!(changed.open(), Err(WireError::BadSignature));
-        let mut token = signed.clone();
-        token.token = "another-token-000000".into();
-        assert_eq!(token.open(), Err(WireError::BadSignature));
         let mut cert = signed.clone();
         cert.certificate = other.certificate().to_vec();
         assert_eq!(cert.open(), Err(WireError::BadSignature));
@@ -501,7 +635,7 @@ mod tests {
         let envelope = Envelope::new(&key, std::time::Duration::from_secs(30));
         let mut back = Vec::new();
         for (i, part) in parts.iter().enumerate() {
-            let wire = Message::V1(MessageV1::Latency(part.clone())).encode();
+            let wire = Message::V2(MessageV2::Latency(part.clone())).encode();
             let sealed = envelope.seal(&wire, 1);
             assert!(sealed.len() <= 1232, "part {i}: {} bytes", sealed.len());
             let report = part.open(agent.certificate()).expect("verifies");

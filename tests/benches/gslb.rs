@@ -22,7 +22,7 @@ use opengslb_proto::member::seal_direct;
 use opengslb_proto::seal::{ClusterKey, Envelope};
 use opengslb_proto::status::{Admin, Health};
 use opengslb_proto::wire::{
-    BackendReport, Message, MessageV1, SignedReport, StatusReport, VersionClock,
+    BackendReport, Message, MessageV2, SignedReport, StatusReport, VersionClock,
 };
 use opengslb_tests::bench::{cpu_ms, knob, memory, percentile as pct};
 use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml_defaults};
@@ -213,7 +213,7 @@ fn scale(n: usize, key_b64: &str) -> Scale {
                 backends: vec![backend],
                 leaving: false,
             };
-            let message = Message::V1(MessageV1::Report(
+            let message = Message::V2(MessageV2::Report(
                 SignedReport::sign(&report, identity, TOKEN).expect("sign"),
             ))
             .encode();

@@ -31,7 +31,7 @@ use opengslb_proto::member::{seal_direct, seal_latency};
 use opengslb_proto::seal::{ClusterKey, Envelope};
 use opengslb_proto::status::{Admin, Health};
 use opengslb_proto::wire::{
-    BackendReport, LatencySample, Message, MessageV1, SignedReport, StatusReport, VersionClock,
+    BackendReport, LatencySample, Message, MessageV2, SignedReport, StatusReport, VersionClock,
     latency_parts,
 };
 use opengslb_tests::bench::{knob, memory, percentile};
@@ -195,7 +195,7 @@ fn dns_ratio(duration: Duration) {
             }],
             leaving: false,
         };
-        let message = Message::V1(MessageV1::Report(
+        let message = Message::V2(MessageV2::Report(
             SignedReport::sign(&report, &identity, TOKEN).expect("sign"),
         ))
         .encode();

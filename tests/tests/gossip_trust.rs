@@ -10,7 +10,7 @@ use std::time::Duration;
 use opengslb_proto::identity::AgentIdentity;
 use opengslb_proto::member::seal_direct;
 use opengslb_proto::seal::{ClusterKey, Envelope};
-use opengslb_proto::wire::{Message, MessageV1, SignedReport, StatusReport};
+use opengslb_proto::wire::{Message, MessageV2, SignedReport, StatusReport};
 use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml};
 use opengslb_tests::overwatch::Backend;
 use opengslb_tests::overwatch::{Overwatch, a_set};
@@ -49,7 +49,7 @@ impl Attacker {
     }
 
     fn send(&self, signed: &SignedReport) {
-        let message = Message::V1(MessageV1::Report(signed.clone())).encode();
+        let message = Message::V2(MessageV2::Report(signed.clone())).encode();
         self.socket
             .send_to(&seal_direct(&self.envelope, &message), self.target)
             .expect("send");

@@ -123,7 +123,7 @@ pub(super) struct RawErrorRate {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGossip {
     #[serde(default)]
-    pub(super) encryption_key: Option<Spanned<String>>,
+    pub(super) encryption_key: Option<Spanned<opengslb_proto::seal::KeyText>>,
     #[serde(default)]
     pub(super) overwatch_nodes: Vec<Spanned<String>>,
     #[serde(default)]

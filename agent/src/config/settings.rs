@@ -79,8 +79,10 @@ pub struct AgentConfig {
     pub backends: Vec<Backend>,
     /// Predictive drain.
     pub predictive: Predictive,
-    /// Cluster key, base64 (checked when gossip starts, to say precisely what is wrong).
-    pub encryption_key: Option<String>,
+    /// Cluster keys, base64: one, or a list during a rotation (the first seals, all
+    /// open). Checked when gossip starts, to say precisely what is wrong; reloaded on
+    /// SIGHUP.
+    pub encryption_key: Option<opengslb_proto::seal::KeyText>,
     /// Overwatch nodes.
     pub overwatch_nodes: Vec<SocketAddr>,
     /// Gossip bind address.

@@ -54,7 +54,9 @@ fn the_shipped_example_is_valid() {
         ("us-east", 1, 3)
     );
     assert!(c.predictive.cpu.is_some() && c.predictive.error_rate.is_some());
-    opengslb_proto::seal::ClusterKey::from_base64(c.encryption_key.as_deref())
+    c.encryption_key
+        .expect("the example has a key")
+        .keys()
         .expect("the example key is well-formed");
     let l = c.latency.expect("latency learning on in the example");
     assert_eq!(

@@ -26,6 +26,11 @@ pub(super) fn backend(b: &BackendView, seen: &LastSeen) -> types::Backend {
         weight: b.weight,
         region: b.key.region.clone(),
         agent_id: b.agent.as_ref().map(|a| a.agent_id.clone()),
+        contested_by: b
+            .agent
+            .as_ref()
+            .map(|a| a.contested_by.clone())
+            .unwrap_or_default(),
         effective_status: b.effective.name().to_owned(),
         effective_reason: b.reason.clone(),
         last_change: rfc3339(b.last_change),

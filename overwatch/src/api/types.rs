@@ -31,6 +31,9 @@ pub struct Backend {
     pub region: String,
     /// The agent that reports it.
     pub agent_id: Option<String>,
+    /// Other agents that speak for it now and are not believed (a conflict).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contested_by: Vec<String>,
     /// healthy | unhealthy | stale | draining.
     pub effective_status: String,
     /// Why, in words.

@@ -215,7 +215,7 @@ async fn check_secret(
 /// Whether the request's bearer token is the secret (compared in constant time).
 fn authorized(secret: &str, headers: &HeaderMap) -> bool {
     crate::auth::bearer_token(headers)
-        .is_some_and(|p| crate::model::admission::constant_time_eq(p.as_bytes(), secret.as_bytes()))
+        .is_some_and(|p| crate::auth::constant_time_eq(p.as_bytes(), secret.as_bytes()))
 }
 
 async fn append(

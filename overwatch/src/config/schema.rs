@@ -91,9 +91,19 @@ pub struct RawOverwatch {
     /// Client location for the `geolocation` algorithm.
     #[serde(default)]
     pub geolocation: Option<RawGeolocation>,
-    /// Service → token an agent must present to report backends of that service.
+    /// Service → token an agent must prove to report backends of that service.
     #[serde(default)]
     pub agent_tokens: std::collections::BTreeMap<String, Spanned<String>>,
+    /// Service → networks (CIDR or address) its agent-announced backends must lie in;
+    /// a service not listed may announce any address.
+    #[serde(default)]
+    pub agent_networks: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
+    /// How fast agents new to overwatch may register, per token.
+    #[serde(default)]
+    pub agent_registration: RawRegistration,
+    /// What agents may claim about learned client latency.
+    #[serde(default)]
+    pub latency_learning: RawLatencyLearning,
     /// Encrypted gossip with agents (and other overwatch nodes).
     #[serde(default)]
     pub gossip: Option<RawGossip>,
@@ -112,9 +122,10 @@ pub struct RawGossip {
     /// Address announced to members (default: the bound one).
     #[serde(default)]
     pub advertise_address: Option<Spanned<String>>,
-    /// base64 of 32 bytes; required: gossip is never plaintext.
+    /// base64 of 32 bytes, or a list of them during a rotation (the first seals, all
+    /// open); required: gossip is never plaintext.
     #[serde(default)]
-    pub encryption_key: Option<Spanned<String>>,
+    pub encryption_key: Option<Spanned<opengslb_proto::seal::KeyText>>,
     /// SWIM probe period (default 1s).
     #[serde(default)]
     pub probe_interval: Option<Spanned<HumanDuration>>,
@@ -127,6 +138,65 @@ pub struct RawGossip {
     /// Other overwatch nodes to join through.
     #[serde(default)]
     pub seeds: Vec<Spanned<String>>,
+}
+
+/// `overwatch.agent_registration`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistration {
+    /// New agents pinned at once (default 100).
+    #[serde(default = "default_registration_burst")]
+    pub burst: Spanned<u32>,
+    /// Then this many a second (default 5).
+    #[serde(default = "default_registration_rate")]
+    pub per_second: Spanned<f64>,
+}
+
+impl Default for RawRegistration {
+    fn default() -> Self {
+        RawRegistration {
+            burst: default_registration_burst(),
+            per_second: default_registration_rate(),
+        }
+    }
+}
+
+fn default_registration_burst() -> Spanned<u32> {
+    unplaced(100)
+}
+
+fn default_registration_rate() -> Spanned<f64> {
+    unplaced(5.0)
+}
+
+/// `overwatch.latency_learning`: the shortest prefixes agents may report RTT for (the
+/// agents' own `latency_learning.ipv4_prefix`/`ipv6_prefix` default to the same).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatencyLearning {
+    /// Shortest IPv4 prefix accepted (default 24).
+    #[serde(default = "default_v4_prefix")]
+    pub ipv4_prefix: Spanned<u8>,
+    /// Shortest IPv6 prefix accepted (default 48).
+    #[serde(default = "default_v6_prefix")]
+    pub ipv6_prefix: Spanned<u8>,
+}
+
+impl Default for RawLatencyLearning {
+    fn default() -> Self {
+        RawLatencyLearning {
+            ipv4_prefix: default_v4_prefix(),
+            ipv6_prefix: default_v6_prefix(),
+        }
+    }
+}
+
+fn default_v4_prefix() -> Spanned<u8> {
+    unplaced(24)
+}
+
+fn default_v6_prefix() -> Spanned<u8> {
+    unplaced(48)
 }
 
 /// `overwatch.stale`

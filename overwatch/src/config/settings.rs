@@ -18,8 +18,14 @@ pub struct Settings {
     pub validation: ValidationSettings,
     /// Geolocation inputs.
     pub geo: GeoSettings,
-    /// Service → the token agents must present for it.
+    /// Service → the token agents must prove for it.
     pub agent_tokens: std::collections::BTreeMap<String, String>,
+    /// Service → networks its agent-announced backends must lie in (absent: anywhere).
+    pub agent_networks: std::collections::BTreeMap<String, Vec<IpNet>>,
+    /// How fast new agents may be pinned, per token.
+    pub agent_registration: RegistrationSettings,
+    /// The shortest client prefixes agents may report latency for.
+    pub latency_prefixes: LatencyPrefixes,
     /// Gossip with agents (`None`: not configured; agents then cannot report).
     pub gossip: Option<GossipSettings>,
     /// Staleness of agents.
@@ -70,14 +76,33 @@ pub struct GossipSettings {
     pub bind: SocketAddr,
     /// Announced address.
     pub advertise: Option<SocketAddr>,
-    /// The cluster key, base64 (checked by validation).
-    pub encryption_key: String,
+    /// The cluster keys, base64 (checked by validation): the first seals, all open.
+    /// Changing them takes effect on reload (SIGHUP), so a rotation needs no restart.
+    pub encryption_keys: Vec<String>,
     /// Probe period.
     pub probe_interval: Duration,
     /// Probe timeout.
     pub probe_timeout: Duration,
     /// Other overwatch nodes.
     pub seeds: Vec<SocketAddr>,
+}
+
+/// `overwatch.agent_registration`: a token bucket per token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegistrationSettings {
+    /// New pins at once.
+    pub burst: u32,
+    /// Refill, pins a second.
+    pub per_second: f64,
+}
+
+/// `overwatch.latency_learning`: the shortest prefixes accepted per family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyPrefixes {
+    /// IPv4.
+    pub ipv4: u8,
+    /// IPv6.
+    pub ipv6: u8,
 }
 
 /// `overwatch.stale`

@@ -1,15 +1,44 @@
-//! Which agents may speak, and for what: service tokens and certificate pins.
+//! Which agents may speak, and for what: service tokens, certificate pins, networks.
 //!
-//! Pure rules over signed reports. An unknown agent is admitted only with a token that
-//! `overwatch.agent_tokens` lists for every service it reports; its id is then pinned to
-//! its certificate's fingerprint and every later report must come from that certificate.
-//! Deleting the pin (API, CLI) lets the agent register again, e.g. with a new identity.
+//! Pure rules over signed reports. An unknown agent is admitted only when its report
+//! proves the token `overwatch.agent_tokens` lists for every service it reports (the
+//! token itself never travels: `SignedReport::proves`), and only as fast as
+//! `overwatch.agent_registration` allows per token; its id is then pinned to its
+//! certificate's fingerprint and every later report must come from that certificate.
+//! Where `overwatch.agent_networks` lists networks for a service, every backend an agent
+//! announces for it must lie in one. Deleting the pin (API, CLI) lets the agent register
+//! again, e.g. with a new identity.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::SystemTime;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
 
-use opengslb_proto::identity::fingerprint;
+use ipnet::IpNet;
 use opengslb_proto::wire::{StatusReport, VerifiedReport, supersedes};
+
+use crate::config::{RegistrationSettings, Settings};
+
+/// What admission checks reports against, borrowed from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    /// `overwatch.agent_tokens`: service → token.
+    pub tokens: &'a BTreeMap<String, String>,
+    /// `overwatch.agent_networks`: service → where its agent-announced backends may be.
+    pub networks: &'a BTreeMap<String, Vec<IpNet>>,
+    /// `overwatch.agent_registration`: how fast new agents may be pinned per token.
+    pub registration: RegistrationSettings,
+}
+
+impl<'a> Policy<'a> {
+    /// The policy the settings configure.
+    pub fn of(settings: &'a Settings) -> Policy<'a> {
+        Policy {
+            tokens: &settings.agent_tokens,
+            networks: &settings.agent_networks,
+            registration: settings.agent_registration,
+        }
+    }
+}
 
 /// A pinned agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +62,30 @@ pub struct Pin {
 /// the gossip member drops and counts it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    /// The token is not the one configured for a service it reports (or none is).
+    /// The report does not prove the token configured for a service it reports (or
+    /// none is configured).
     #[error("token not valid for service {service:?}")]
     Token {
         /// The service.
+        service: String,
+    },
+    /// A backend lies outside the networks `overwatch.agent_networks` allows its service.
+    #[error(
+        "backend {address} of service {service:?} is outside overwatch.agent_networks.{service}"
+    )]
+    Network {
+        /// The service.
+        service: String,
+        /// The backend address announced.
+        address: IpAddr,
+    },
+    /// Too many new agents with this token lately (`overwatch.agent_registration`): the
+    /// agent is pinned on a later report.
+    #[error(
+        "new agents for service {service:?} arrive faster than overwatch.agent_registration allows; retried with its next report"
+    )]
+    RegistrationRate {
+        /// A service of the token.
         service: String,
     },
     /// An agent that is not pinned reports no backend, so its token proves no service:
@@ -60,6 +109,8 @@ impl Rejection {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::Token { .. } => "token",
+            Rejection::Network { .. } => "network",
+            Rejection::RegistrationRate { .. } => "registration_rate",
             Rejection::NoService => "no_service",
             Rejection::PinMismatch { .. } => "pin_mismatch",
         }
@@ -75,34 +126,51 @@ pub enum Admitted {
     Duplicate,
 }
 
-/// The pins, keyed by agent id.
+/// The pins, keyed by agent id, and the registration budget of each token.
 #[derive(Debug, Clone, Default)]
 pub struct AgentBook {
     pins: BTreeMap<String, Pin>,
+    /// Token → new pins it may still make now (a token bucket; in memory only).
+    budgets: HashMap<String, Budget>,
+}
+
+/// A token bucket of new pins.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    left: f64,
+    at: SystemTime,
 }
 
 impl AgentBook {
-    /// Decides about one verified report. `tokens` is `overwatch.agent_tokens`.
+    /// Decides about one verified report.
     pub fn admit(
         &mut self,
         verified: VerifiedReport,
-        tokens: &BTreeMap<String, String>,
+        policy: &Policy<'_>,
         now: SystemTime,
     ) -> Result<Admitted, Rejection> {
+        let presented = verified.fingerprint().to_owned();
         let (report, signed) = verified.into_parts();
         let services: BTreeSet<String> =
             report.backends.iter().map(|b| b.service.clone()).collect();
         for service in &services {
-            let allowed = tokens
-                .get(service)
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), signed.token.as_bytes()));
-            if !allowed {
+            if !policy.tokens.get(service).is_some_and(|t| signed.proves(t)) {
                 return Err(Rejection::Token {
                     service: service.clone(),
                 });
             }
         }
-        let presented = fingerprint(&signed.certificate);
+        for backend in &report.backends {
+            let Some(networks) = policy.networks.get(&backend.service) else {
+                continue;
+            };
+            if !networks.iter().any(|n| n.contains(&backend.address)) {
+                return Err(Rejection::Network {
+                    service: backend.service.clone(),
+                    address: backend.address,
+                });
+            }
+        }
         match self.pins.get_mut(&report.agent_id) {
             Some(pin) if pin.fingerprint != presented => Err(Rejection::PinMismatch {
                 pinned: pin.fingerprint[..12].to_owned(),
@@ -119,6 +187,15 @@ impl AgentBook {
             }
             None if services.is_empty() => Err(Rejection::NoService),
             None => {
+                // Every service of the report is proven by the same token (an agent has
+                // one), so its budget is that token's.
+                let first = services.first().expect("not empty: checked above");
+                let token = &policy.tokens[first];
+                if !self.spend(token, policy.registration, now) {
+                    return Err(Rejection::RegistrationRate {
+                        service: first.clone(),
+                    });
+                }
                 tracing::info!(agent_id = %report.agent_id, fingerprint = &presented[..12], "agent registered and pinned");
                 self.pins.insert(
                     report.agent_id.clone(),
@@ -134,6 +211,24 @@ impl AgentBook {
                 Ok(Admitted::New(report))
             }
         }
+    }
+
+    /// Takes one new pin from `token`'s budget, refilled at `per_second` up to `burst`.
+    fn spend(&mut self, token: &str, rate: RegistrationSettings, now: SystemTime) -> bool {
+        let budget = self.budgets.entry(token.to_owned()).or_insert(Budget {
+            left: f64::from(rate.burst),
+            at: now,
+        });
+        // A clock that steps back refills nothing.
+        let elapsed = now.duration_since(budget.at).unwrap_or(Duration::ZERO);
+        budget.left =
+            (budget.left + elapsed.as_secs_f64() * rate.per_second).min(f64::from(rate.burst));
+        budget.at = now;
+        if budget.left < 1.0 {
+            return false;
+        }
+        budget.left -= 1.0;
+        true
     }
 
     /// Sets a pin the cluster agreed on (replacing one held only here).
@@ -152,15 +247,12 @@ impl AgentBook {
     }
 }
 
-/// Compares secrets without an early exit that would leak how much of a guess matched.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opengslb_proto::identity::AgentIdentity;
+    use std::sync::LazyLock;
+
+    use opengslb_proto::identity::{AgentIdentity, fingerprint};
     use opengslb_proto::status::{Admin, Health};
     use opengslb_proto::wire::{BackendReport, ReceivedReport, SignedReport, WireError};
 
@@ -205,11 +297,114 @@ mod tests {
         received(signed).verify().expect("verifies")
     }
 
-    fn tokens() -> BTreeMap<String, String> {
+    static TOKENS: LazyLock<BTreeMap<String, String>> = LazyLock::new(|| {
         BTreeMap::from([
             ("app".to_owned(), TOKEN.to_owned()),
             ("db".to_owned(), "db-token-0123456789x".to_owned()),
         ])
+    });
+    static ANYWHERE: LazyLock<BTreeMap<String, Vec<IpNet>>> = LazyLock::new(BTreeMap::new);
+    static APP_IN_10_8: LazyLock<BTreeMap<String, Vec<IpNet>>> = LazyLock::new(|| {
+        BTreeMap::from([("app".to_owned(), vec!["10.0.0.0/8".parse().expect("net")])])
+    });
+
+    fn policy() -> Policy<'static> {
+        Policy {
+            tokens: &TOKENS,
+            networks: &ANYWHERE,
+            registration: RegistrationSettings {
+                burst: 1_000,
+                per_second: 1.0,
+            },
+        }
+    }
+
+    #[test]
+    fn agent_announced_backends_must_lie_in_the_services_networks() {
+        let agent = identity("net");
+        let mut book = AgentBook::default();
+        let now = SystemTime::now();
+        let fenced = Policy {
+            networks: &APP_IN_10_8,
+            ..policy()
+        };
+        // `signed` announces 10.0.0.1: inside.
+        assert!(matches!(
+            book.admit(signed(&agent, 1, &["app"], TOKEN), &fenced, now),
+            Ok(Admitted::New(_))
+        ));
+        let mut outside = signed(&agent, 2, &["app"], TOKEN).report().clone();
+        outside.backends[0].address = "192.0.2.9".parse().expect("ip");
+        let outside = verified(SignedReport::sign(&outside, &agent, TOKEN).expect("sign"));
+        assert_eq!(
+            book.admit(outside, &fenced, now),
+            Err(Rejection::Network {
+                service: "app".into(),
+                address: "192.0.2.9".parse().expect("ip")
+            })
+        );
+        assert_eq!(
+            Rejection::Network {
+                service: "app".into(),
+                address: "192.0.2.9".parse().expect("ip")
+            }
+            .to_string(),
+            "backend 192.0.2.9 of service \"app\" is outside overwatch.agent_networks.app"
+        );
+    }
+
+    #[test]
+    fn new_pins_per_token_are_rate_limited_and_pinned_agents_are_not() {
+        let mut book = AgentBook::default();
+        let t0 = SystemTime::now();
+        let slow = Policy {
+            registration: RegistrationSettings {
+                burst: 3,
+                per_second: 0.5,
+            },
+            ..policy()
+        };
+        let agents: Vec<AgentIdentity> = (0..5).map(|i| identity(&format!("r{i}"))).collect();
+        for agent in &agents[..3] {
+            assert!(matches!(
+                book.admit(signed(agent, 1, &["app"], TOKEN), &slow, t0),
+                Ok(Admitted::New(_))
+            ));
+        }
+        assert_eq!(
+            book.admit(signed(&agents[3], 1, &["app"], TOKEN), &slow, t0),
+            Err(Rejection::RegistrationRate {
+                service: "app".into()
+            }),
+            "the burst is spent"
+        );
+        assert!(
+            matches!(
+                book.admit(signed(&agents[0], 2, &["app"], TOKEN), &slow, t0),
+                Ok(Admitted::New(_))
+            ),
+            "an agent already pinned keeps reporting"
+        );
+        assert!(
+            matches!(
+                book.admit(
+                    signed(&agents[4], 1, &["db"], "db-token-0123456789x"),
+                    &slow,
+                    t0
+                ),
+                Ok(Admitted::New(_))
+            ),
+            "another token has its own budget"
+        );
+        let later = t0 + Duration::from_secs(2);
+        assert!(
+            matches!(
+                book.admit(signed(&agents[3], 1, &["app"], TOKEN), &slow, later),
+                Ok(Admitted::New(_))
+            ),
+            "refilled at per_second"
+        );
+        assert_eq!(book.pins().len(), 5);
     }
 
     #[test]
@@ -220,7 +415,7 @@ mod tests {
         assert_eq!(
             book.admit(
                 signed(&agent, 1, &["app"], "wrong-token-000000000"),
-                &tokens(),
+                &policy(),
                 now
             ),
             Err(Rejection::Token {
@@ -228,14 +423,14 @@ mod tests {
             })
         );
         assert_eq!(
-            book.admit(signed(&agent, 1, &["app", "db"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 1, &["app", "db"], TOKEN), &policy(), now),
             Err(Rejection::Token {
                 service: "db".into()
             }),
             "the app token does not cover db"
         );
         assert_eq!(
-            book.admit(signed(&agent, 1, &["web"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 1, &["web"], TOKEN), &policy(), now),
             Err(Rejection::Token {
                 service: "web".into()
             }),
@@ -243,7 +438,7 @@ mod tests {
         );
         assert!(book.pins().is_empty(), "nothing pinned by rejected reports");
         assert!(matches!(
-            book.admit(signed(&agent, 1, &["app"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 1, &["app"], TOKEN), &policy(), now),
             Ok(Admitted::New(_))
         ));
         let pin = &book.pins()[agent.agent_id()];
@@ -257,19 +452,19 @@ mod tests {
         let imposter = identity("imposter");
         let mut book = AgentBook::default();
         let now = SystemTime::now();
-        book.admit(signed(&agent, 5, &["app"], TOKEN), &tokens(), now)
+        book.admit(signed(&agent, 5, &["app"], TOKEN), &policy(), now)
             .expect("first");
         assert_eq!(
-            book.admit(signed(&agent, 5, &["app"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 5, &["app"], TOKEN), &policy(), now),
             Ok(Admitted::Duplicate)
         );
         assert_eq!(
-            book.admit(signed(&agent, 4, &["app"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 4, &["app"], TOKEN), &policy(), now),
             Ok(Admitted::Duplicate),
             "older never replaces newer"
         );
         assert!(
-            matches!(book.admit(signed(&agent, 6, &["app"], TOKEN), &tokens(), now), Ok(Admitted::New(r)) if r.version == 6)
+            matches!(book.admit(signed(&agent, 6, &["app"], TOKEN), &policy(), now), Ok(Admitted::New(r)) if r.version == 6)
         );
         // The imposter signs a report claiming the pinned id: its certificate implies
         // another id, so it never verifies and can never reach admission.
@@ -279,7 +474,7 @@ mod tests {
         assert!(matches!(forged.verify(), Err(WireError::IdMismatch { .. })));
         // A pinned agent may not add a service its token does not cover.
         assert_eq!(
-            book.admit(signed(&agent, 8, &["app", "db"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 8, &["app", "db"], TOKEN), &policy(), now),
             Err(Rejection::Token {
                 service: "db".into()
             })
@@ -293,14 +488,14 @@ mod tests {
         let agent = identity("repin");
         let mut book = AgentBook::default();
         let now = SystemTime::now();
-        book.admit(signed(&agent, 1, &["app"], TOKEN), &tokens(), now)
+        book.admit(signed(&agent, 1, &["app"], TOKEN), &policy(), now)
             .expect("first");
         book.pins
             .get_mut(agent.agent_id())
             .expect("pin")
             .fingerprint = "0".repeat(64);
         let err = book
-            .admit(signed(&agent, 2, &["app"], TOKEN), &tokens(), now)
+            .admit(signed(&agent, 2, &["app"], TOKEN), &policy(), now)
             .expect_err("pin mismatch");
         assert_eq!(
             err,
@@ -313,7 +508,7 @@ mod tests {
         assert!(!book.forget(agent.agent_id()));
         assert!(
             matches!(
-                book.admit(signed(&agent, 2, &["app"], TOKEN), &tokens(), now),
+                book.admit(signed(&agent, 2, &["app"], TOKEN), &policy(), now),
                 Ok(Admitted::New(_))
             ),
             "registers again"
@@ -328,7 +523,7 @@ mod tests {
         assert_eq!(
             book.admit(
                 signed(&stranger, 1, &[], "any-token-at-all-xxxx"),
-                &tokens(),
+                &policy(),
                 now
             ),
             Err(Rejection::NoService)
@@ -337,19 +532,12 @@ mod tests {
         // A pinned agent may report no backend (it removed them all).
         let agent = identity("agent");
         assert!(matches!(
-            book.admit(signed(&agent, 1, &["app"], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 1, &["app"], TOKEN), &policy(), now),
             Ok(Admitted::New(_))
         ));
         assert!(matches!(
-            book.admit(signed(&agent, 2, &[], TOKEN), &tokens(), now),
+            book.admit(signed(&agent, 2, &[], TOKEN), &policy(), now),
             Ok(Admitted::New(r)) if r.backends.is_empty()
         ));
-    }
-
-    #[test]
-    fn constant_time_eq_compares_whole_secrets() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

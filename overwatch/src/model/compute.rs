@@ -130,27 +130,23 @@ pub fn backends(inputs: &Inputs<'_>, now: Instant, wall: SystemTime) -> Vec<Back
             last_seen: a.received_at,
             stale: a.member_down || now.duration_since(a.received) > threshold,
             left: a.report.leaving,
+            contested_by: Vec::new(),
         }
     };
-    // Agent claims by (service, address, port); with several, the freshest report wins.
-    let mut claims: HashMap<(String, IpAddr, u16), (AgentLayer, u32, &str)> = HashMap::new();
+    // Agent claims by (service, address, port). One agent speaks for a backend; when
+    // several do, that is a conflict, never a silent last-writer-wins (see `owner`).
+    let mut all: HashMap<ClaimKey, Vec<Claim<'_>>> = HashMap::new();
     for a in inputs.agents.values() {
         for (i, b) in a.report.backends.iter().enumerate() {
-            let layer = agent_layer(a, i);
-            let slot = claims.entry((b.service.clone(), b.address, b.port));
-            match slot {
-                std::collections::hash_map::Entry::Occupied(mut o)
-                    if o.get().0.last_seen < layer.last_seen =>
-                {
-                    o.insert((layer, b.weight, a.report.region.as_str()));
-                }
-                std::collections::hash_map::Entry::Occupied(_) => {}
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert((layer, b.weight, a.report.region.as_str()));
-                }
-            }
+            all.entry((b.service.clone(), b.address, b.port))
+                .or_default()
+                .push((agent_layer(a, i), b.weight, a.report.region.as_str()));
         }
     }
+    let mut claims: HashMap<ClaimKey, Claim<'_>> = all
+        .into_iter()
+        .map(|(key, claimants)| (key, owner(claimants, inputs.pins)))
+        .collect();
     let mut views = Vec::new();
     for (region, key, weight) in backend_keys(inputs.settings) {
         let checked = inputs.settings.regions[region].check.is_some();
@@ -193,6 +189,42 @@ pub fn backends(inputs: &Inputs<'_>, now: Instant, wall: SystemTime) -> Vec<Back
     }
     remembered(inputs, &mut views, wall);
     views
+}
+
+/// A backend as agents name it: service, address, port.
+type ClaimKey = (String, IpAddr, u16);
+
+/// One agent's claim: its layer, the configured weight it reports, its region.
+type Claim<'a> = (AgentLayer, u32, &'a str);
+
+/// Of several agents claiming one backend, the one believed: among those that speak now
+/// (fresh, not leaving), the one pinned first (ties: the smaller id), so an agent that
+/// registers later with the same token cannot take over a backend another agent speaks
+/// for. If none speaks now, the freshest. The other live claimants are recorded as
+/// `contested_by`: counted and shown, not silently dropped.
+fn owner<'a>(mut claimants: Vec<Claim<'a>>, pins: &BTreeMap<String, Pin>) -> Claim<'a> {
+    let live = |l: &AgentLayer| !l.stale && !l.left;
+    let pinned = |l: &AgentLayer| pins.get(&l.agent_id).map(|p| p.pinned_at);
+    claimants.sort_by(|(a, _, _), (b, _, _)| {
+        live(b)
+            .cmp(&live(a))
+            .then_with(|| match (live(a), live(b)) {
+                (true, true) => pinned(a)
+                    .unwrap_or(SystemTime::UNIX_EPOCH)
+                    .cmp(&pinned(b).unwrap_or(SystemTime::UNIX_EPOCH)),
+                _ => b.last_seen.cmp(&a.last_seen),
+            })
+            .then_with(|| a.agent_id.cmp(&b.agent_id))
+    });
+    let contested_by: Vec<String> = claimants
+        .iter()
+        .skip(1)
+        .filter(|(l, _, _)| live(l) && live(&claimants[0].0))
+        .map(|(l, _, _)| l.agent_id.clone())
+        .collect();
+    let (mut layer, weight, region) = claimants.swap_remove(0);
+    layer.contested_by = contested_by;
+    (layer, weight, region)
 }
 
 /// Backends the replicated registry knows and no agent has reported since this node
@@ -238,6 +270,7 @@ fn remembered(inputs: &Inputs<'_>, views: &mut Vec<BackendView>, wall: SystemTim
             last_seen: SystemTime::UNIX_EPOCH + Duration::from_millis(record.changed_at_ms),
             stale: true,
             left: false,
+            contested_by: Vec::new(),
         };
         let mut view = view(
             inputs,

@@ -47,6 +47,9 @@ pub struct AgentLayer {
     pub stale: bool,
     /// It announced its departure.
     pub left: bool,
+    /// Other agents that speak for this backend now and were not believed (a conflict:
+    /// two agents configured for one backend, or one impersonating it).
+    pub contested_by: Vec<String>,
 }
 
 /// One backend with every status layer.

@@ -16,9 +16,14 @@ use super::broadcast::{Delivered, Reports};
 use super::packet::{self, Kind, MAX_PACKET, now_ms};
 use super::timers::Timers;
 use super::transport::Transport;
+use super::trust::{Proven, Trust};
 use super::{Command, Event, GossipSettings, MemberId, Role};
+use crate::log_limit::LogLimit;
 use crate::seal::{Envelope, OVERHEAD};
-use crate::wire::{Message, MessageV1, SignedLatency, SignedReport};
+use crate::wire::{Message, MessageV2, SignedLatency, SignedReport};
+
+/// How often members that claim overwatch and have not proven it are challenged again.
+const CHALLENGE_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) struct Member<T> {
     foca: Foca<MemberId, PostcardCodec, rand::rngs::StdRng, Reports>,
@@ -29,8 +34,11 @@ pub(crate) struct Member<T> {
     timers: Timers,
     seeds: Vec<SocketAddr>,
     decrypt_failures: u64,
-    last_failure_log: Option<std::time::Instant>,
+    failure_log: LogLimit,
     delivered: Delivered,
+    trust: Trust,
+    /// Sealed trust packets to send at the next flush.
+    outbox: Vec<(Vec<u8>, SocketAddr)>,
 }
 
 impl<T: Transport> Member<T> {
@@ -52,21 +60,28 @@ impl<T: Transport> Member<T> {
             num_members: NonZeroUsize::MIN,
         });
         let delivered = Delivered::default();
-        let reports = Reports::new(settings.role == Role::Overwatch, delivered.clone());
+        let proven = Proven::default();
+        let reports = Reports::new(
+            settings.role == Role::Overwatch,
+            delivered.clone(),
+            proven.clone(),
+        );
         let rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
             now_ms() ^ u64::from(std::process::id()) ^ identity.addr.port() as u64,
         );
         Member {
             foca: Foca::with_custom_broadcast(identity, config, rng, PostcardCodec, reports),
             runtime: AccumulatingRuntime::new(),
-            envelope: Envelope::new(&settings.key, settings.replay_window),
+            envelope: Envelope::with_keys(&settings.keys, settings.replay_window),
             transport,
             events,
             timers: Timers::default(),
             seeds: settings.seeds.clone(),
             decrypt_failures: 0,
-            last_failure_log: None,
+            failure_log: LogLimit::every(Duration::from_secs(10)),
             delivered,
+            trust: Trust::new(settings.role, settings.tokens.clone(), proven),
+            outbox: Vec::new(),
         }
     }
 
@@ -78,6 +93,7 @@ impl<T: Transport> Member<T> {
         self.announce_to_seeds().await;
         let mut buf = vec![0u8; 65_536];
         let mut reannounce = tokio::time::interval(Duration::from_secs(2));
+        let mut rechallenge = tokio::time::interval(CHALLENGE_EVERY);
         loop {
             let next_timer = self.timers.next_deadline();
             tokio::select! {
@@ -90,6 +106,10 @@ impl<T: Transport> Member<T> {
                         break;
                     }
                     Command::Latency(parts) => self.send_latency(parts).await,
+                    Command::Rekey(keys, tokens) => {
+                        self.envelope.set_keys(&keys);
+                        self.trust.set_tokens(tokens);
+                    }
                 },
                 received = self.transport.recv_from(&mut buf) => match received {
                     Ok((n, from)) => self.receive(&buf[..n], from),
@@ -97,6 +117,7 @@ impl<T: Transport> Member<T> {
                 },
                 () = sleep_until(next_timer) => self.fire_due_timers(),
                 _ = reannounce.tick(), if self.foca.num_members() == 0 => self.announce_to_seeds().await,
+                _ = rechallenge.tick() => self.challenge_unproven().await,
             }
             self.flush().await;
         }
@@ -124,7 +145,7 @@ impl<T: Transport> Member<T> {
     }
 
     async fn publish(&mut self, signed: SignedReport) {
-        let bytes = Message::V1(MessageV1::Report(signed)).encode();
+        let bytes = Message::V2(MessageV2::Report(signed)).encode();
         match self.foca.add_broadcast(&bytes) {
             Ok(_) => {}
             Err(foca::Error::DataTooBig) => tracing::warn!(
@@ -139,12 +160,13 @@ impl<T: Transport> Member<T> {
         }
     }
 
-    /// Every overwatch member (and the seeds, before membership converged).
+    /// Every member proven to be overwatch, and the configured seeds (trusted by
+    /// configuration, and the way in before membership converged).
     fn overwatch_targets(&self) -> Vec<SocketAddr> {
         let mut targets: Vec<SocketAddr> = self
             .foca
             .iter_members()
-            .filter(|m| m.id().role == Role::Overwatch)
+            .filter(|m| self.trust.is_proven(m.id()))
             .map(|m| m.id().addr)
             .collect();
         for seed in &self.seeds {
@@ -165,19 +187,55 @@ impl<T: Transport> Member<T> {
         }
     }
 
+    /// A challenge (answered if we can prove it) or a proof (checked).
+    fn trust_message(&mut self, data: &[u8], from: SocketAddr) {
+        match Message::decode(data) {
+            Ok(MessageV2::Challenge(challenge)) => {
+                if let Some(proof) = self.trust.answer(&challenge, self.foca.identity()) {
+                    let message = Message::V2(MessageV2::Proof(proof)).encode();
+                    self.outbox
+                        .push((packet::seal(&self.envelope, Kind::Trust, &message), from));
+                }
+            }
+            Ok(MessageV2::Proof(proof)) => {
+                self.trust.accept(&proof);
+            }
+            _ => tracing::debug!(%from, "undecodable trust packet"),
+        }
+    }
+
+    /// Challenges every member that claims overwatch and has not proven it yet.
+    async fn challenge_unproven(&mut self) {
+        let claimants: Vec<MemberId> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().clone())
+            .filter(|id| id.role == Role::Overwatch && !self.trust.is_proven(id))
+            .collect();
+        for member in claimants {
+            self.challenge(&member);
+        }
+        self.flush().await;
+    }
+
+    fn challenge(&mut self, member: &MemberId) {
+        if let Some(challenge) = self.trust.challenge(member) {
+            let message = Message::V2(MessageV2::Challenge(challenge)).encode();
+            self.outbox.push((
+                packet::seal(&self.envelope, Kind::Trust, &message),
+                member.addr,
+            ));
+        }
+    }
+
     fn receive(&mut self, sealed: &[u8], from: SocketAddr) {
         let payload = match self.envelope.open(sealed, now_ms()) {
             Ok(payload) => payload,
             Err(err) => {
                 self.decrypt_failures += 1;
                 metrics::counter!(super::GOSSIP_DECRYPT_FAILURES).increment(1);
-                let now = std::time::Instant::now();
-                if self
-                    .last_failure_log
-                    .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
-                {
+                if self.failure_log.ready(std::time::Instant::now()).is_some() {
                     tracing::warn!(%from, error = %err, total = self.decrypt_failures, "dropped a gossip packet that did not open");
-                    self.last_failure_log = Some(now);
                 }
                 return;
             }
@@ -188,11 +246,13 @@ impl<T: Transport> Member<T> {
             Some((Kind::Direct, data)) => self.foca.add_broadcast(data).map(drop),
             Some((Kind::Latency, data)) => {
                 match Message::decode(data) {
-                    Ok(Message::V1(MessageV1::Latency(signed))) => {
-                        self.emit(Event::Latency(signed));
-                    }
+                    Ok(MessageV2::Latency(signed)) => self.emit(Event::Latency(signed)),
                     _ => tracing::debug!(%from, "undecodable latency packet"),
                 }
+                Ok(())
+            }
+            Some((Kind::Trust, data)) => {
+                self.trust_message(data, from);
                 Ok(())
             }
             None => {
@@ -226,8 +286,14 @@ impl<T: Transport> Member<T> {
         }
         while let Some(notification) = self.runtime.to_notify() {
             let event = match notification {
-                OwnedNotification::MemberUp(id) => Some(Event::MemberUp(id)),
-                OwnedNotification::MemberDown(id) => Some(Event::MemberDown(id)),
+                OwnedNotification::MemberUp(id) => {
+                    self.challenge(&id);
+                    Some(Event::MemberUp(id))
+                }
+                OwnedNotification::MemberDown(id) => {
+                    self.trust.forget(&id);
+                    Some(Event::MemberDown(id))
+                }
                 OwnedNotification::Idle => {
                     tracing::debug!("no gossip members reachable");
                     None
@@ -240,6 +306,9 @@ impl<T: Transport> Member<T> {
         }
         for received in self.delivered.take() {
             self.emit(Event::Report(received));
+        }
+        for (packet, to) in std::mem::take(&mut self.outbox) {
+            self.send(&packet, to).await;
         }
     }
 

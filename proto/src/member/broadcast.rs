@@ -12,19 +12,27 @@ use std::time::{Duration, Instant};
 
 use foca::{BroadcastHandler, Invalidates};
 
+use super::trust::Proven;
 use super::{MemberId, Role};
-use crate::wire::{Message, MessageV1, ReceivedReport, VerifiedReport, WireError, supersedes};
+use crate::log_limit::LogLimit;
+use crate::wire::{Message, MessageV2, ReceivedReport, VerifiedReport, WireError, supersedes};
 
-/// Broadcast key: the newest version of an agent's report invalidates older ones.
+/// Broadcast key: the newest version of an agent's report invalidates older ones. An
+/// agent is its id *and* its certificate: a certificate ground to share a victim's 12-hex
+/// id prefix gets versions of its own and cannot silence the victim's reports here
+/// (admission then rejects it against the pin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportKey {
-    agent_id: String,
+    agent: Agent,
     version: u64,
 }
 
+/// Agent id and certificate fingerprint.
+type Agent = (String, String);
+
 impl Invalidates for ReportKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self.agent_id == other.agent_id && self.version >= other.version
+        self.agent == other.agent && self.version >= other.version
     }
 }
 
@@ -51,52 +59,46 @@ impl Delivered {
 
 /// Decides which reports are new, and queues those for delivery.
 pub(crate) struct Reports {
-    latest: HashMap<String, u64>,
+    latest: HashMap<Agent, u64>,
     deliver: bool,
     delivered: Delivered,
+    proven: Proven,
     rejections: RejectionLog,
 }
 
-/// Rejected reports, logged at most once per [`RejectionLog::EVERY`] with how many were
-/// not logged since: a flood of forgeries cannot flood the log.
-#[derive(Default)]
-struct RejectionLog {
-    last: Option<Instant>,
-    unlogged: u64,
+/// Rejected reports, logged at most once per 10 s with how many were not logged since: a
+/// flood of forgeries cannot flood the log.
+struct RejectionLog(LogLimit);
+
+impl Default for RejectionLog {
+    fn default() -> Self {
+        RejectionLog(LogLimit::every(Duration::from_secs(10)))
+    }
 }
 
 impl RejectionLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
     fn record(&mut self, err: &WireError, claimed: Option<&str>, sender: Option<&MemberId>) {
         metrics::counter!(super::REPORTS_REJECTED, "reason" => err.reason()).increment(1);
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
-        {
-            self.unlogged += 1;
-            return;
+        if let Some(skipped) = self.0.ready(Instant::now()) {
+            tracing::warn!(
+                agent_id = claimed.unwrap_or("?"),
+                via = ?sender,
+                reason = %err,
+                not_logged_since_last = skipped,
+                "dropped a gossip report that does not verify"
+            );
         }
-        tracing::warn!(
-            agent_id = claimed.unwrap_or("?"),
-            via = ?sender,
-            reason = %err,
-            not_logged_since_last = self.unlogged,
-            "dropped a gossip report that does not verify"
-        );
-        self.last = Some(now);
-        self.unlogged = 0;
     }
 }
 
 impl Reports {
     /// A handler that also delivers new reports (overwatch) or only relays them (agents).
-    pub(crate) fn new(deliver: bool, delivered: Delivered) -> Reports {
+    pub(crate) fn new(deliver: bool, delivered: Delivered, proven: Proven) -> Reports {
         Reports {
             latest: HashMap::new(),
             deliver,
             delivered,
+            proven,
             rejections: RejectionLog::default(),
         }
     }
@@ -114,8 +116,8 @@ impl BroadcastHandler<MemberId> for Reports {
         // Decoded once; verified before the version is looked at, so a forged report
         // with a victim's id and the largest version cannot silence the victim.
         let verified = match Message::decode(data).and_then(|message| match message {
-            Message::V1(MessageV1::Report(signed)) => ReceivedReport::decode(signed),
-            Message::V1(_) => Err(WireError::Decode("not a status report".into())),
+            MessageV2::Report(signed) => ReceivedReport::decode(signed),
+            _ => Err(WireError::Decode("not a status report".into())),
         }) {
             Ok(received) => {
                 let claimed = received.claimed().agent_id.clone();
@@ -128,15 +130,16 @@ impl BroadcastHandler<MemberId> for Reports {
                 return Err(err);
             }
         };
-        let (agent_id, version) = (&verified.report().agent_id, verified.report().version);
-        if !supersedes(version, self.latest.get(agent_id).copied()) {
+        let agent = (
+            verified.report().agent_id.clone(),
+            verified.fingerprint().to_owned(),
+        );
+        let version = verified.report().version;
+        if !supersedes(version, self.latest.get(&agent).copied()) {
             return Ok(None);
         }
-        self.latest.insert(agent_id.clone(), version);
-        let key = ReportKey {
-            agent_id: agent_id.clone(),
-            version,
-        };
+        self.latest.insert(agent.clone(), version);
+        let key = ReportKey { agent, version };
         if self.deliver {
             self.delivered.push(verified);
         }
@@ -144,7 +147,8 @@ impl BroadcastHandler<MemberId> for Reports {
     }
 
     fn should_add_broadcast_data(&self, member: &MemberId) -> bool {
-        // Reports are for overwatch; agents have no use for each other's.
-        member.role == Role::Overwatch
+        // Reports are for overwatch (proven, not claimed); agents have no use for each
+        // other's.
+        member.role == Role::Overwatch && self.proven.contains(member)
     }
 }

@@ -10,7 +10,9 @@ mod broadcast;
 pub(crate) mod packet;
 mod timers;
 pub mod transport;
+pub(crate) mod trust;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use broadcast::ReportKey;
 pub use packet::{MAX_PACKET, now_ms, now_us, seal_direct, seal_latency};
 pub use transport::{MemNetwork, MemTransport, Transport, UdpTransport};
+pub use trust::{OVERWATCH_PROOFS_FAILED, OVERWATCH_PROVEN};
 
 use crate::seal::ClusterKey;
 use crate::wire::{SignedLatency, SignedReport, VerifiedReport};
@@ -90,8 +93,11 @@ pub struct GossipSettings {
     pub advertise: Option<SocketAddr>,
     /// Overwatch nodes to join through.
     pub seeds: Vec<SocketAddr>,
-    /// The cluster key.
-    pub key: ClusterKey,
+    /// The cluster keys: the first seals, every one opens (at least one).
+    pub keys: Vec<ClusterKey>,
+    /// Service → token: an agent's own services, or overwatch's `agent_tokens`. Members
+    /// claiming the overwatch role prove a token before they are sent reports.
+    pub tokens: BTreeMap<String, String>,
     /// Our role.
     pub role: Role,
     /// Agent id or node id.
@@ -113,7 +119,7 @@ impl GossipSettings {
     pub fn lan(
         bind: SocketAddr,
         seeds: Vec<SocketAddr>,
-        key: ClusterKey,
+        keys: Vec<ClusterKey>,
         role: Role,
         name: String,
     ) -> Self {
@@ -121,7 +127,8 @@ impl GossipSettings {
             bind,
             advertise: None,
             seeds,
-            key,
+            keys,
+            tokens: BTreeMap::new(),
             role,
             name,
             probe_period: Duration::from_secs(1),
@@ -141,6 +148,8 @@ pub enum Command {
     Leave(SignedReport),
     /// Send these latency parts straight to every overwatch member.
     Latency(Vec<SignedLatency>),
+    /// New cluster keys (first seals, all open) and service tokens: a reload.
+    Rekey(Vec<ClusterKey>, BTreeMap<String, String>),
 }
 
 /// What the member learned (overwatch consumes these).

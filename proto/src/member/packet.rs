@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::seal::Envelope;
-use crate::wire::{Message, MessageV1, SignedLatency};
+use crate::wire::{Message, MessageV2, SignedLatency};
 
 /// Largest packet we send: below a 1500-byte Ethernet MTU with IP/UDP headers to spare.
 pub const MAX_PACKET: usize = 1400;
@@ -17,6 +17,8 @@ pub(crate) enum Kind {
     Direct,
     /// A signed latency part, sent straight to overwatch members (never gossiped on).
     Latency,
+    /// A challenge to a member claiming overwatch, or its proof (`member::trust`).
+    Trust,
 }
 
 impl Kind {
@@ -25,13 +27,14 @@ impl Kind {
             Kind::Foca => 0,
             Kind::Direct => 1,
             Kind::Latency => 2,
+            Kind::Trust => 3,
         }
     }
 
     /// Splits an opened payload into its kind and data; `None` for an unknown kind.
     pub(crate) fn split(payload: &[u8]) -> Option<(Kind, &[u8])> {
         let (&first, data) = payload.split_first()?;
-        let kind = [Kind::Foca, Kind::Direct, Kind::Latency]
+        let kind = [Kind::Foca, Kind::Direct, Kind::Latency, Kind::Trust]
             .into_iter()
             .find(|k| k.byte() == first)?;
         Some((kind, data))
@@ -48,7 +51,7 @@ pub(crate) fn seal(envelope: &Envelope, kind: Kind, data: &[u8]) -> Vec<u8> {
 
 /// Seals one latency part as sent straight to an overwatch node.
 pub fn seal_latency(envelope: &Envelope, signed: SignedLatency) -> Vec<u8> {
-    let message = Message::V1(MessageV1::Latency(signed)).encode();
+    let message = Message::V2(MessageV2::Latency(signed)).encode();
     seal(envelope, Kind::Latency, &message)
 }
 
@@ -78,11 +81,11 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips_and_an_unknown_one_is_refused() {
-        for kind in [Kind::Foca, Kind::Direct, Kind::Latency] {
+        for kind in [Kind::Foca, Kind::Direct, Kind::Latency, Kind::Trust] {
             let payload = [kind.byte(), 9, 8];
             assert_eq!(Kind::split(&payload), Some((kind, &[9u8, 8][..])));
         }
-        assert_eq!(Kind::split(&[3, 1]), None);
+        assert_eq!(Kind::split(&[4, 1]), None);
         assert_eq!(Kind::split(&[]), None);
     }
 }

@@ -12,14 +12,17 @@ use super::*;
 use crate::identity::AgentIdentity;
 use crate::wire::{StatusReport, VersionClock};
 
+const TOKEN: &str = "token-0123456789abcdef";
+
 fn settings(role: Role, name: &str, seeds: Vec<SocketAddr>, key: u8) -> GossipSettings {
     let mut s = GossipSettings::lan(
         "127.0.0.1:0".parse().expect("addr"),
         seeds,
-        ClusterKey::from_bytes([key; 32]),
+        vec![ClusterKey::from_bytes([key; 32])],
         role,
         name.into(),
     );
+    s.tokens = BTreeMap::from([("app".to_owned(), TOKEN.to_owned())]);
     s.probe_period = Duration::from_millis(200);
     s.probe_timeout = Duration::from_millis(100);
     s.suspect_to_down = Duration::from_millis(400);
@@ -67,7 +70,7 @@ fn report(agent: &AgentIdentity, version: u64) -> SignedReport {
         backends: Vec::new(),
         leaving: false,
     };
-    SignedReport::sign(&report, agent, "token-0123456789abcdef").expect("sign")
+    SignedReport::sign(&report, agent, TOKEN).expect("sign")
 }
 
 async fn publish(member: &GossipHandle, report: &SignedReport) {
@@ -367,7 +370,7 @@ async fn a_forged_report_with_the_largest_version_cannot_silence_its_victim() {
         backends: Vec::new(),
         leaving: true,
     };
-    let impostor = SignedReport::sign(&claim, &thief, "token-0123456789abcdef").expect("sign");
+    let impostor = SignedReport::sign(&claim, &thief, TOKEN).expect("sign");
     publish(&attacker, &unsigned).await;
     publish(&attacker, &impostor).await;
 
@@ -377,6 +380,64 @@ async fn a_forged_report_with_the_largest_version_cannot_silence_its_victim() {
         next_report(&mut overwatch.events).await,
         Some(real),
         "the victim's own report is delivered; neither forgery was, nor did it raise the version"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_only_claims_overwatch_is_sent_no_report() {
+    let net = MemNetwork::new();
+    let shutdown = CancellationToken::new();
+    let mut real = overwatch(&net, shutdown.clone());
+    // Holds the cluster key but no service token of the agent's: it can say
+    // "overwatch", it cannot prove it.
+    let mut pretender = {
+        let transport = net
+            .bind("10.0.6.6:7946".parse().expect("addr"))
+            .expect("bind");
+        let addr = transport.local_addr();
+        let mut s = settings(Role::Overwatch, "ow-fake", vec![real.identity.addr], 7);
+        s.tokens = BTreeMap::from([("other".to_owned(), "other-token-0123456789".to_owned())]);
+        spawn(transport, addr, s, shutdown.clone())
+    };
+    let agent = agent(
+        &net,
+        "10.0.1.1",
+        "agent",
+        real.identity.addr,
+        shutdown.clone(),
+    );
+    assert!(
+        next_event(
+            &mut pretender.events,
+            Duration::from_secs(10),
+            is_up("agent")
+        )
+        .await
+        .is_some(),
+        "the pretender is a member: it sees the agent"
+    );
+    // Give the agent time to challenge both, then publish a run of reports.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let me = AgentIdentity::generate("eu").expect("identity");
+    let sent: Vec<SignedReport> = (1..=5).map(|version| report(&me, version)).collect();
+    for signed in &sent {
+        publish(&agent, signed).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut heard = Vec::new();
+    while let Some(signed) = next_report(&mut real.events).await {
+        heard.push(signed);
+    }
+    assert_eq!(heard, sent, "the proven overwatch hears every report");
+    assert!(
+        next_event(&mut pretender.events, Duration::from_secs(5), |e| matches!(
+            e,
+            Event::Report(_)
+        ))
+        .await
+        .is_none(),
+        "the unproven one is sent none, directly or by gossip"
     );
     shutdown.cancel();
 }

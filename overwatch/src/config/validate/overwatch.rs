@@ -6,12 +6,19 @@ use std::time::Duration;
 use super::{Collector, MIN_TOKEN_LEN, listen_address, positive};
 use crate::config::Problem;
 use crate::config::schema::RawConfig;
-use crate::config::settings::{GossipSettings, StaleSettings};
+use crate::config::settings::{
+    GossipSettings, LatencyPrefixes, RegistrationSettings, StaleSettings,
+};
+use ipnet::IpNet;
+use opengslb_proto::seal::KeyText;
 
 /// What `overwatch:` says beyond validation and geolocation.
 pub(super) struct Overwatch {
     pub(super) node_id: String,
     pub(super) agent_tokens: BTreeMap<String, String>,
+    pub(super) agent_networks: BTreeMap<String, Vec<IpNet>>,
+    pub(super) agent_registration: RegistrationSettings,
+    pub(super) latency_prefixes: LatencyPrefixes,
     pub(super) gossip: Option<GossipSettings>,
     pub(super) stale: StaleSettings,
 }
@@ -37,14 +44,76 @@ pub(super) fn overwatch(c: &mut Collector, raw: &RawConfig) -> Overwatch {
         agent_tokens.insert(service.clone(), token.value.trim().to_owned());
     }
 
+    let mut agent_networks = BTreeMap::new();
+    for (service, nets) in &raw.overwatch.agent_networks {
+        if !agent_tokens.contains_key(service) {
+            if let Some(first) = nets.first() {
+                c.at(first, format!("overwatch.agent_networks.{service}: no overwatch.agent_tokens entry for {service:?}, so no agent can report it"));
+            }
+        }
+        let mut parsed = Vec::new();
+        for net in nets {
+            match super::parse_net_or_ip(&net.value) {
+                Some(n) => parsed.push(n),
+                None => c.at(
+                    net,
+                    format!(
+                        "overwatch.agent_networks.{service}: {:?} is not an IP address or CIDR",
+                        net.value
+                    ),
+                ),
+            }
+        }
+        if nets.is_empty() {
+            c.problems.push(Problem { line: 0, column: 0, message: format!("overwatch.agent_networks.{service}: an empty list would refuse every backend; remove the entry to allow any address") });
+        }
+        agent_networks.insert(service.clone(), parsed);
+    }
+    let registration = &raw.overwatch.agent_registration;
+    if registration.burst.value == 0 {
+        c.at(
+            &registration.burst,
+            "overwatch.agent_registration.burst: must be at least 1",
+        );
+    }
+    if !(registration.per_second.value.is_finite() && registration.per_second.value > 0.0) {
+        c.at(
+            &registration.per_second,
+            "overwatch.agent_registration.per_second: must be more than 0",
+        );
+    }
+    let agent_registration = RegistrationSettings {
+        burst: registration.burst.value,
+        per_second: registration.per_second.value,
+    };
+    let learning = &raw.overwatch.latency_learning;
+    for (value, max, key) in [
+        (&learning.ipv4_prefix, 32, "ipv4_prefix"),
+        (&learning.ipv6_prefix, 128, "ipv6_prefix"),
+    ] {
+        if value.value == 0 || value.value > max {
+            c.at(
+                value,
+                format!("overwatch.latency_learning.{key}: must be 1 to {max}"),
+            );
+        }
+    }
+    let latency_prefixes = LatencyPrefixes {
+        ipv4: learning.ipv4_prefix.value,
+        ipv6: learning.ipv6_prefix.value,
+    };
+
     let gossip = raw.overwatch.gossip.as_ref().and_then(|g| {
         let key = match &g.encryption_key {
             None => {
                 c.problems.push(Problem { line: 0, column: 0, message: "overwatch.gossip.encryption_key is missing: gossip is always encrypted; generate one with `head -c 32 /dev/urandom | base64`".into() });
                 None
             }
-            Some(k) => match opengslb_proto::seal::ClusterKey::from_base64(Some(&k.value)) {
-                Ok(_) => Some(k.value.trim().to_owned()),
+            Some(k) => match k.value.keys() {
+                Ok(_) => Some(match &k.value {
+                    KeyText::One(text) => vec![text.trim().to_owned()],
+                    KeyText::Many(texts) => texts.iter().map(|t| t.trim().to_owned()).collect(),
+                }),
                 Err(e) => {
                     c.at(k, format!("overwatch.{e}"));
                     None
@@ -62,7 +131,7 @@ pub(super) fn overwatch(c: &mut Collector, raw: &RawConfig) -> Overwatch {
         }
         let probe_interval = positive(c, &g.probe_interval, "overwatch.gossip.probe_interval", Duration::from_secs(1));
         let probe_timeout = positive(c, &g.probe_timeout, "overwatch.gossip.probe_timeout", Duration::from_millis(500));
-        Some(GossipSettings { bind: bind?, advertise, encryption_key: key?, probe_interval, probe_timeout, seeds })
+        Some(GossipSettings { bind: bind?, advertise, encryption_keys: key?, probe_interval, probe_timeout, seeds })
     });
     let stale = StaleSettings {
         threshold: raw.overwatch.stale.threshold.value.0,
@@ -83,6 +152,9 @@ pub(super) fn overwatch(c: &mut Collector, raw: &RawConfig) -> Overwatch {
     Overwatch {
         node_id,
         agent_tokens,
+        agent_networks,
+        agent_registration,
+        latency_prefixes,
         gossip,
         stale,
     }
