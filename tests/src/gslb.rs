@@ -30,6 +30,8 @@ pub struct AgentDaemon {
     pub drain: PathBuf,
     /// Its agent id.
     pub agent_id: String,
+    /// Its config file (rewrite it, then SIGHUP).
+    pub config: PathBuf,
 }
 
 impl AgentDaemon {
@@ -70,6 +72,7 @@ impl AgentDaemon {
             agent_check,
             drain,
             agent_id,
+            config,
         }
     }
 }
