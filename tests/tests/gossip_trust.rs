@@ -428,10 +428,13 @@ fn learned_latency_claims_wider_than_the_configured_prefix_are_refused() {
     });
 }
 
+/// Datagrams received, with their senders.
+type Datagrams = Arc<Mutex<Vec<(Vec<u8>, SocketAddr)>>>;
+
 /// A transport that keeps a copy of every datagram it receives.
 struct Recording {
     inner: UdpTransport,
-    seen: Arc<Mutex<Vec<(Vec<u8>, SocketAddr)>>>,
+    seen: Datagrams,
 }
 
 impl Transport for Recording {
