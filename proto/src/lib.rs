@@ -17,5 +17,5 @@ pub mod subnet;
 mod token;
 pub mod wire;
 
-#[cfg(test)]
-mod fuzz;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
