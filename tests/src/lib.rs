@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests and benchmarks: runs the built binaries and real
 //! third-party programs (haproxy), reads what they log, and cleans every process up.
 
+pub mod attacker;
 pub mod bench;
 pub mod browser;
 pub mod cluster;

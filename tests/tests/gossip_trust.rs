@@ -5,18 +5,17 @@
 //! the operator sees each attempt counted by reason and logged at a rate limit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opengslb_proto::identity::AgentIdentity;
-use opengslb_proto::member::{self, GossipSettings, Role, Transport, UdpTransport, seal_direct};
+use opengslb_proto::member::{self, GossipSettings, Role, Transport, UdpTransport};
 use opengslb_proto::seal::{ClusterKey, Envelope};
 use opengslb_proto::status::{Admin, Health};
 use opengslb_proto::subnet::Subnet;
-use opengslb_proto::wire::{
-    BackendReport, LatencySample, Message, MessageV2, SignedReport, StatusReport, latency_parts,
-};
+use opengslb_proto::wire::{BackendReport, LatencySample, SignedReport, StatusReport};
+use opengslb_tests::attacker::Attacker;
 use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml};
 use opengslb_tests::overwatch::Backend;
 use opengslb_tests::overwatch::{Overwatch, a_set};
@@ -34,74 +33,6 @@ fn rejected(node: &Overwatch, reason: &str) -> u64 {
     )) as u64
 }
 
-/// A compromised host: it holds the cluster key, so it can seal whatever it likes and
-/// send it straight to a node's gossip port.
-struct Attacker {
-    envelope: Envelope,
-    socket: UdpSocket,
-    target: SocketAddr,
-}
-
-impl Attacker {
-    fn new(key: &str, target: SocketAddr) -> Attacker {
-        Attacker {
-            envelope: Envelope::new(
-                &ClusterKey::from_base64(Some(key)).expect("key"),
-                Duration::from_secs(60),
-            ),
-            socket: UdpSocket::bind("127.0.0.1:0").expect("bind"),
-            target,
-        }
-    }
-
-    fn send(&self, signed: &SignedReport) {
-        let message = Message::V2(MessageV2::Report(signed.clone())).encode();
-        self.socket
-            .send_to(&seal_direct(&self.envelope, &message), self.target)
-            .expect("send");
-    }
-
-    /// A report from `me` (its own, valid identity) holding `token`, for `backends` of
-    /// service `app` at port 80 with `admin`.
-    fn report(
-        &self,
-        me: &AgentIdentity,
-        version: u64,
-        addresses: &[&str],
-        admin: Admin,
-        token: &str,
-    ) {
-        let report = StatusReport {
-            agent_id: me.agent_id().into(),
-            region: me.agent_id().split('-').next().expect("region").into(),
-            version,
-            backends: addresses
-                .iter()
-                .map(|a| BackendReport {
-                    service: "app".into(),
-                    address: a.parse().expect("ip"),
-                    port: 80,
-                    weight: 100,
-                    weight_pct: 100,
-                    admin,
-                    health: Health::Up,
-                })
-                .collect(),
-            leaving: false,
-        };
-        self.send(&SignedReport::sign(&report, me, token).expect("sign"));
-    }
-
-    /// Latency parts signed by `me`, sent straight to the node.
-    fn latency(&self, me: &AgentIdentity, region: &str, version: u64, samples: &[LatencySample]) {
-        for part in latency_parts(samples, me, region, version, true).expect("sign") {
-            self.socket
-                .send_to(&member::seal_latency(&self.envelope, part), self.target)
-                .expect("send");
-        }
-    }
-}
-
 /// Polls until the node's log has a line containing `needle`; returns it.
 fn log_line(node: &Overwatch, needle: &str) -> String {
     poll_until(Duration::from_secs(5), needle, || {
@@ -113,20 +44,48 @@ fn log_line(node: &Overwatch, needle: &str) -> String {
     })
 }
 
+/// A node and one honest agent whose backend (127.0.0.1) is in DNS.
+struct Victim {
+    node: Overwatch,
+    gossip: SocketAddr,
+    backend: Backend,
+    agent: AgentDaemon,
+    here: BTreeSet<Ipv4Addr>,
+}
+
+impl Victim {
+    fn start(dir: &TempDir, key: &str) -> Victim {
+        let node = Overwatch::start(dir, &overwatch_yaml("ow-trust", key, &[]));
+        let gossip = node.gossip.expect("gossip");
+        let backend = Backend::start("127.0.0.1");
+        let agent = AgentDaemon::start(dir, "victim", backend.addr, &[gossip], key, TOKEN);
+        let here: BTreeSet<Ipv4Addr> = [Ipv4Addr::LOCALHOST].into();
+        poll_until(
+            Duration::from_secs(10),
+            "the victim's backend in DNS",
+            || (answers(&node) == here).then_some(()),
+        );
+        Victim {
+            node,
+            gossip,
+            backend,
+            agent,
+            here,
+        }
+    }
+}
+
 #[test]
 fn forged_reports_with_a_victims_id_change_nothing_and_are_counted() {
     let dir = TempDir::new("trust-forged");
     let key = cluster_key(21);
-    let node = Overwatch::start(&dir, &overwatch_yaml("ow-trust", &key, &[]));
-    let gossip = node.gossip.expect("gossip");
-    let backend = Backend::start("127.0.0.1");
-    let victim = AgentDaemon::start(&dir, "victim", backend.addr, &[gossip], &key, TOKEN);
-    let here: BTreeSet<Ipv4Addr> = [Ipv4Addr::LOCALHOST].into();
-    poll_until(
-        Duration::from_secs(10),
-        "the victim's backend in DNS",
-        || (answers(&node) == here).then_some(()),
-    );
+    let Victim {
+        node,
+        gossip,
+        agent: victim,
+        here,
+        ..
+    } = Victim::start(&dir, &key);
 
     // The attacker: the cluster key and the service token from a compromised host, its
     // own identity, and the victim's agent id (from its reports or the API).
@@ -197,14 +156,7 @@ fn reports_without_a_backend_pin_nothing() {
     const FLOOD: u64 = 200;
     for i in 0..FLOOD {
         let me = AgentIdentity::generate("eu").expect("identity");
-        let report = StatusReport {
-            agent_id: me.agent_id().into(),
-            region: "eu".into(),
-            version: 1,
-            backends: Vec::new(),
-            leaving: false,
-        };
-        attacker.send(&SignedReport::sign(&report, &me, "not-a-token-anyone-knows").expect("sign"));
+        attacker.report(&me, 1, &[], Admin::Ready, "not-a-token-anyone-knows");
         if i % 50 == 49 {
             // Let the node drain its socket between bursts, as agents' heartbeats would.
             poll_until(Duration::from_secs(5), "the burst handled", || {
@@ -319,16 +271,13 @@ fn agent_announced_backends_outside_the_services_networks_are_refused() {
 fn a_second_agent_cannot_drain_a_backend_another_agent_speaks_for() {
     let dir = TempDir::new("trust-claims");
     let key = cluster_key(25);
-    let node = Overwatch::start(&dir, &overwatch_yaml("ow-claims", &key, &[]));
-    let gossip = node.gossip.expect("gossip");
-    let backend = Backend::start("127.0.0.1");
-    let victim = AgentDaemon::start(&dir, "victim", backend.addr, &[gossip], &key, TOKEN);
-    let here: BTreeSet<Ipv4Addr> = [Ipv4Addr::LOCALHOST].into();
-    poll_until(
-        Duration::from_secs(10),
-        "the victim's backend in DNS",
-        || (answers(&node) == here).then_some(()),
-    );
+    let Victim {
+        node,
+        gossip,
+        backend,
+        agent: victim,
+        here,
+    } = Victim::start(&dir, &key);
 
     // Another host with the same token registers and says the victim's backend drains.
     let attacker = Attacker::new(&key, gossip);
