@@ -144,10 +144,11 @@ pub struct RawGossip {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRegistration {
-    /// New agents pinned at once (default 100).
+    /// New agents pinned at once (default 1000: a fresh cluster meeting a fleet that is
+    /// already running registers it at once).
     #[serde(default = "default_registration_burst")]
     pub burst: Spanned<u32>,
-    /// Then this many a second (default 5).
+    /// Then this many a second (default 20).
     #[serde(default = "default_registration_rate")]
     pub per_second: Spanned<f64>,
 }
@@ -162,11 +163,11 @@ impl Default for RawRegistration {
 }
 
 fn default_registration_burst() -> Spanned<u32> {
-    unplaced(100)
+    unplaced(1000)
 }
 
 fn default_registration_rate() -> Spanned<f64> {
-    unplaced(5.0)
+    unplaced(20.0)
 }
 
 /// `overwatch.latency_learning`: the shortest prefixes agents may report RTT for (the
