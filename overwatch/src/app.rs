@@ -81,6 +81,11 @@ pub enum RunError {
     /// Something else at start-up.
     #[error("{0}")]
     Startup(String),
+    /// The Raft core stopped while running (a storage error such as a full disk): the
+    /// node exits non-zero so its supervisor restarts it, instead of serving a frozen
+    /// copy that looks healthy.
+    #[error("{0}")]
+    RaftStopped(String),
 }
 
 /// Runs the node until SIGTERM or SIGINT. `data_dir` (the `--data-dir` flag) replaces
@@ -228,8 +233,16 @@ pub async fn run(
     });
 
     let mut running = settings;
+    let mut outcome = Ok(());
+    let raft_stopped = cluster.stopped();
+    tokio::pin!(raft_stopped);
     loop {
         tokio::select! {
+            why = &mut raft_stopped => {
+                tracing::error!(error = %why, "the Raft core stopped: exiting so the supervisor restarts this node");
+                outcome = Err(RunError::RaftStopped(format!("cluster: the Raft core stopped: {why}")));
+                break;
+            }
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break; }
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); break; }
             _ = sighup.recv() => match prepare(&config_path) {
@@ -266,7 +279,7 @@ pub async fn run(
         tracing::warn!("tasks still running after the shutdown grace period");
     }
     tracing::info!("stopped");
-    Ok(())
+    outcome
 }
 
 /// The configured cluster keys (validated when the file was loaded).
@@ -381,6 +394,7 @@ fn replication(
         leading: Box::new(move || leader.is_leader()),
         in_flight,
         proposals,
+        synced: cluster.synced(),
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Replication {
     pub in_flight: Arc<std::sync::atomic::AtomicBool>,
     /// Batches of registry changes to write.
     pub proposals: mpsc::Sender<Vec<RequestV1>>,
+    /// False while this node, started without data, has not caught up with the cluster.
+    pub synced: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Replication {
@@ -108,6 +110,8 @@ pub struct StateOwner {
     registry_dirty: bool,
     /// Rejected reports are logged at most every 10 s (each is counted).
     rejection_log: LogLimit,
+    /// This node holds the cluster's state (see [`Replication::synced`]).
+    synced: bool,
     /// Backends several live agents speak for, as last published.
     conflicts: HashMap<BackendKey, Vec<String>>,
     /// New conflicts are logged at most every 10 s (the gauge counts them all).
@@ -129,6 +133,7 @@ impl StateOwner {
             latency_cells: Arc::default(),
             recent: Arc::default(),
             seen: Arc::default(),
+            synced: true,
         });
         let (tx, rx) = watch::channel(placeholder);
         let mut owner = StateOwner {
@@ -159,6 +164,7 @@ impl StateOwner {
             deadlines: Deadlines::default(),
             registry_dirty: true,
             rejection_log: LogLimit::every(Duration::from_secs(10)),
+            synced: true,
             conflicts: HashMap::new(),
             conflict_log: LogLimit::every(Duration::from_secs(10)),
         };
@@ -173,6 +179,7 @@ impl StateOwner {
     /// leads, proposes registry transitions and new pins through `replication`.
     pub fn with_replication(mut self, replication: Replication) -> StateOwner {
         let machine = replication.applied.borrow().clone();
+        self.synced = *replication.synced.borrow();
         self.replication = Some(replication);
         self.replicate(machine);
         self.publish();
@@ -193,6 +200,7 @@ impl StateOwner {
         shutdown: CancellationToken,
     ) {
         let mut machine_rx = self.replication.as_ref().map(|r| r.applied.clone());
+        let mut synced_rx = self.replication.as_ref().map(|r| r.synced.clone());
         let mut observations = self.observations.take();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,6 +228,11 @@ impl StateOwner {
                 Some(seen) = next_observation(&mut observations) => {
                     self.latency_dirty |= self.resolvers.record(seen.resolver, seen.region, Instant::now());
                     false
+                }
+                Some(synced) = next_synced(&mut synced_rx) => {
+                    let changed = synced != self.synced;
+                    self.synced = synced;
+                    changed
                 }
                 Some(machine) = next_machine(&mut machine_rx) => {
                     self.replicate(machine);
@@ -689,6 +702,7 @@ impl StateOwner {
             latency_cells: self.latency_cells.clone(),
             recent: Arc::new(self.recent.iter().cloned().collect()),
             seen: Arc::clone(&self.seen),
+            synced: self.synced,
         }));
     }
 }
@@ -697,6 +711,17 @@ impl StateOwner {
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the next change of the synced flag; never resolves without a cluster.
+async fn next_synced(rx: &mut Option<watch::Receiver<bool>>) -> Option<bool> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => std::future::pending().await,
+        },
         None => std::future::pending().await,
     }
 }

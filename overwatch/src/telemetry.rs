@@ -62,6 +62,9 @@ pub const CLUSTER_QUORUM: &str = "opengslb_cluster_quorum";
 pub const CLUSTER_TERM: &str = "opengslb_cluster_term";
 /// Voting members.
 pub const CLUSTER_MEMBERS: &str = "opengslb_cluster_members";
+/// 1 once this node holds the cluster's state; 0 while a node started without data
+/// catches up (it answers DNS with SERVFAIL and is not ready meanwhile).
+pub const CLUSTER_SYNCED: &str = "opengslb_cluster_synced";
 /// This node's last applied log index.
 pub const CLUSTER_LAST_APPLIED: &str = "opengslb_cluster_last_applied_index";
 
@@ -314,6 +317,12 @@ const ALL: &[Metric] = &[
         kind: Gauge,
         help: "Voting members of the Raft cluster.",
         zero: NONE,
+    },
+    Metric {
+        name: CLUSTER_SYNCED,
+        kind: Gauge,
+        help: "1 once this node holds the cluster's state; 0 while a node started without data catches up (DNS answers SERVFAIL, not ready).",
+        zero: UNLABELLED,
     },
     Metric {
         name: CLUSTER_LAST_APPLIED,

@@ -63,6 +63,21 @@ impl TestCluster {
         body: &str,
         cluster_extra: &str,
     ) -> TestCluster {
+        let mut cluster = TestCluster::prepare(label, overwatch_extra, body, cluster_extra);
+        for i in 0..3 {
+            cluster.restart(i);
+        }
+        cluster
+    }
+
+    /// A cluster with its directories, ports and secret chosen and no node started yet
+    /// (start them with [`TestCluster::restart`]).
+    pub fn prepare(
+        label: &str,
+        overwatch_extra: &str,
+        body: &str,
+        cluster_extra: &str,
+    ) -> TestCluster {
         let mut cluster = TestCluster {
             nodes: Vec::new(),
             dirs: (0..3)
@@ -77,9 +92,6 @@ impl TestCluster {
             secret: format!("{SECRET}-{label}-{}", std::process::id()),
         };
         cluster.nodes = (0..3).map(|_| None).collect();
-        for i in 0..3 {
-            cluster.restart(i);
-        }
         cluster
     }
 

@@ -303,9 +303,21 @@ pub(super) async fn cluster_status(State(state): State<ApiState>) -> Json<types:
     Json(state.cluster.status().await)
 }
 
-/// `GET /api/v1/ready`: DNS is serving from a snapshot built from a real view.
+/// `GET /api/v1/ready`: DNS is serving from a snapshot built from a real view of the
+/// cluster's state.
 pub(super) async fn ready(State(state): State<ApiState>) -> Response {
-    if state.dns.borrow().generation > 0 {
+    let (generation, synced) = {
+        let dns = state.dns.borrow();
+        (dns.generation, dns.synced)
+    };
+    if !synced {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching up with the cluster (started without data): DNS answers SERVFAIL until then"
+                .into(),
+        )
+        .into_response()
+    } else if generation > 0 {
         Json(types::Probe {
             status: "ready".into(),
         })

@@ -20,6 +20,8 @@ use openraft::{BasicNode, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use opengslb_proto::log_limit::LogLimit;
+
 use super::store::{NodeId, TypeConfig};
 
 /// Creates connections to peers.
@@ -27,6 +29,8 @@ use super::store::{NodeId, TypeConfig};
 pub struct Network {
     client: reqwest::Client,
     secret: Arc<String>,
+    /// Misconfiguration found on a call, logged at most every 10 s.
+    misconfigured: Arc<std::sync::Mutex<LogLimit>>,
 }
 
 impl Network {
@@ -36,6 +40,9 @@ impl Network {
         Ok(Network {
             client: reqwest::Client::builder().no_proxy().build()?,
             secret: Arc::new(secret.to_owned()),
+            misconfigured: Arc::new(std::sync::Mutex::new(LogLimit::every(
+                std::time::Duration::from_secs(10),
+            ))),
         })
     }
 }
@@ -91,6 +98,36 @@ impl Connection {
                 }
             })?;
         let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::MISDIRECTED_REQUEST {
+            // Not a network fault but a configuration one: say what is wrong, and report
+            // the peer unreachable so Raft backs off instead of retrying at once.
+            let problem = if status == StatusCode::UNAUTHORIZED {
+                format!(
+                    "node {} at {} refused the cluster secret: cluster.secret differs between the nodes",
+                    self.target, self.node.addr
+                )
+            } else {
+                let said = response.text().await.unwrap_or_default();
+                format!(
+                    "the peer at {} is not node {} ({said}): two nodes share a cluster.node_id, or cluster.peers points at the wrong address",
+                    self.node.addr, self.target
+                )
+            };
+            let ready = self
+                .network
+                .misconfigured
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .ready(std::time::Instant::now());
+            if let Some(skipped) = ready {
+                tracing::error!(
+                    not_logged_since_last = skipped,
+                    "cluster misconfigured: {problem}"
+                );
+            }
+            let err = std::io::Error::other(problem);
+            return Err(RPCError::Unreachable(Unreachable::new(&err)));
+        }
         if !status.is_success() {
             let err = std::io::Error::other(format!("{url}: {status}"));
             return Err(RPCError::Network(NetworkError::new(&err)));
@@ -138,14 +175,20 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
-/// The log index a node whose data dir was wiped must have applied before it may vote
-/// again (0: no such restriction).
+/// The log index a node that started without data must have applied before it may vote
+/// (0: no such restriction; [`UNKNOWN`]: not known yet).
 ///
-/// A wiped node has forgotten its log and its votes. If it voted at once, it could help a
-/// node that lacks committed entries win an election and lose them. So it acts as a
-/// learner until it holds everything its peers had applied when it came back; by then it
-/// also knows the current term, so it cannot vote twice in an old one.
+/// A node with an empty data dir cannot tell a first start from a wiped disk. A wiped node
+/// has forgotten its log and its votes: if it voted at once, it could help a node that
+/// lacks committed entries win an election and lose them (a stale node would become
+/// leader and the newest writes would be gone). So it starts gated at [`UNKNOWN`]; the
+/// first append from a leader tells it the leader's commit index, and it votes again once
+/// it has applied that (by then it also knows the current term, so it cannot vote twice in
+/// an old one). Founding a fresh cluster with a quorum of fresh peers lifts the gate.
 pub type VoteGate = Arc<std::sync::atomic::AtomicU64>;
+
+/// The gate of a node that lost (or never had) its data and has not heard a leader yet.
+pub const UNKNOWN: u64 = u64::MAX;
 
 #[derive(Clone)]
 struct RpcState {
@@ -182,8 +225,14 @@ pub fn router(raft: Raft<TypeConfig>, id: NodeId, secret: &str, gate: VoteGate) 
                 }
             },
         ));
-    require_secret(routes, secret).with_state(RpcState { raft, gate })
+    require_secret(routes, secret)
+        .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_LIMIT))
+        .with_state(RpcState { raft, gate })
 }
+
+/// Largest Raft RPC body: a batch of appended entries or one snapshot chunk in JSON (the
+/// API keeps axum's 2 MiB default).
+pub const RPC_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// `router` with every route answering 401 to a call without the cluster secret.
 pub fn require_secret<S>(router: Router<S>, secret: &str) -> Router<S>
@@ -222,6 +271,16 @@ async fn append(
     State(state): State<RpcState>,
     Json(rpc): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
+    if let Some(commit) = rpc.leader_commit {
+        // A leader (elected by a quorum) says what it has committed: that is what this
+        // node must hold before it votes. Only the first such word counts.
+        let _ = state.gate.compare_exchange(
+            UNKNOWN,
+            commit.index,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        );
+    }
     Json(state.raft.append_entries(rpc).await).into_response()
 }
 
@@ -234,15 +293,18 @@ async fn vote(State(state): State<RpcState>, Json(rpc): Json<VoteRequest<NodeId>
             .borrow()
             .last_applied
             .map_or(0, |l| l.index);
-        if applied < needed {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "error": format!("rejoining after losing its data: no vote until index {needed} is applied (now {applied})") })),
+        let why = if needed == UNKNOWN {
+            "started without data and has not heard from a leader yet: no vote until it has caught up".to_owned()
+        } else {
+            format!(
+                "rejoining after losing its data: no vote until index {needed} is applied (now {applied})"
             )
-                .into_response();
-        }
-        state.gate.store(0, std::sync::atomic::Ordering::Release);
-        tracing::info!(applied, "caught up after rejoining: voting again");
+        };
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": why })),
+        )
+            .into_response();
     }
     Json(state.raft.vote(rpc).await).into_response()
 }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::network::{Network, VoteGate, require_secret, router as raft_router};
+use super::network::{Network, UNKNOWN, VoteGate, require_secret, router as raft_router};
 use super::store::{NodeId, TypeConfig, open};
 use crate::config::ClusterSettings;
 use crate::model::machine::{Machine, Request, Response};
@@ -34,6 +35,8 @@ use crate::telemetry;
 pub const STORE_FILE: &str = "overwatch-raft.redb";
 /// How long a peer's status may take before it counts as unreachable.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bytes of snapshot per install RPC.
+const SNAPSHOT_CHUNK: u64 = 256 * 1024;
 /// Pause between attempts while a write looks for a reachable leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -147,6 +150,9 @@ pub struct Cluster {
     write_timeout: Duration,
     quorum_grace: Duration,
     vote_gate: VoteGate,
+    /// False while this node, started without data, has not caught up with the cluster
+    /// once: it must not answer from a state that may lack every override.
+    synced: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -168,6 +174,32 @@ fn single(secret: String) -> ClusterSettings {
         election_timeout: Duration::from_millis(500),
         write_timeout: Duration::from_secs(3),
         snapshot_logs: 5000,
+    }
+}
+
+/// A data dir made by a cluster of one (no `cluster:` section) cannot join a cluster, and a
+/// cluster member's data dir cannot run alone: either way Raft would wait for members that
+/// never answer, with every write refused. Said at start, naming the file.
+fn check_data_dir_matches(
+    raft: &Raft<TypeConfig>,
+    clustered: bool,
+    path: &Path,
+) -> Result<(), String> {
+    let membership = raft.metrics().borrow().membership_config.clone();
+    let alone = membership
+        .membership()
+        .nodes()
+        .all(|(_, node)| node.addr == single(String::new()).advertise);
+    match (clustered, alone) {
+        (true, true) => Err(format!(
+            "overwatch.data_dir: {} was written by this node running without a `cluster:` section (a cluster of one); it cannot join a cluster with that state: move the file away to join as a new member, or remove `cluster:` again",
+            path.display()
+        )),
+        (false, false) => Err(format!(
+            "overwatch.data_dir: {} belongs to a cluster member, but the configuration has no `cluster:` section; add the node's `cluster:` section back, or move the file away to run alone",
+            path.display()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -207,6 +239,9 @@ impl Cluster {
             // narrow window keeps failover near twice the timeout instead of up to four times.
             election_timeout_max: ms(settings.election_timeout) * 5 / 4,
             install_snapshot_timeout: 10_000,
+            // A snapshot travels in chunks whatever its size; a chunk's JSON (bytes as
+            // numbers, up to 4 characters each) stays well under the RPC body limit.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
             max_in_snapshot_log_to_keep: settings.snapshot_logs.min(1000),
             ..Config::default()
@@ -230,11 +265,28 @@ impl Cluster {
             write_timeout: settings.write_timeout,
             quorum_grace: settings.election_timeout * 2,
             vote_gate: VoteGate::default(),
+            synced: Arc::new(watch::channel(true).0),
         };
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| format!("cluster: {e}"))?;
+        if initialized {
+            check_data_dir_matches(&raft, clustered, &path)?;
+            tracing::info!(
+                node_id = settings.node_id,
+                "cluster state restored from the data dir"
+            );
+        } else if clustered {
+            // No data: a first start or a wiped disk, which this node cannot tell apart.
+            // It neither votes nor answers DNS until it founds a cluster with a quorum of
+            // fresh peers or a leader has brought it up to date.
+            cluster.vote_gate.store(UNKNOWN, Ordering::Release);
+            cluster.synced.send_replace(false);
+        }
 
         let mut bound = None;
         if clustered {
-            cluster.probe_before_listening(&settings).await?;
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
                 .map_err(|e| {
@@ -254,8 +306,18 @@ impl Cluster {
                 }
             });
         }
-        cluster.bootstrap(&settings).await?;
-
+        if !initialized {
+            if clustered {
+                tracker.spawn(
+                    cluster
+                        .clone()
+                        .bootstrap(settings.clone(), shutdown.clone()),
+                );
+            } else {
+                cluster.initialize(&settings).await?;
+            }
+        }
+        tracker.spawn(cluster.clone().watch_gate(shutdown.clone()));
         tracker.spawn(export_metrics(cluster.clone(), shutdown.clone()));
         let stop = shutdown.clone();
         let raft_for_stop = raft.clone();
@@ -268,25 +330,9 @@ impl Cluster {
         Ok((cluster, bound))
     }
 
-    /// A fresh node initializes the cluster from the peer list, unless a peer already
-    /// belongs to a cluster (a node whose data dir was wiped): then it waits for the leader
-    /// to bring it up to date, through a snapshot if the log was compacted.
-    async fn bootstrap(&self, settings: &ClusterSettings) -> Result<(), String> {
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| format!("cluster: {e}"))?;
-        if initialized {
-            tracing::info!(
-                node_id = self.id,
-                "cluster state restored from the data dir"
-            );
-            return Ok(());
-        }
-        if self.vote_gate.load(std::sync::atomic::Ordering::Acquire) > 0 {
-            return Ok(()); // rejoining: the leader brings this node up to date
-        }
+    /// Initializes a cluster from the peer list (the same list on every founding node, so
+    /// founders that initialize at once agree).
+    async fn initialize(&self, settings: &ClusterSettings) -> Result<(), String> {
         let members: BTreeMap<NodeId, BasicNode> = settings
             .peers
             .iter()
@@ -305,37 +351,108 @@ impl Cluster {
         }
     }
 
-    /// A fresh node asks its peers, before it answers any RPC, whether a running cluster
-    /// (one that has committed anything) exists. If one does, this node lost its data: it
-    /// must not initialize a cluster of its own nor vote until it has caught up
-    /// ([`VoteGate`]). Peers that are merely initialized are a cluster forming right now.
-    async fn probe_before_listening(&self, settings: &ClusterSettings) -> Result<(), String> {
-        let fresh = !self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| format!("cluster: {e}"))?;
-        if !fresh {
-            return Ok(());
-        }
-        let mut applied = 0;
-        for (id, address) in &settings.peers {
-            if *id == self.id {
-                continue;
+    /// A node started without data decides, from what its peers say, whether it founds a
+    /// new cluster or rejoins a running one, and asks again until it can tell:
+    ///
+    /// - a reachable peer has applied entries: a cluster runs and this node lost its data;
+    ///   it stays gated (no vote, no DNS answers) until a leader has brought it up to date;
+    /// - a quorum of the peer list (this node included) is reachable and none has applied
+    ///   anything: a first start; it initializes the cluster with them;
+    /// - otherwise it waits: founding a cluster alone (or with a minority) could elect a
+    ///   node that lacks committed entries and lose them.
+    async fn bootstrap(self, settings: ClusterSettings, shutdown: CancellationToken) {
+        let mut pause = Duration::from_millis(200);
+        let mut log = opengslb_proto::log_limit::LogLimit::every(Duration::from_secs(30));
+        loop {
+            if self.raft.metrics().borrow().last_applied.is_some() {
+                return; // a leader reached this node first
             }
-            if let Some(peer) = self.peer_status(address).await {
-                applied = applied.max(peer.last_applied_index.unwrap_or(0));
+            let mut reachable = 1; // this node
+            let mut applied = 0;
+            for (id, address) in &settings.peers {
+                if *id == self.id {
+                    continue;
+                }
+                if let Some(peer) = self.peer_status(address).await {
+                    reachable += 1;
+                    applied = applied.max(peer.last_applied_index.unwrap_or(0));
+                }
+            }
+            if applied > 0 {
+                tracing::info!(
+                    peers_applied = applied,
+                    "peers already run a cluster: rejoining with an empty data dir; no vote and no DNS answers until a leader has brought this node up to date"
+                );
+                return;
+            }
+            if reachable * 2 > settings.peers.len() {
+                match self.initialize(&settings).await {
+                    Ok(()) => {
+                        self.vote_gate.store(0, Ordering::Release);
+                        self.synced.send_replace(true);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cluster not initialized"),
+                }
+                return;
+            }
+            if log.ready(std::time::Instant::now()).is_some() {
+                tracing::warn!(
+                    reachable,
+                    peers = settings.peers.len(),
+                    "no data and no quorum of cluster.peers reachable: waiting for a majority before founding a cluster (a node that lost its data waits for the running cluster instead)"
+                );
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Lifts the vote gate once the index a leader named is applied, and marks the node
+    /// synced: from then on it votes and answers DNS.
+    async fn watch_gate(self, shutdown: CancellationToken) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let needed = self.vote_gate.load(Ordering::Acquire);
+            let applied = metrics.borrow().last_applied.map_or(0, |l| l.index);
+            if needed == 0 || (needed != UNKNOWN && applied >= needed) {
+                if needed != 0 {
+                    self.vote_gate.store(0, Ordering::Release);
+                    tracing::info!(
+                        applied,
+                        "caught up with the cluster: voting and answering DNS"
+                    );
+                }
+                self.synced.send_replace(true);
+                return;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = metrics.changed() => if changed.is_err() { return },
             }
         }
-        if applied > 0 {
-            tracing::info!(
-                catch_up_to = applied,
-                "peers already run a cluster: rejoining with an empty data dir; no vote until caught up through the leader's log or snapshot"
-            );
-            self.vote_gate
-                .store(applied, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Resolves when the Raft core has stopped on its own (a fatal storage or internal
+    /// error), with the reason; never while it runs.
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core ended".into();
+            }
         }
-        Ok(())
+    }
+
+    /// Whether this node holds the cluster's state (false only while a node started
+    /// without data catches up).
+    pub fn synced(&self) -> watch::Receiver<bool> {
+        self.synced.subscribe()
     }
 
     /// The RPC endpoints: Raft's own, the write forwarding target and the local status,
@@ -663,6 +780,7 @@ async fn export_metrics(cluster: Cluster, shutdown: CancellationToken) {
         metrics::gauge!(telemetry::CLUSTER_QUORUM).set(flag(quorum));
         metrics::gauge!(telemetry::CLUSTER_TERM).set(m.current_term as f64);
         metrics::gauge!(telemetry::CLUSTER_MEMBERS).set(voters as f64);
+        metrics::gauge!(telemetry::CLUSTER_SYNCED).set(flag(*cluster.synced.borrow()));
         metrics::gauge!(telemetry::CLUSTER_LAST_APPLIED)
             .set(m.last_applied.map_or(0.0, |l| l.index as f64));
     }

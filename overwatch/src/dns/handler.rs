@@ -343,6 +343,11 @@ pub(crate) fn resolve(
     if qclass != DNSClass::IN {
         return Resolved::empty(ResponseCode::Refused, Section::Nothing, Label::Zone(z));
     }
+    if !snapshot.synced {
+        // Catching up with the cluster: an answer now could ignore overrides this node
+        // has not received yet. SERVFAIL sends resolvers to another nameserver.
+        return Resolved::empty(ResponseCode::ServFail, Section::Nothing, Label::Zone(z));
+    }
     let in_zone = Label::Zone(z);
     let nodata = |label| Resolved::empty(ResponseCode::NoError, Section::Negative(z), label);
     match kind {

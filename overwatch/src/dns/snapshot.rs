@@ -110,6 +110,9 @@ pub struct DnsSnapshot {
     pub latency: Arc<crate::model::latency::LatencyIndex>,
     /// Wire-format pieces for the UDP fast path.
     pub(crate) fast: super::fast::FastTables,
+    /// The node holds the cluster's state; when false every in-zone query gets SERVFAIL
+    /// (see `View::synced`).
+    pub synced: bool,
 }
 
 impl DnsSnapshot {
@@ -136,6 +139,7 @@ impl DnsSnapshot {
             )
         };
         Arc::ptr_eq(&built_from.settings, &next.settings)
+            && built_from.synced == next.synced
             && same_geo
             && Arc::ptr_eq(&built_from.latency, &next.latency)
             && built_from.last_healthy == next.last_healthy
@@ -250,7 +254,14 @@ impl DnsSnapshot {
         zones.sort_by_key(|(_, z)| std::cmp::Reverse(z.apex.num_labels()));
         let zones: Vec<Zone> = zones.into_iter().map(|(_, z)| z).collect();
         DnsSnapshot {
-            fast: super::fast::FastTables::build(&zones, &names, &domains),
+            // Not synced: nothing for the fast path, every query goes to the path that
+            // answers SERVFAIL.
+            fast: if view.synced {
+                super::fast::FastTables::build(&zones, &names, &domains)
+            } else {
+                super::fast::FastTables::default()
+            },
+            synced: view.synced,
             zones,
             names,
             domains,

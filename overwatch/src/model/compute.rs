@@ -112,6 +112,7 @@ impl View {
             latency_cells: Arc::default(),
             recent: Arc::default(),
             seen: Arc::default(),
+            synced: true,
         }
     }
 }

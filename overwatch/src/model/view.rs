@@ -130,6 +130,10 @@ pub struct View {
     pub recent: Arc<Vec<Change>>,
     /// Agents' last report times, live (see [`LastSeen`]).
     pub seen: Arc<LastSeen>,
+    /// This node holds the cluster's state. False only while a node started without data
+    /// catches up: DNS answers SERVFAIL (resolvers ask another nameserver) rather than
+    /// answer without the overrides it has not received yet.
+    pub synced: bool,
 }
 
 /// When each agent's last report arrived, refreshed in place on every report.

@@ -1,0 +1,235 @@
+//! The cluster on an operator's bad day (issue 15), with three real overwatch processes:
+//! restarts in the worst order after a wiped disk, a node that joins a cluster with the
+//! data of a cluster of one, a wrong secret, and a snapshot larger than an HTTP body.
+//! Every acknowledged write survives; what cannot work says so, once, by name.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use opengslb_tests::cluster::{TEST_TIMING, TestCluster};
+use opengslb_tests::overwatch::{Overwatch, http_get, query_packet, rcode, udp_exchange};
+use opengslb_tests::{TempDir, poll_until};
+
+const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\n";
+
+/// Writes `count` overrides through node `via`; every one must be acknowledged. Returns
+/// what the cluster must keep.
+fn write_overrides(
+    cluster: &TestCluster,
+    via: usize,
+    count: u32,
+    reason: &str,
+) -> BTreeMap<String, bool> {
+    for i in 0..count {
+        let address = format!("10.15.{}.{}:80", i / 200, i % 200 + 1);
+        let (code, body) = cluster.set_override(via, "app", &address, false, reason);
+        assert_eq!(code, 200, "write {i} acknowledged: {body}");
+    }
+    cluster.overrides(via)
+}
+
+/// The rcode node `i` answers for the test domain.
+fn dns_rcode(node: &Overwatch) -> Option<u8> {
+    udp_exchange(
+        node.dns,
+        &query_packet(7, "app.gslb.test", 1, false),
+        Duration::from_secs(1),
+    )
+    .map(|r| rcode(&r))
+}
+
+/// Node `i`'s Raft state (leader, follower, candidate, learner).
+fn state_of(cluster: &TestCluster, i: usize) -> String {
+    cluster.status(i)["state"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+#[test]
+fn a_wiped_node_restarted_first_cannot_hand_the_cluster_to_a_stale_node() {
+    let mut cluster = TestCluster::start("bad-order", BODY, TEST_TIMING);
+    let l = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    let (n, b) = ((l + 1) % 3, (l + 2) % 3);
+
+    // B goes down; L and N acknowledge writes B never sees.
+    cluster.kill(b);
+    let kept = write_overrides(&cluster, l, 30, "acknowledged while B was down");
+    assert_eq!(kept.len(), 30);
+    poll_until(Duration::from_secs(5), "N has every write", || {
+        (cluster.overrides(n) == kept).then_some(())
+    });
+
+    // L and N go down; N loses its disk. N comes back first, alone, then stale B.
+    cluster.kill(l);
+    cluster.kill(n);
+    std::fs::remove_dir_all(cluster.dirs[n].join("data")).expect("wipe");
+    cluster.restart(n);
+    cluster.node(n).process.wait_for_line(
+        "no data and no quorum of cluster.peers reachable",
+        Duration::from_secs(10),
+    );
+    cluster.restart(b);
+    cluster.node(n).process.wait_for_line(
+        "peers already run a cluster: rejoining",
+        Duration::from_secs(10),
+    );
+    // With N refusing its vote, B (which lacks the 30 writes) cannot lead: watch for ten
+    // election timeouts (400 ms each).
+    let watch_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < watch_until {
+        assert_ne!(state_of(&cluster, b), "leader", "stale B must not lead");
+        assert_eq!(
+            dns_rcode(cluster.node(n)),
+            Some(2),
+            "N answers SERVFAIL until it has caught up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, body) = http_get(cluster.node(n).api.expect("api"), "/api/v1/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("catching up with the cluster"), "{body}");
+
+    // L returns: it has every write, so it leads, and brings both others up to date.
+    cluster.restart(l);
+    let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    assert_eq!(leader, l, "only L holds every acknowledged write");
+    for i in [l, n, b] {
+        poll_until(
+            Duration::from_secs(10),
+            "every acknowledged write on every node",
+            || (cluster.overrides(i) == kept).then_some(()),
+        );
+    }
+    cluster.node(n).process.wait_for_line(
+        "caught up with the cluster: voting and answering DNS",
+        Duration::from_secs(10),
+    );
+    poll_until(Duration::from_secs(5), "N answers again", || {
+        (dns_rcode(cluster.node(n)) == Some(0)).then_some(())
+    });
+    assert_eq!(cluster.node(n).metric("opengslb_cluster_synced"), 1.0);
+    for i in [l, n, b] {
+        let log = cluster.node(i).process.output();
+        assert!(!log.contains("panicked"), "node {i} panicked:\n{log}");
+    }
+}
+
+#[test]
+fn a_fresh_node_founds_a_cluster_only_with_a_quorum_of_its_peers() {
+    let mut cluster = TestCluster::prepare("quorum-first", "", BODY, TEST_TIMING);
+    // Alone it cannot tell a first start from a wiped disk: it waits, and says why.
+    cluster.restart(0);
+    cluster.node(0).process.wait_for_line(
+        "no data and no quorum of cluster.peers reachable",
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        dns_rcode(cluster.node(0)),
+        Some(2),
+        "SERVFAIL while it waits"
+    );
+    let (code, _) = http_get(cluster.node(0).api.expect("api"), "/api/v1/ready");
+    assert_eq!(code, 503);
+    // A second fresh peer makes a quorum: they found the cluster and answer.
+    cluster.restart(1);
+    cluster.leader_among(&[0, 1], Duration::from_secs(15));
+    for i in [0, 1] {
+        poll_until(Duration::from_secs(5), "answering", || {
+            (dns_rcode(cluster.node(i)) == Some(0)).then_some(())
+        });
+    }
+    // The third, started later, joins the running cluster and catches up.
+    let kept = write_overrides(&cluster, 0, 3, "before the third node");
+    cluster.restart(2);
+    poll_until(
+        Duration::from_secs(10),
+        "the late node has every write",
+        || (cluster.overrides(2) == kept).then_some(()),
+    );
+}
+
+#[test]
+fn a_wrong_secret_is_named_once_and_retried_with_backoff() {
+    let mut cluster = TestCluster::start("bad-secret", BODY, TEST_TIMING);
+    let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    let wrong = (leader + 1) % 3;
+    cluster.kill(wrong);
+    let yaml = cluster
+        .yaml(wrong)
+        .replace(&cluster.secret, "a-wrong-secret-0123456789");
+    cluster.nodes[wrong] = Some(Overwatch::start(&cluster.dirs[wrong], &yaml));
+    let line = cluster
+        .node(leader)
+        .process
+        .wait_for_line("refused the cluster secret", Duration::from_secs(10));
+    assert!(
+        line.contains("cluster.secret differs between the nodes"),
+        "{line}"
+    );
+    let before = cluster.node(leader).process.output().lines().count();
+    // Five seconds of a misconfigured peer: a handful of lines, not hundreds of thousands.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let added = cluster.node(leader).process.output().lines().count() - before;
+    assert!(added < 50, "{added} log lines in 5 s");
+}
+
+#[test]
+fn the_data_of_a_cluster_of_one_cannot_join_a_cluster_unnoticed() {
+    let dir = TempDir::new("one-then-many");
+    let single = format!(
+        "overwatch:\n  identity: {{node_id: ow1}}\n  validation: {{enabled: false}}\n{BODY}"
+    );
+    let node = Overwatch::start(&dir, &single);
+    drop(node);
+    let cluster = TestCluster::start("one-then-many-peers", BODY, TEST_TIMING);
+    let yaml = cluster.yaml(0);
+    std::fs::write(dir.join("overwatch.yaml"), &yaml).expect("config");
+    let out = std::process::Command::new(opengslb_tests::overwatch::overwatch_binary())
+        .arg("--config")
+        .arg(dir.join("overwatch.yaml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused to start: {stderr}");
+    assert!(
+        stderr.contains("was written by this node running without a `cluster:` section"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_snapshot_larger_than_an_http_body_reaches_a_wiped_node() {
+    let mut cluster = TestCluster::start(
+        "big-snapshot",
+        BODY,
+        &format!("{TEST_TIMING}  snapshot_logs: 20\n"),
+    );
+    let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    // About 3 MB of replicated state: 300 overrides with 10 KB reasons.
+    let reason = "r".repeat(10_000);
+    let kept = write_overrides(&cluster, leader, 300, &reason);
+    let wiped = (leader + 1) % 3;
+    cluster.kill(wiped);
+    std::fs::remove_dir_all(cluster.dirs[wiped].join("data")).expect("wipe");
+    cluster.restart(wiped);
+    cluster.node(wiped).process.wait_for_line(
+        "installed a snapshot from the leader",
+        Duration::from_secs(30),
+    );
+    poll_until(
+        Duration::from_secs(15),
+        "the wiped node has everything",
+        || (cluster.overrides(wiped) == kept).then_some(()),
+    );
+    let log = cluster.node(leader).process.output();
+    assert!(
+        !log.contains("Payload Too Large"),
+        "no body limit hit:\n{log}"
+    );
+}
