@@ -233,3 +233,49 @@ fn a_snapshot_larger_than_an_http_body_reaches_a_wiped_node() {
         "no body limit hit:\n{log}"
     );
 }
+
+#[test]
+fn an_unreachable_new_member_stays_a_learner_and_costs_no_quorum() {
+    let mut cluster = TestCluster::start("learner", BODY, TEST_TIMING);
+    let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    let nowhere = format!("127.0.0.1:{}", opengslb_tests::cluster::free_port());
+    let api = format!("http://{}", cluster.node(leader).api.expect("api"));
+    let out = std::process::Command::new(opengslb_tests::overwatch::cli_binary())
+        .args(["cluster", "add-member", "4", &nowhere])
+        .args(["--api", &api, "--token", opengslb_tests::gslb::API_TOKEN])
+        .output()
+        .expect("cli");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was added as a learner but has not caught up"),
+        "{stderr}"
+    );
+    let status = cluster.status(leader);
+    let members = status["members"].as_array().cloned().unwrap_or_default();
+    let voters = members.iter().filter(|m| m["voter"] == true).count();
+    let learner = members
+        .iter()
+        .find(|m| m["id"] == 4)
+        .expect("node 4 listed");
+    assert_eq!(
+        (voters, learner["voter"].as_bool()),
+        (3, Some(false)),
+        "{status}"
+    );
+    let shown = std::process::Command::new(opengslb_tests::overwatch::cli_binary())
+        .args(["cluster", "status", "--api", &api])
+        .output()
+        .expect("cli");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("node 4 is a learner, so it does not vote: it is unreachable"),
+        "{text}"
+    );
+
+    // Losing one real node leaves two of three voters: writes go on.
+    let other = (leader + 1) % 3;
+    cluster.kill(other);
+    let (code, body) = cluster.set_override(leader, "app", "10.15.9.9:80", false, "quorum kept");
+    assert_eq!(code, 200, "{body}");
+}

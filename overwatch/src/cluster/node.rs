@@ -591,9 +591,20 @@ impl Cluster {
                     )));
                 }
                 self.raft
-                    .add_learner(id, BasicNode::new(address), true)
+                    .add_learner(id, BasicNode::new(address.clone()), false)
                     .await
                     .map_err(map)?;
+                // A voter that cannot be reached counts towards the quorum all the same:
+                // one more such member and losing one real node stops every write. So the
+                // new node votes only once it holds the leader's log.
+                // Half the write timeout: the answer must arrive before the write's own.
+                let limit = self.write_timeout / 2;
+                if !self.caught_up(id, limit).await {
+                    tracing::warn!(node = id, %address, "added as a learner but not caught up: it does not vote until `cluster add-member` is run again once it is reachable");
+                    return Err(WriteError::Invalid(format!(
+                        "node {id} ({address}) was added as a learner but has not caught up with the leader within {limit:?} (unreachable, or not running?): it does not vote; start it and run add-member again, or remove it"
+                    )));
+                }
                 let r = self
                     .raft
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -626,6 +637,30 @@ impl Cluster {
                     response: Response::Applied,
                     index: r.log_id.index,
                 })
+            }
+        }
+    }
+
+    /// Whether the leader's replication to `id` has reached the leader's last log entry
+    /// within `limit`.
+    async fn caught_up(&self, id: NodeId, limit: Duration) -> bool {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).copied().flatten())
+                    .map(|l| l.index);
+                if matched.is_some() && matched >= m.last_log_index {
+                    return true;
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return false,
             }
         }
     }

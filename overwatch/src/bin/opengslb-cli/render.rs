@@ -213,6 +213,17 @@ pub(crate) fn cluster(status: &ClusterStatus) -> String {
         &["ID", "ADDRESS", "ROLE", "REACHABLE", "STATE", "APPLIED"],
         &rows,
     ));
+    for m in status.members.iter().filter(|m| !m.voter) {
+        let why = if m.reachable {
+            "it is being caught up"
+        } else {
+            "it is unreachable"
+        };
+        out.push_str(&format!(
+            "node {} is a learner, so it does not vote: {why}; once it runs and has caught up, `cluster add-member {} {}` makes it a voter\n",
+            m.id, m.id, m.address
+        ));
+    }
     out
 }
 
