@@ -343,3 +343,40 @@ fn udp_workers_default_to_the_cpus_and_are_bounded() {
         );
     }
 }
+
+#[test]
+fn cluster_peers_that_cannot_work_are_named_offline() {
+    let cluster = |peers: &str| {
+        format!(
+            "{GOOD}cluster:\n  node_id: 1\n  listen: \"10.0.0.1:7947\"\n  secret: cluster-secret-0123456789\n  peers:\n{peers}"
+        )
+    };
+    let p = problems(&cluster(
+        "    1: \"10.0.0.1:7947\"\n    2: \"10.0.0.2:7947\"\n    3: \"10.0.0.2:7947\"\n",
+    ));
+    assert!(
+        p.iter().any(|l| l.ends_with(
+            "cluster.peers.3: 10.0.0.2:7947 is also node 2's address; each node needs its own"
+        )),
+        "{p:?}"
+    );
+    let p = problems(&cluster(
+        "    1: \"10.0.0.1:7000\"\n    2: \"10.0.0.2:7947\"\n    3: \"10.0.0.3:7947\"\n",
+    ));
+    assert!(
+        p.iter().any(|l| l.contains("cluster.peers.1: this node listens on port 7947 (cluster.listen) but its own peers entry says 10.0.0.1:7000")),
+        "{p:?}"
+    );
+    let p = problems(&cluster(
+        "    1: \"10.0.0.9:7947\"\n    2: \"10.0.0.2:7947\"\n    3: \"10.0.0.3:7947\"\n",
+    ));
+    assert!(
+        p.iter().any(|l| l.contains("cluster.peers.1: this node listens on 10.0.0.1 (cluster.listen) but its own peers entry says 10.0.0.9:7947")),
+        "{p:?}"
+    );
+    parse(
+        "ow.yaml",
+        &cluster("    1: \"10.0.0.1:7947\"\n    2: \"10.0.0.2:7947\"\n    3: \"10.0.0.3:7947\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("a good peer list: {e}"));
+}

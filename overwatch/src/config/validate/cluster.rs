@@ -29,6 +29,39 @@ pub(super) fn cluster_settings(c: &mut Collector, raw: &RawCluster) -> Option<Cl
         }
         peers.insert(*id, text.to_owned());
     }
+    // What can be checked without the peers: two ids at one address (the nodes would
+    // take each other's messages), and this node's own entry pointing elsewhere than
+    // where it listens (every peer would call the wrong port).
+    let mut seen: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for (id, addr) in &raw.peers {
+        let text = addr.value.trim();
+        if let Some(other) = seen.insert(text, *id) {
+            c.at(addr, format!("cluster.peers.{id}: {text} is also node {other}'s address; each node needs its own"));
+        }
+    }
+    if let (Some(own), Some(listen)) = (raw.peers.get(&node_id), &listen) {
+        let own_port = own
+            .value
+            .trim()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        let own_ip = own
+            .value
+            .trim()
+            .rsplit_once(':')
+            .and_then(|(h, _)| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok());
+        if listen.port() != 0
+            && own_port.is_some_and(|p| p != listen.port())
+            && raw.advertise.is_none()
+        {
+            c.at(own, format!("cluster.peers.{node_id}: this node listens on port {} (cluster.listen) but its own peers entry says {}: the other nodes would call the wrong port", listen.port(), own.value.trim()));
+        } else if !listen.ip().is_unspecified()
+            && own_ip.is_some_and(|ip| ip != listen.ip())
+            && raw.advertise.is_none()
+        {
+            c.at(own, format!("cluster.peers.{node_id}: this node listens on {} (cluster.listen) but its own peers entry says {}: the other nodes would call an address it does not listen on", listen.ip(), own.value.trim()));
+        }
+    }
     let advertise = match (&raw.advertise, peers.get(&node_id)) {
         (Some(a), _) => a.value.trim().to_owned(),
         (None, Some(own)) => own.clone(),
