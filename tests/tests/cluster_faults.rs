@@ -108,7 +108,9 @@ fn a_wiped_node_restarted_first_cannot_hand_the_cluster_to_a_stale_node() {
     poll_until(Duration::from_secs(5), "N answers again", || {
         (dns_rcode(cluster.node(n)) == Some(0)).then_some(())
     });
-    assert_eq!(cluster.node(n).metric("opengslb_cluster_synced"), 1.0);
+    poll_until(Duration::from_secs(5), "N's synced gauge", || {
+        (cluster.node(n).metric("opengslb_cluster_synced") == 1.0).then_some(())
+    });
     for i in [l, n, b] {
         let log = cluster.node(i).process.output();
         assert!(!log.contains("panicked"), "node {i} panicked:\n{log}");
@@ -278,4 +280,43 @@ fn an_unreachable_new_member_stays_a_learner_and_costs_no_quorum() {
     cluster.kill(other);
     let (code, body) = cluster.set_override(leader, "app", "10.15.9.9:80", false, "quorum kept");
     assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn a_paused_follower_that_resumes_deposes_nobody() {
+    let cluster = TestCluster::start("prevote", BODY, TEST_TIMING);
+    let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    let paused = (leader + 1) % 3;
+    let term = cluster.status(leader)["term"].as_u64().expect("term");
+    // Paused for many election timeouts: its timers all fire at once when it resumes.
+    cluster.node(paused).process.signal(libc::SIGSTOP);
+    let (code, body) = cluster.set_override(leader, "app", "10.15.1.1:80", false, "while paused");
+    assert_eq!(code, 200, "two of three write on: {body}");
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.node(paused).process.signal(libc::SIGCONT);
+    // Writes right after it resumes are not held up by an election...
+    let started = Instant::now();
+    for i in 0..10 {
+        let (code, body) = cluster.set_override(
+            leader,
+            "app",
+            &format!("10.15.2.{}:80", i + 1),
+            false,
+            "after",
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    let took = started.elapsed();
+    // ...and for ten election timeouts nobody deposes the leader or raises the term.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let status = cluster.status(leader);
+        assert_eq!(status["state"].as_str(), Some("leader"), "{status}");
+        assert_eq!(status["term"].as_u64(), Some(term), "no election: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("10 writes right after the resume took {took:?}");
+    poll_until(Duration::from_secs(5), "the resumed node caught up", || {
+        (cluster.overrides(paused) == cluster.overrides(leader)).then_some(())
+    });
 }

@@ -190,10 +190,48 @@ pub type VoteGate = Arc<std::sync::atomic::AtomicU64>;
 /// The gate of a node that lost (or never had) its data and has not heard a leader yet.
 pub const UNKNOWN: u64 = u64::MAX;
 
+/// When this node last heard from a leader that it accepted (or granted a vote): what
+/// pre-vote asks before anyone starts an election. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    epoch: std::time::Instant,
+    at_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Contact {
+    /// Contact now (a node that just started waits a full timeout before campaigning).
+    pub fn new() -> Contact {
+        Contact {
+            epoch: std::time::Instant::now(),
+            at_ms: Arc::default(),
+        }
+    }
+
+    /// Heard from a leader (or voted) just now.
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at_ms.store(ms, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How long since.
+    pub fn since(&self) -> std::time::Duration {
+        let at =
+            std::time::Duration::from_millis(self.at_ms.load(std::sync::atomic::Ordering::Acquire));
+        self.epoch.elapsed().saturating_sub(at)
+    }
+}
+
+impl Default for Contact {
+    fn default() -> Self {
+        Contact::new()
+    }
+}
+
 #[derive(Clone)]
 struct RpcState {
     raft: Raft<TypeConfig>,
     gate: VoteGate,
+    contact: Contact,
 }
 
 /// The Raft id a call is meant for: a node refuses calls for another id (a peer list that
@@ -202,7 +240,13 @@ pub const TARGET_HEADER: &str = "x-opengslb-raft-target";
 
 /// The RPC endpoints a peer calls, for `raft` (node `id`), refusing calls without `secret`
 /// or meant for another node before anything else looks at the request.
-pub fn router(raft: Raft<TypeConfig>, id: NodeId, secret: &str, gate: VoteGate) -> Router {
+pub fn router(
+    raft: Raft<TypeConfig>,
+    id: NodeId,
+    secret: &str,
+    gate: VoteGate,
+    contact: Contact,
+) -> Router {
     let routes = Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
@@ -227,7 +271,11 @@ pub fn router(raft: Raft<TypeConfig>, id: NodeId, secret: &str, gate: VoteGate) 
         ));
     require_secret(routes, secret)
         .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_LIMIT))
-        .with_state(RpcState { raft, gate })
+        .with_state(RpcState {
+            raft,
+            gate,
+            contact,
+        })
 }
 
 /// Largest Raft RPC body: a batch of appended entries or one snapshot chunk in JSON (the
@@ -281,7 +329,16 @@ async fn append(
             std::sync::atomic::Ordering::Acquire,
         );
     }
-    Json(state.raft.append_entries(rpc).await).into_response()
+    let result = state.raft.append_entries(rpc).await;
+    if matches!(
+        result,
+        Ok(AppendEntriesResponse::Success
+            | AppendEntriesResponse::PartialSuccess(_)
+            | AppendEntriesResponse::Conflict)
+    ) {
+        state.contact.touch(); // a leader this node accepts is alive
+    }
+    Json(result).into_response()
 }
 
 async fn vote(State(state): State<RpcState>, Json(rpc): Json<VoteRequest<NodeId>>) -> Response {
@@ -306,7 +363,11 @@ async fn vote(State(state): State<RpcState>, Json(rpc): Json<VoteRequest<NodeId>
         )
             .into_response();
     }
-    Json(state.raft.vote(rpc).await).into_response()
+    let result = state.raft.vote(rpc).await;
+    if result.as_ref().is_ok_and(|r| r.vote_granted) {
+        state.contact.touch(); // give the candidate its election before campaigning
+    }
+    Json(result).into_response()
 }
 
 async fn snapshot(
@@ -356,7 +417,13 @@ mod tests {
         )
         .await
         .expect("raft");
-        let app = router(raft.clone(), id, SECRET, VoteGate::default());
+        let app = router(
+            raft.clone(),
+            id,
+            SECRET,
+            VoteGate::default(),
+            Contact::new(),
+        );
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::network::{Network, UNKNOWN, VoteGate, require_secret, router as raft_router};
+use super::network::{Contact, Network, UNKNOWN, VoteGate, require_secret, router as raft_router};
 use super::store::{NodeId, TypeConfig, open};
 use crate::config::ClusterSettings;
 use crate::model::machine::{Machine, Request, Response};
@@ -153,6 +153,10 @@ pub struct Cluster {
     /// False while this node, started without data, has not caught up with the cluster
     /// once: it must not answer from a state that may lack every override.
     synced: Arc<watch::Sender<bool>>,
+    /// When this node last heard from a leader (pre-vote asks it).
+    contact: Contact,
+    /// `cluster.election_timeout`.
+    election_timeout: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -244,6 +248,10 @@ impl Cluster {
             snapshot_max_chunk_size: SNAPSHOT_CHUNK,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
             max_in_snapshot_log_to_keep: settings.snapshot_logs.min(1000),
+            // Elections are started by `campaign` after a pre-vote, never by openraft's
+            // own timer: a node cut off from the leader must not raise its term and, when
+            // it comes back, depose a healthy leader.
+            enable_elect: false,
             ..Config::default()
         }
         .validate()
@@ -266,6 +274,8 @@ impl Cluster {
             quorum_grace: settings.election_timeout * 2,
             vote_gate: VoteGate::default(),
             synced: Arc::new(watch::channel(true).0),
+            contact: Contact::new(),
+            election_timeout: settings.election_timeout,
         };
         let initialized = raft
             .is_initialized()
@@ -318,6 +328,7 @@ impl Cluster {
             }
         }
         tracker.spawn(cluster.clone().watch_gate(shutdown.clone()));
+        tracker.spawn(cluster.clone().campaign(shutdown.clone()));
         tracker.spawn(export_metrics(cluster.clone(), shutdown.clone()));
         let stop = shutdown.clone();
         let raft_for_stop = raft.clone();
@@ -435,6 +446,84 @@ impl Cluster {
         }
     }
 
+    /// How long without a leader before an election: openraft's leader lease (its
+    /// `election_timeout_max`, 5/4 of ours), so that voters no longer refuse for the lease.
+    fn lease(&self) -> Duration {
+        self.election_timeout * 5 / 4
+    }
+
+    /// Starts elections, and only after a pre-vote (Raft thesis §9.6): when this voter has
+    /// not heard from a leader for a randomized lease-and-a-bit, it asks every voter
+    /// whether it would vote for a node with its log; only if a majority would (none of
+    /// them hears a leader either, and none has a longer log) does it raise its term. A
+    /// node cut off from the cluster never passes, so it comes back with the cluster's
+    /// term and deposes nobody.
+    async fn campaign(self, shutdown: CancellationToken) {
+        let tick = self.election_timeout / 4;
+        loop {
+            // A fresh randomized wait each round, so two voters rarely campaign at once.
+            let jitter = self.election_timeout.mul_f64(unit_random() / 4.0);
+            let wait = self.lease() + jitter;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(tick) => {}
+            }
+            let m = self.raft.metrics().borrow().clone();
+            let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+            if m.state == ServerState::Leader
+                || !voters.contains(&self.id)
+                || self.vote_gate.load(Ordering::Acquire) != 0
+                || self.contact.since() < wait
+            {
+                continue;
+            }
+            let mut granted = 1; // this node
+            let mut calls = tokio::task::JoinSet::new();
+            for (id, node) in m.membership_config.membership().nodes() {
+                if *id == self.id || !voters.contains(id) {
+                    continue;
+                }
+                let (me, address, last) = (self.clone(), node.addr.clone(), m.last_log_index);
+                calls.spawn(async move { me.ask_prevote(&address, last).await });
+            }
+            while let Some(answer) = calls.join_next().await {
+                granted += usize::from(answer.unwrap_or(false));
+            }
+            if granted * 2 > voters.len() {
+                tracing::info!(
+                    term = m.current_term,
+                    "no leader heard and a majority agrees: starting an election"
+                );
+                self.contact.touch(); // give this election a full timeout
+                if let Err(e) = self.raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "election not started");
+                }
+            }
+        }
+    }
+
+    /// One voter's pre-vote (false when it says no or does not answer in time).
+    async fn ask_prevote(&self, address: &str, last_index: Option<u64>) -> bool {
+        let request = PreVote {
+            candidate: self.id,
+            last_index,
+        };
+        let response = self
+            .client
+            .post(format!("http://{address}/cluster/prevote"))
+            .bearer_auth(self.secret.as_str())
+            .timeout(self.election_timeout)
+            .json(&request)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => {
+                r.json::<PreVoteAnswer>().await.is_ok_and(|a| a.granted)
+            }
+            _ => false,
+        }
+    }
+
     /// Resolves when the Raft core has stopped on its own (a fatal storage or internal
     /// error), with the reason; never while it runs.
     pub async fn stopped(&self) -> String {
@@ -460,9 +549,17 @@ impl Cluster {
     fn rpc_router(&self, secret: &str) -> Router {
         let routes = Router::new()
             .route("/cluster/write", post(forwarded_write))
-            .route("/cluster/local", get(local_status));
+            .route("/cluster/local", get(local_status))
+            .route("/cluster/prevote", post(prevote));
         let local: Router = require_secret(routes, secret).with_state(self.clone());
-        raft_router(self.raft.clone(), self.id, secret, self.vote_gate.clone()).merge(local)
+        raft_router(
+            self.raft.clone(),
+            self.id,
+            secret,
+            self.vote_gate.clone(),
+            self.contact.clone(),
+        )
+        .merge(local)
     }
 
     /// This node's Raft id.
@@ -819,6 +916,47 @@ async fn export_metrics(cluster: Cluster, shutdown: CancellationToken) {
         metrics::gauge!(telemetry::CLUSTER_LAST_APPLIED)
             .set(m.last_applied.map_or(0.0, |l| l.index as f64));
     }
+}
+
+/// "Would you vote for me?" without raising anyone's term. The log is compared by its
+/// last index only (openraft's metrics carry no last log term): a filter, not the vote;
+/// the election that follows checks the log fully.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PreVote {
+    candidate: NodeId,
+    last_index: Option<u64>,
+}
+
+/// A number in [0, 1) from the standard library's per-process random hasher keys.
+fn unit_random() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The answer to a [`PreVote`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PreVoteAnswer {
+    granted: bool,
+}
+
+/// Grants a pre-vote when this node hears no leader either (a leader with a live quorum,
+/// or a follower that heard its leader within the lease, says no) and the candidate's log
+/// is at least as long as this node's.
+async fn prevote(State(cluster): State<Cluster>, Json(ask): Json<PreVote>) -> HttpResponse {
+    let m = cluster.raft.metrics().borrow().clone();
+    let leader_alive = match m.state {
+        ServerState::Leader => m
+            .millis_since_quorum_ack
+            .is_some_and(|ack| ack < ms(cluster.lease())),
+        _ => cluster.contact.since() < cluster.lease(),
+    };
+    let granted = !leader_alive
+        && cluster.vote_gate.load(Ordering::Acquire) == 0
+        && ask.last_index >= m.last_log_index;
+    tracing::debug!(candidate = ask.candidate, granted, "pre-vote");
+    Json(PreVoteAnswer { granted }).into_response()
 }
 
 /// A forward that did not produce an answer.
