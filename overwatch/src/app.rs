@@ -222,12 +222,16 @@ pub async fn run(
     }
     let upkeep = metrics.clone();
     let stop = shutdown.clone();
+    let data_dir = settings.data_dir.clone();
     tracker.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = tick.tick() => upkeep.run_upkeep(),
+                _ = tick.tick() => {
+                    upkeep.run_upkeep();
+                    telemetry::record_disk(&data_dir);
+                }
             }
         }
     });

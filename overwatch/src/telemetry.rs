@@ -62,6 +62,10 @@ pub const CLUSTER_QUORUM: &str = "opengslb_cluster_quorum";
 pub const CLUSTER_TERM: &str = "opengslb_cluster_term";
 /// Voting members.
 pub const CLUSTER_MEMBERS: &str = "opengslb_cluster_members";
+/// Bytes free for overwatch in the file system of `overwatch.data_dir`.
+pub const DATA_DIR_FREE: &str = "opengslb_data_dir_free_bytes";
+/// Size of that file system.
+pub const DATA_DIR_SIZE: &str = "opengslb_data_dir_size_bytes";
 /// 1 once this node holds the cluster's state; 0 while a node started without data
 /// catches up (it answers DNS with SERVFAIL and is not ready meanwhile).
 pub const CLUSTER_SYNCED: &str = "opengslb_cluster_synced";
@@ -319,6 +323,18 @@ const ALL: &[Metric] = &[
         zero: NONE,
     },
     Metric {
+        name: DATA_DIR_FREE,
+        kind: Gauge,
+        help: "Bytes available in the file system of overwatch.data_dir (a full disk stops the Raft core, and the node exits).",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: DATA_DIR_SIZE,
+        kind: Gauge,
+        help: "Size of the file system of overwatch.data_dir, bytes.",
+        zero: UNLABELLED,
+    },
+    Metric {
         name: CLUSTER_SYNCED,
         kind: Gauge,
         help: "1 once this node holds the cluster's state; 0 while a node started without data catches up (DNS answers SERVFAIL, not ready).",
@@ -391,4 +407,38 @@ mod tests {
         }
         assert!(text.contains("opengslb_config_reloads_total{result=\"failure\"} 0"));
     }
+}
+
+/// Sets the data dir's free and total bytes (statvfs); a failure leaves them as they were
+/// and is logged at debug level (the directory is checked at start).
+pub fn record_disk(data_dir: &std::path::Path) {
+    match disk_space(data_dir) {
+        Ok((free, size)) => {
+            metrics::gauge!(DATA_DIR_FREE).set(free as f64);
+            metrics::gauge!(DATA_DIR_SIZE).set(size as f64);
+        }
+        Err(err) => tracing::debug!(error = %err, dir = %data_dir.display(), "statvfs"),
+    }
+}
+
+/// (available to unprivileged users, total) bytes of the file system holding `path`.
+fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    #[allow(unsafe_code)]
+    // SAFETY: statvfs(3) with a NUL-terminated path and a buffer of the right type; on
+    // success it has filled the buffer, which is only read then.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    let block = u64::from(stat.f_frsize);
+    Ok((
+        u64::from(stat.f_bavail).saturating_mul(block),
+        u64::from(stat.f_blocks).saturating_mul(block),
+    ))
 }

@@ -11,6 +11,9 @@
 //! 3. Restart catch-up: a registry of N backends; a follower is stopped, 100 overrides
 //!    are written, and it is restarted on its data dir → time until it has applied
 //!    everything the leader had.
+//! 4. Snapshot install: a second cluster's replicated state grows to `BENCH_SNAPSHOT_MB`
+//!    (default 50) of override reasons; a follower loses its data dir and restarts →
+//!    time until it has applied everything (through the leader's snapshot, in chunks).
 
 // A benchmark's output is its figures.
 #![allow(clippy::print_stdout)]
@@ -170,5 +173,75 @@ fn main() {
         "restart → caught up with the leader",
         restarted.elapsed().as_secs_f64() * 1e3,
         listening.as_secs_f64() * 1e3
+    );
+    drop(cluster);
+    snapshot_install();
+}
+
+/// 4. A replicated state of `BENCH_SNAPSHOT_MB` megabytes (overrides with 10 KB reasons,
+/// written by 8 clients at once), a cluster that snapshots every 500 entries, and a
+/// follower that lost its data dir: how long until it has applied everything.
+fn snapshot_install() {
+    let megabytes = knob("BENCH_SNAPSHOT_MB", 50);
+    let mut cluster = TestCluster::start(
+        "bench-snapshot",
+        BODY,
+        "  snapshot_logs: 500\n  write_timeout: 10s\n",
+    );
+    let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    let overrides = megabytes * 100; // 10 KB each
+    let api = cluster.node(leader).api.expect("api");
+    let growing = Instant::now();
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let reason = "s".repeat(10_000);
+                let body = format!(r#"{{"healthy": false, "reason": "{reason}"}}"#);
+                for n in (w..overrides).step_by(8) {
+                    let address = format!(
+                        "10.{}.{}.{}:80",
+                        200 + n / 62_500,
+                        n / 250 % 250,
+                        n % 250 + 1
+                    );
+                    let (code, text) = http_request(
+                        api,
+                        "PUT",
+                        &format!("/api/v1/overrides/app/{address}"),
+                        Some(opengslb_tests::gslb::API_TOKEN),
+                        Some(&body),
+                    );
+                    assert_eq!(code, 200, "{text}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let grown = growing.elapsed();
+    let target = applied(&cluster, leader);
+    let wiped = (leader + 2) % 3;
+    if let Some(mut node) = cluster.nodes[wiped].take() {
+        node.process.signal(libc::SIGTERM);
+        node.process.wait_exit(Duration::from_secs(10));
+    }
+    std::fs::remove_dir_all(cluster.dirs[wiped].join("data")).expect("wipe");
+    let restarted = Instant::now();
+    cluster.restart(wiped);
+    poll_until(Duration::from_secs(300), "the wiped node caught up", || {
+        (applied(&cluster, wiped) >= target).then_some(())
+    });
+    let took = restarted.elapsed();
+    let installed = cluster
+        .node(wiped)
+        .process
+        .output()
+        .contains("installed a snapshot from the leader");
+    println!(
+        "{:<44} {:.1} s for {megabytes} MB of overrides ({overrides} written by 8 clients in {:.0} s; through a snapshot: {installed})",
+        "wiped follower → caught up",
+        took.as_secs_f64(),
+        grown.as_secs_f64()
     );
 }

@@ -217,8 +217,8 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         // A stopped (SIGSTOP) node must run again to hear SIGTERM.
-        for node in self.nodes.iter().flatten() {
-            node.process.signal(libc::SIGCONT);
+        for node in self.nodes.iter_mut().flatten() {
+            node.process.signal_if_running(libc::SIGCONT);
         }
     }
 }

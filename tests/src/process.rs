@@ -108,6 +108,23 @@ impl Spawned {
         assert_eq!(rc, 0, "kill {} {signal}", self.name);
     }
 
+    /// Sends a signal if the child still runs; whether it did.
+    pub fn signal_if_running(&mut self, signal: libc::c_int) -> bool {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        self.signal(signal);
+        true
+    }
+
+    /// The exit status if the child has exited (its output then complete), without
+    /// waiting for it otherwise.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        let status = self.child.try_wait().expect("try_wait")?;
+        self.wait_closed(Instant::now() + Duration::from_secs(1));
+        Some(status)
+    }
+
     /// Waits for the child to exit; panics after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;

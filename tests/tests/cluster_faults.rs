@@ -320,3 +320,99 @@ fn a_paused_follower_that_resumes_deposes_nobody() {
         (cluster.overrides(paused) == cluster.overrides(leader)).then_some(())
     });
 }
+
+/// A small tmpfs at `dir` (root only); `None` with the reason when it cannot be made.
+fn small_disk(dir: &std::path::Path, size: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("mount: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot mount a tmpfs (needs root and CAP_SYS_ADMIN): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_node_loudly_and_it_recovers_when_space_returns() {
+    let mut cluster = TestCluster::prepare("full-disk", "", BODY, TEST_TIMING);
+    let small = 2;
+    let data = cluster.dirs[small].join("data");
+    if let Err(reason) = small_disk(&data, "3m") {
+        eprintln!("SKIPPED full disk: {reason}");
+        return;
+    }
+    let _mounted = Mounted(data.clone());
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    // Fill it: every override carries 10 KB, fsynced on each node.
+    let reason = "f".repeat(10_000);
+    let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    let writer = if leader == small {
+        (small + 1) % 3
+    } else {
+        leader
+    };
+    let mut written = 0u32;
+    let exited = poll_until(
+        Duration::from_secs(60),
+        "the node with the full disk exits",
+        || {
+            written += 1;
+            let address = format!("10.16.{}.{}:80", written / 250, written % 250 + 1);
+            let (code, _) = cluster.set_override(writer, "app", &address, false, &reason);
+            assert!(code == 200 || code == 503, "HTTP {code}");
+            cluster.nodes[small]
+                .as_mut()
+                .and_then(|n| n.process.try_exit())
+        },
+    );
+    assert!(
+        !exited.success(),
+        "a non-zero exit for the supervisor: {exited:?}"
+    );
+    let log = cluster.nodes[small]
+        .as_ref()
+        .expect("node")
+        .process
+        .output();
+    assert!(log.contains("the Raft core stopped"), "{log}");
+    // The other two keep writing.
+    let (code, body) =
+        cluster.set_override(writer, "app", "10.16.250.1:80", false, "still writing");
+    assert_eq!(code, 200, "{body}");
+    // Space returns (the operator frees some): restarted, it catches up.
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&data)
+        .status()
+        .expect("remount");
+    assert!(grown.success());
+    cluster.restart(small);
+    let reference = cluster.overrides(writer);
+    poll_until(
+        Duration::from_secs(20),
+        "the node caught up after the disk grew",
+        || (cluster.overrides(small) == reference).then_some(()),
+    );
+}
