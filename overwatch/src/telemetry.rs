@@ -371,6 +371,43 @@ pub fn describe() {
     }
 }
 
+/// Sets the data dir's free and total bytes (statvfs); a failure leaves them as they were
+/// and is logged at debug level (the directory is checked at start).
+pub fn record_disk(data_dir: &std::path::Path) {
+    match disk_space(data_dir) {
+        Ok((free, size)) => {
+            metrics::gauge!(DATA_DIR_FREE).set(free as f64);
+            metrics::gauge!(DATA_DIR_SIZE).set(size as f64);
+        }
+        Err(err) => tracing::debug!(error = %err, dir = %data_dir.display(), "statvfs"),
+    }
+}
+
+/// (available to unprivileged users, total) bytes of the file system holding `path`.
+fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    #[allow(unsafe_code)]
+    // SAFETY: statvfs(3) with a NUL-terminated path and a buffer of the right type; on
+    // success it has filled the buffer, which is only read then.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    // The fields are u64 on 64-bit Linux and narrower elsewhere.
+    #[allow(clippy::useless_conversion)]
+    let (block, avail, blocks) = (
+        u64::from(stat.f_frsize),
+        u64::from(stat.f_bavail),
+        u64::from(stat.f_blocks),
+    );
+    Ok((avail.saturating_mul(block), blocks.saturating_mul(block)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,38 +444,4 @@ mod tests {
         }
         assert!(text.contains("opengslb_config_reloads_total{result=\"failure\"} 0"));
     }
-}
-
-/// Sets the data dir's free and total bytes (statvfs); a failure leaves them as they were
-/// and is logged at debug level (the directory is checked at start).
-pub fn record_disk(data_dir: &std::path::Path) {
-    match disk_space(data_dir) {
-        Ok((free, size)) => {
-            metrics::gauge!(DATA_DIR_FREE).set(free as f64);
-            metrics::gauge!(DATA_DIR_SIZE).set(size as f64);
-        }
-        Err(err) => tracing::debug!(error = %err, dir = %data_dir.display(), "statvfs"),
-    }
-}
-
-/// (available to unprivileged users, total) bytes of the file system holding `path`.
-fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    #[allow(unsafe_code)]
-    // SAFETY: statvfs(3) with a NUL-terminated path and a buffer of the right type; on
-    // success it has filled the buffer, which is only read then.
-    let stat = unsafe {
-        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        stat.assume_init()
-    };
-    let block = u64::from(stat.f_frsize);
-    Ok((
-        u64::from(stat.f_bavail).saturating_mul(block),
-        u64::from(stat.f_blocks).saturating_mul(block),
-    ))
 }

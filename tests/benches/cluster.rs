@@ -178,9 +178,9 @@ fn main() {
     snapshot_install();
 }
 
-/// 4. A replicated state of `BENCH_SNAPSHOT_MB` megabytes (overrides with 10 KB reasons,
-/// written by 8 clients at once), a cluster that snapshots every 500 entries, and a
-/// follower that lost its data dir: how long until it has applied everything.
+/// Phase 4: a replicated state of `BENCH_SNAPSHOT_MB` megabytes (overrides with 10 KB
+/// reasons, written by 8 clients at once), a cluster that snapshots every 500 entries,
+/// and a follower that lost its data dir: how long until it has applied everything.
 fn snapshot_install() {
     let megabytes = knob("BENCH_SNAPSHOT_MB", 50);
     let mut cluster = TestCluster::start(
