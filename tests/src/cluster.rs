@@ -133,6 +133,13 @@ impl TestCluster {
         }
     }
 
+    /// `kill -9` node `i` and delete its data dir: a lost disk. Restart it with
+    /// [`TestCluster::restart`].
+    pub fn wipe(&mut self, i: usize) {
+        self.kill(i);
+        std::fs::remove_dir_all(self.dirs[i].join("data")).expect("wipe the data dir");
+    }
+
     /// The running nodes' indexes.
     pub fn running(&self) -> Vec<usize> {
         (0..3).filter(|i| self.nodes[*i].is_some()).collect()

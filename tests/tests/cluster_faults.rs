@@ -62,8 +62,7 @@ fn a_wiped_node_restarted_first_cannot_hand_the_cluster_to_a_stale_node() {
 
     // L and N go down; N loses its disk. N comes back first, alone, then stale B.
     cluster.kill(l);
-    cluster.kill(n);
-    std::fs::remove_dir_all(cluster.dirs[n].join("data")).expect("wipe");
+    cluster.wipe(n);
     cluster.restart(n);
     cluster.node(n).process.wait_for_line(
         "no data and no quorum of cluster.peers reachable",
@@ -217,8 +216,7 @@ fn a_snapshot_larger_than_an_http_body_reaches_a_wiped_node() {
     let reason = "r".repeat(10_000);
     let kept = write_overrides(&cluster, leader, 300, &reason);
     let wiped = (leader + 1) % 3;
-    cluster.kill(wiped);
-    std::fs::remove_dir_all(cluster.dirs[wiped].join("data")).expect("wipe");
+    cluster.wipe(wiped);
     cluster.restart(wiped);
     cluster.node(wiped).process.wait_for_line(
         "installed a snapshot from the leader",

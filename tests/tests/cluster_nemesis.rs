@@ -100,9 +100,8 @@ fn acknowledged_writes_survive_kills_pauses_a_wiped_disk_and_a_lost_quorum() {
         // 3. A follower loses its disk and rejoins (by snapshot: the log is compacted).
         let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
         let wiped = (leader + 2) % 3;
-        cluster.kill(wiped);
+        cluster.wipe(wiped);
         publish(&cluster, &apis);
-        std::fs::remove_dir_all(cluster.dirs[wiped].join("data")).expect("wipe");
         cluster.restart(wiped);
         publish(&cluster, &apis);
         hold(Duration::from_secs(3));

@@ -639,9 +639,11 @@ impl Cluster {
         let quorum_lost = {
             let m = self.raft.metrics().borrow().clone();
             let voters = m.membership_config.membership().voter_ids().count();
+            // A leader just elected has no acknowledgement yet, but a quorum elected it:
+            // its first write waits for the commit instead of being refused.
             voters > 1
                 && m.millis_since_quorum_ack
-                    .is_none_or(|ack| ack > ms(self.quorum_grace))
+                    .is_some_and(|ack| ack > ms(self.quorum_grace))
         };
         if quorum_lost {
             return Err(WriteError::NoQuorum(format!(
