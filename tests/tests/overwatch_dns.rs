@@ -178,6 +178,24 @@ fn authoritative_protocol_behaviour() {
         ["ns1.gslb.test."]
     );
 
+    // RFC 3225 §3: the DO bit is copied into the response (UDP fast path and TCP).
+    for transport in ["+notcp", "+tcp"] {
+        let secure = node.dig(&["app.gslb.test", "A", "+dnssec", transport]);
+        assert_eq!(
+            secure.edns.as_deref(),
+            Some("version: 0, flags: do; udp: 1232"),
+            "{transport}: {}",
+            secure.raw
+        );
+        let plain = node.dig(&["app.gslb.test", "A", transport]);
+        assert_eq!(
+            plain.edns.as_deref(),
+            Some("version: 0, flags:; udp: 1232"),
+            "{transport}: {}",
+            plain.raw
+        );
+    }
+
     let nx = node.dig(&["missing.gslb.test", "A"]);
     assert_eq!(nx.status, "NXDOMAIN");
     assert_eq!(

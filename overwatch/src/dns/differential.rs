@@ -138,15 +138,15 @@ fn standard_queries_take_the_fast_path_and_match() {
     let mut answered = 0;
     for (n, name) in NAMES.iter().enumerate() {
         for qtype in [1u16, 28, 6, 2] {
-            for edns in 0..4 {
+            for edns in 0..5 {
                 let options = match edns {
                     0 => None,
-                    1 => Some(COOKIE.to_vec()),
+                    1 | 4 => Some(COOKIE.to_vec()),
                     2 => Some([&ecs(1, 24, &[10, 1, 2], 0)[..], &COOKIE].concat()),
                     _ => Some(ecs(2, 56, &[0x20, 0x01, 0x0d, 0xb8, 0, 0x0b, 0], 0)),
                 };
                 for entropy in 0..4 {
-                    let packet = query(
+                    let mut packet = query(
                         0x4242,
                         0x0120,
                         &mixed_case(name, 0x5a5a_5a5a ^ entropy),
@@ -154,6 +154,21 @@ fn standard_queries_take_the_fast_path_and_match() {
                         1,
                         options.as_deref(),
                     );
+                    if edns == 4 {
+                        // The DO bit: the OPT's flags follow root, type, class, rcode, version.
+                        let opt = packet.len() - COOKIE.len() - 11;
+                        packet[opt + 7] |= 0x80;
+                        let (fast, _) = both(&packet, src(1), entropy);
+                        if let Some(response) = fast {
+                            // OPT: root, type 41, payload 1232, rcode 0, version 0, DO.
+                            assert!(
+                                response
+                                    .windows(8)
+                                    .any(|w| w == [0, 0, 41, 0x04, 0xD0, 0, 0, 0x80]),
+                                "{name} type {qtype}: DO copied into the response (RFC 3225 §3)"
+                            );
+                        }
+                    }
                     let source = src(n as u8 + entropy as u8);
                     let took = check(&packet, source, entropy).map_err(|e| e.to_string());
                     let took = took.expect("fast path and hickory path disagree");

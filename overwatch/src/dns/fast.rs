@@ -239,6 +239,8 @@ struct Parsed {
     label_count: usize,
     /// `Some` when the query has an OPT record; inside, its ECS option if any.
     edns: Option<Option<Ecs>>,
+    /// The query's OPT has the DO bit (copied into the response's OPT, RFC 3225 §3).
+    dnssec_ok: bool,
 }
 
 /// Parses a query the fast path can answer; `None` for anything else.
@@ -260,6 +262,7 @@ fn parse(q: &[u8]) -> Option<Parsed> {
         labels: [0; MAX_NAME / 2 + 1],
         label_count: 0,
         edns: None,
+        dnssec_ok: false,
     };
     let mut i = HEADER;
     loop {
@@ -323,6 +326,7 @@ fn parse(q: &[u8]) -> Option<Parsed> {
             i += 4 + len;
         }
         parsed.edns = Some(ecs);
+        parsed.dnssec_ok = opt[7] & 0x80 != 0;
     } else if i != q.len() {
         return None;
     }
@@ -466,6 +470,9 @@ pub fn answer(
         opt[1..3].copy_from_slice(&TYPE_OPT.to_be_bytes());
         opt[3..5].copy_from_slice(&EDNS_PAYLOAD.to_be_bytes());
         opt[5] = resolved.rcode.high();
+        if parsed.dnssec_ok {
+            opt[7] = 0x80; // DO echoed (RFC 3225 §3); no other flag is ours to set
+        }
         opt[9..11].copy_from_slice(&(option_len as u16).to_be_bytes());
         end = put(out, end, &opt)?;
         if let Some(e) = request_ecs {

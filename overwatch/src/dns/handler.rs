@@ -262,7 +262,8 @@ impl RequestHandler for Handler {
             let mut edns = Edns::new();
             edns.set_max_payload(EDNS_PAYLOAD).set_version(0);
             edns.set_rcode_high(answer.rcode.high());
-            edns.set_dnssec_ok(false);
+            // RFC 3225 §3: the DO bit of the query is copied into the response.
+            edns.set_dnssec_ok(request_edns.is_some_and(|e| e.flags().dnssec_ok));
             // Echo the client subnet with the scope the answer deserves (RFC 7871 §7.2.1).
             if let Some((addr, source)) = ecs {
                 let scope = answer.ecs_scope.unwrap_or(0).min(max_prefix(addr));
