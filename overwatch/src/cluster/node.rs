@@ -35,6 +35,8 @@ use crate::telemetry;
 pub const STORE_FILE: &str = "overwatch-raft.redb";
 /// How long a peer's status may take before it counts as unreachable.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a node without data waits for a quorum of its peers before it says so.
+const QUIET_WAIT: Duration = Duration::from_secs(3);
 /// Bytes of snapshot per install RPC.
 const SNAPSHOT_CHUNK: u64 = 256 * 1024;
 /// Pause between attempts while a write looks for a reachable leader.
@@ -374,6 +376,9 @@ impl Cluster {
     async fn bootstrap(self, settings: ClusterSettings, shutdown: CancellationToken) {
         let mut pause = Duration::from_millis(200);
         let mut log = opengslb_proto::log_limit::LogLimit::every(Duration::from_secs(30));
+        // Nodes of a cluster started together find each other within a probe or two: say
+        // nothing unless the wait lasts.
+        let started = std::time::Instant::now();
         loop {
             if self.raft.metrics().borrow().last_applied.is_some() {
                 return; // a leader reached this node first
@@ -406,7 +411,7 @@ impl Cluster {
                 }
                 return;
             }
-            if log.ready(std::time::Instant::now()).is_some() {
+            if started.elapsed() >= QUIET_WAIT && log.ready(std::time::Instant::now()).is_some() {
                 tracing::warn!(
                     reachable,
                     peers = settings.peers.len(),
