@@ -121,19 +121,12 @@ pub struct StateOwner {
 impl StateOwner {
     /// An owner for `settings`, with every backend not yet checked; publishes at once.
     pub fn new(settings: Arc<Settings>, geo: Option<Arc<GeoDb>>) -> (StateOwner, ViewRx) {
+        // Generation 0 and no backends: what readiness reads as "nothing published yet".
         let placeholder = Arc::new(View {
-            settings: settings.clone(),
-            geo: geo.clone(),
             backends: Vec::new(),
-            agents: Vec::new(),
             last_healthy: HashMap::new(),
             generation: 0,
-            replicated: Arc::default(),
-            latency: Arc::default(),
-            latency_cells: Arc::default(),
-            recent: Arc::default(),
-            seen: Arc::default(),
-            synced: true,
+            ..View::from_config(settings.clone(), geo.clone())
         });
         let (tx, rx) = watch::channel(placeholder);
         let mut owner = StateOwner {
