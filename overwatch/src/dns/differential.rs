@@ -59,32 +59,24 @@ const NAMES: [&str; 16] = [
     "diff.test.example",
 ];
 
-struct Both {
-    snapshot: Arc<DnsSnapshot>,
-    handler: Handler,
-}
-
-static BOTH: LazyLock<Both> = LazyLock::new(|| {
-    let snapshot = snapshot("diff.yaml", CONFIG);
-    let (_tx, rx) = watch::channel(Arc::clone(&snapshot));
-    Both {
-        snapshot,
-        handler: Handler::new(rx),
-    }
-});
+static SNAPSHOT: LazyLock<Arc<DnsSnapshot>> = LazyLock::new(|| snapshot("diff.yaml", CONFIG));
 
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    /// One handler per test thread: its entropy counter is set before each query, so tests
+    /// running in parallel must not share it.
+    static HANDLER: Handler = Handler::new(watch::channel(Arc::clone(&SNAPSHOT)).1);
 }
 
 /// The fast path's answer (`None`: declined) and the hickory path's, with the same entropy.
 fn both(packet: &[u8], src: SocketAddr, entropy: u64) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    let both = &*BOTH;
     let mut out = [0u8; MAX_RESPONSE];
-    let fast = fast::answer(&both.snapshot, packet, src, entropy, &mut out)
+    let fast = fast::answer(&SNAPSHOT, packet, src, entropy, &mut out)
         .map(|answered| out[..answered.len].to_vec());
-    both.handler.set_next_entropy(entropy);
-    let reference = RUNTIME.with(|rt| rt.block_on(answer_udp(&both.handler, packet, src)));
+    let reference = HANDLER.with(|handler| {
+        handler.set_next_entropy(entropy);
+        RUNTIME.with(|rt| rt.block_on(answer_udp(handler, packet, src)))
+    });
     (fast, reference)
 }
 
