@@ -19,6 +19,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$state/www"
 rm -f "$state"/drain-*
+# Mutual TLS between the overwatch nodes: a cluster CA and one certificate per node, made
+# once (as an operator would, with the CLI) and kept with the demo's state.
+[ -f "$state/certs/node-3.key" ] || "$bin/opengslb-cli" cluster certs --out "$state/certs" --node 1 --node 2 --node 3 >/dev/null
 
 wait_tcp() { # host port what
   for _ in $(seq 1 100); do

@@ -69,6 +69,8 @@ pub const DATA_DIR_SIZE: &str = "opengslb_data_dir_size_bytes";
 /// 1 once this node holds the cluster's state; 0 while a node started without data
 /// catches up (it answers DNS with SERVFAIL and is not ready meanwhile).
 pub const CLUSTER_SYNCED: &str = "opengslb_cluster_synced";
+/// 1 when the Raft RPC uses mutual TLS; 0 when plain HTTP (`cluster.insecure_plaintext`).
+pub const CLUSTER_RPC_TLS: &str = "opengslb_cluster_rpc_tls";
 /// This node's last applied log index.
 pub const CLUSTER_LAST_APPLIED: &str = "opengslb_cluster_last_applied_index";
 
@@ -339,6 +341,12 @@ const ALL: &[Metric] = &[
         kind: Gauge,
         help: "1 once this node holds the cluster's state; 0 while a node started without data catches up (DNS answers SERVFAIL, not ready).",
         zero: UNLABELLED,
+    },
+    Metric {
+        name: CLUSTER_RPC_TLS,
+        kind: Gauge,
+        help: "1 when the Raft RPC uses mutual TLS; 0 when it is plain HTTP (cluster.insecure_plaintext).",
+        zero: NONE,
     },
     Metric {
         name: CLUSTER_LAST_APPLIED,

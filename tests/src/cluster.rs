@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::gslb::API_TOKEN;
-use crate::overwatch::{Overwatch, http_request};
+use crate::links::Mesh;
+use crate::overwatch::{Overwatch, cli_binary, http_request};
 use crate::{TempDir, poll_until};
 
 /// Raft timing for tests: elections after 400 ms instead of the default 500 ms.
@@ -32,6 +33,30 @@ pub struct TestCluster {
     pub overwatch_extra: String,
     /// This cluster's secret.
     pub secret: String,
+    /// The cluster CA and the certificates of nodes 1–4, made by `opengslb-cli cluster
+    /// certs` (node 4 for tests that add a member).
+    pub certs: TempDir,
+    /// The relays every call between nodes passes through, when the test partitions the
+    /// network ([`TestCluster::partitionable`]).
+    pub mesh: Option<Mesh>,
+    /// Plain HTTP between the nodes (`cluster.insecure_plaintext: true`) instead of TLS.
+    pub plaintext: bool,
+}
+
+/// Makes a CA and certificates for nodes 1..=4 in `dir` with the CLI, as an operator
+/// would.
+pub fn make_certs(dir: &TempDir) {
+    let out = std::process::Command::new(cli_binary())
+        .args(["cluster", "certs", "--out"])
+        .arg(dir.path())
+        .args(["--node", "1", "--node", "2", "--node", "3", "--node", "4"])
+        .output()
+        .expect("run opengslb-cli cluster certs");
+    assert!(
+        out.status.success(),
+        "opengslb-cli cluster certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A loopback TCP port that was free a moment ago, for a Raft listener the peers must
@@ -90,9 +115,32 @@ impl TestCluster {
             cluster_extra: cluster_extra.to_owned(),
             overwatch_extra: overwatch_extra.to_owned(),
             secret: format!("{SECRET}-{label}-{}", std::process::id()),
+            certs: TempDir::new(&format!("{label}-certs")),
+            mesh: None,
+            plaintext: false,
         };
+        make_certs(&cluster.certs);
         cluster.nodes = (0..3).map(|_| None).collect();
         cluster
+    }
+
+    /// [`TestCluster::start`] with every call between nodes relayed, so that the test can
+    /// cut the network between them (`cluster.mesh`).
+    pub fn partitionable(label: &str, body: &str, cluster_extra: &str) -> TestCluster {
+        let mut cluster = TestCluster::prepare(label, "", body, cluster_extra);
+        cluster.mesh = Some(Mesh::new(&cluster.rpc));
+        for i in 0..3 {
+            cluster.restart(i);
+        }
+        cluster
+    }
+
+    /// The `tls:` keys (indented two spaces) of node `id`.
+    pub fn tls_yaml(&self, id: usize) -> String {
+        format!(
+            "  tls:\n    ca: {d}/ca.crt\n    cert: {d}/node-{id}.crt\n    key: {d}/node-{id}.key\n",
+            d = self.certs.path().display()
+        )
     }
 
     /// The config of node `i`.
@@ -101,16 +149,24 @@ impl TestCluster {
             .rpc
             .iter()
             .enumerate()
-            .map(|(j, a)| format!("    {}: \"{a}\"\n", j + 1))
+            .map(|(j, a)| {
+                let via = self.mesh.as_ref().and_then(|m| m.addr(i, j)).unwrap_or(*a);
+                format!("    {}: \"{via}\"\n", j + 1)
+            })
             .collect();
         format!(
-            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{overwatch_extra}{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {secret}\n{extra}  peers:\n{peers}",
+            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{overwatch_extra}{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {secret}\n{tls}{extra}  peers:\n{peers}",
             n = i + 1,
             body = self.body,
             overwatch_extra = self.overwatch_extra,
             secret = self.secret,
             listen = self.rpc[i],
             extra = self.cluster_extra,
+            tls = if self.plaintext {
+                "  insecure_plaintext: true\n".to_owned()
+            } else {
+                self.tls_yaml(i + 1)
+            },
         )
     }
 

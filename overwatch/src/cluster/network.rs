@@ -1,10 +1,11 @@
-//! Raft RPC between overwatch nodes: HTTP/JSON on `cluster.listen`, every call carrying
-//! the cluster secret as a bearer token; a call without it is refused (401).
+//! Raft RPC between overwatch nodes: JSON over HTTPS with mutual TLS (or plain HTTP when
+//! the operator says so) on `cluster.listen`, through [`super::transport`].
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -23,27 +24,40 @@ use serde::de::DeserializeOwned;
 use opengslb_proto::log_limit::LogLimit;
 
 use super::store::{NodeId, TypeConfig};
+use super::transport::{Caller, PeerAuth, TARGET_HEADER, Transport, require_peer, tls_failure};
 
 /// Creates connections to peers.
 #[derive(Debug, Clone)]
 pub struct Network {
-    client: reqwest::Client,
-    secret: Arc<String>,
+    transport: Arc<Transport>,
     /// Misconfiguration found on a call, logged at most every 10 s.
     misconfigured: Arc<std::sync::Mutex<LogLimit>>,
 }
 
 impl Network {
-    /// A network that authenticates with `secret`.
-    pub fn new(secret: &str) -> Result<Network, reqwest::Error> {
-        crate::crypto::install_provider();
-        Ok(Network {
-            client: reqwest::Client::builder().no_proxy().build()?,
-            secret: Arc::new(secret.to_owned()),
+    /// A network that calls peers through `transport`.
+    pub fn new(transport: Arc<Transport>) -> Network {
+        Network {
+            transport,
             misconfigured: Arc::new(std::sync::Mutex::new(LogLimit::every(
                 std::time::Duration::from_secs(10),
             ))),
-        })
+        }
+    }
+
+    /// Logs a configuration problem found on a call, at most every 10 s.
+    fn misconfigured(&self, problem: &str) {
+        let ready = self
+            .misconfigured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .ready(std::time::Instant::now());
+        if let Some(skipped) = ready {
+            tracing::error!(
+                not_logged_since_last = skipped,
+                "cluster misconfigured: {problem}"
+            );
+        }
     }
 }
 
@@ -79,57 +93,66 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/raft/{path}", self.node.addr);
-        let response = self
-            .network
-            .client
-            .post(&url)
-            .bearer_auth(self.network.secret.as_str())
-            .header(TARGET_HEADER, self.target.to_string())
+        let transport = &self.network.transport;
+        let address = transport.address(self.target, &self.node.addr).to_owned();
+        let response = transport
+            .request(false, self.target, &self.node.addr, &format!("/raft/{path}"))
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?
             .timeout(option.hard_ttl())
             .json(request)
             .send()
             .await
             .map_err(|e| {
-                if e.is_connect() {
+                if let Some(why) = tls_failure(&e) {
+                    // Not a network fault but a configuration one (a certificate from
+                    // another CA, or another node's): say so, and back off.
+                    let check = if why.contains("InvalidContentType") {
+                        "that node does not speak TLS: it runs with cluster.insecure_plaintext, and every node must run the same way".to_owned()
+                    } else {
+                        format!(
+                            "check that both nodes have certificates from the same cluster CA and that cluster.peers points at node {}",
+                            self.target
+                        )
+                    };
+                    self.network.misconfigured(&format!(
+                        "TLS with node {} at {address} failed: {why}: {check}",
+                        self.target
+                    ));
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else if e.is_connect() {
                     RPCError::Unreachable(Unreachable::new(&e))
                 } else {
                     RPCError::Network(NetworkError::new(&e))
                 }
             })?;
         let status = response.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::MISDIRECTED_REQUEST {
+        if matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::MISDIRECTED_REQUEST | StatusCode::FORBIDDEN
+        ) {
             // Not a network fault but a configuration one: say what is wrong, and report
             // the peer unreachable so Raft backs off instead of retrying at once.
-            let problem = if status == StatusCode::UNAUTHORIZED {
-                format!(
-                    "node {} at {} refused the cluster secret: cluster.secret differs between the nodes",
-                    self.target, self.node.addr
-                )
-            } else {
-                let said = response.text().await.unwrap_or_default();
-                format!(
-                    "the peer at {} is not node {} ({said}): two nodes share a cluster.node_id, or cluster.peers points at the wrong address",
-                    self.node.addr, self.target
-                )
+            let said = response.text().await.unwrap_or_default();
+            let problem = match status {
+                StatusCode::UNAUTHORIZED => format!(
+                    "node {} at {address} refused the cluster secret: cluster.secret differs between the nodes",
+                    self.target
+                ),
+                StatusCode::FORBIDDEN => format!(
+                    "node {} at {address} refused this node's certificate ({said}): check cluster.tls.cert and cluster.node_id",
+                    self.target
+                ),
+                _ => format!(
+                    "the peer at {address} is not node {} ({said}): two nodes share a cluster.node_id, or cluster.peers points at the wrong address",
+                    self.target
+                ),
             };
-            let ready = self
-                .network
-                .misconfigured
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .ready(std::time::Instant::now());
-            if let Some(skipped) = ready {
-                tracing::error!(
-                    not_logged_since_last = skipped,
-                    "cluster misconfigured: {problem}"
-                );
-            }
+            self.network.misconfigured(&problem);
             let err = std::io::Error::other(problem);
             return Err(RPCError::Unreachable(Unreachable::new(&err)));
         }
         if !status.is_success() {
-            let err = std::io::Error::other(format!("{url}: {status}"));
+            let err = std::io::Error::other(format!("{address}/raft/{path}: {status}"));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
         let result: Result<Resp, RaftError<NodeId, E>> = response
@@ -234,16 +257,12 @@ struct RpcState {
     contact: Contact,
 }
 
-/// The Raft id a call is meant for: a node refuses calls for another id (a peer list that
-/// points at the wrong address must not feed one node another's messages).
-pub const TARGET_HEADER: &str = "x-opengslb-raft-target";
-
-/// The RPC endpoints a peer calls, for `raft` (node `id`), refusing calls without `secret`
-/// or meant for another node before anything else looks at the request.
+/// The RPC endpoints a peer calls, for `raft` (node `id`), refusing calls that `auth`
+/// refuses or that are meant for another node before anything else looks at the request.
 pub fn router(
     raft: Raft<TypeConfig>,
     id: NodeId,
-    secret: &str,
+    auth: PeerAuth,
     gate: VoteGate,
     contact: Contact,
 ) -> Router {
@@ -269,7 +288,7 @@ pub fn router(
                 }
             },
         ));
-    require_secret(routes, secret)
+    require_peer(routes, auth)
         .layer(axum::extract::DefaultBodyLimit::max(RPC_BODY_LIMIT))
         .with_state(RpcState {
             raft,
@@ -282,43 +301,29 @@ pub fn router(
 /// API keeps axum's 2 MiB default).
 pub const RPC_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-/// `router` with every route answering 401 to a call without the cluster secret.
-pub fn require_secret<S>(router: Router<S>, secret: &str) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    router.route_layer(axum::middleware::from_fn_with_state(
-        Arc::new(secret.to_owned()),
-        check_secret,
-    ))
-}
-
-async fn check_secret(
-    State(secret): State<Arc<String>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if authorized(&secret, request.headers()) {
-        next.run(request).await
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({ "error": "cluster secret missing or wrong" })),
-        )
-            .into_response()
+/// The refusal (403) of a Raft message that speaks for another node than the certificate
+/// that sent it: one node's key must not be enough to campaign or lead as another.
+fn speaks_for_caller(caller: Caller, sender: Option<NodeId>) -> Option<Response> {
+    match (caller.verified, caller.id, sender) {
+        (true, Some(from), Some(sender)) if from != sender => Some(
+            (
+                StatusCode::FORBIDDEN,
+                Json(serde_json::json!({ "error": format!("node {from} cannot send a Raft message for node {sender}") })),
+            )
+                .into_response(),
+        ),
+        _ => None,
     }
-}
-
-/// Whether the request's bearer token is the secret (compared in constant time).
-fn authorized(secret: &str, headers: &HeaderMap) -> bool {
-    crate::auth::bearer_token(headers)
-        .is_some_and(|p| crate::auth::constant_time_eq(p.as_bytes(), secret.as_bytes()))
 }
 
 async fn append(
     State(state): State<RpcState>,
+    Extension(caller): Extension<Caller>,
     Json(rpc): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
+    if let Some(refused) = speaks_for_caller(caller, rpc.vote.leader_id().voted_for()) {
+        return refused;
+    }
     if let Some(commit) = rpc.leader_commit {
         // A leader (elected by a quorum) says what it has committed: that is what this
         // node must hold before it votes. Only the first such word counts.
@@ -341,7 +346,14 @@ async fn append(
     Json(result).into_response()
 }
 
-async fn vote(State(state): State<RpcState>, Json(rpc): Json<VoteRequest<NodeId>>) -> Response {
+async fn vote(
+    State(state): State<RpcState>,
+    Extension(caller): Extension<Caller>,
+    Json(rpc): Json<VoteRequest<NodeId>>,
+) -> Response {
+    if let Some(refused) = speaks_for_caller(caller, rpc.vote.leader_id().voted_for()) {
+        return refused;
+    }
     let needed = state.gate.load(std::sync::atomic::Ordering::Acquire);
     if needed > 0 {
         let applied = state
@@ -372,8 +384,12 @@ async fn vote(State(state): State<RpcState>, Json(rpc): Json<VoteRequest<NodeId>
 
 async fn snapshot(
     State(state): State<RpcState>,
+    Extension(caller): Extension<Caller>,
     Json(rpc): Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> Response {
+    if let Some(refused) = speaks_for_caller(caller, rpc.vote.leader_id().voted_for()) {
+        return refused;
+    }
     Json(state.raft.install_snapshot(rpc).await).into_response()
 }
 
@@ -386,6 +402,8 @@ mod tests {
 
     use super::*;
     use crate::cluster::store::{StateMachineStore, open};
+    use crate::cluster::tls::{CA_CERT, ClusterTls, TlsPaths, issue};
+    use crate::cluster::transport::serve;
     use crate::model::machine::{Override, OverrideKey, Request, RequestV1};
 
     const SECRET: &str = "cluster-secret-0123456789";
@@ -396,7 +414,18 @@ mod tests {
         server: tokio::task::JoinHandle<()>,
     }
 
+    fn tls(dir: &std::path::Path, id: NodeId) -> Arc<ClusterTls> {
+        let paths = TlsPaths {
+            ca: dir.join(CA_CERT),
+            cert: dir.join(format!("node-{id}.crt")),
+            key: dir.join(format!("node-{id}.key")),
+        };
+        Arc::new(ClusterTls::load(&paths, id).expect("tls"))
+    }
+
     async fn start(id: NodeId, dir: &std::path::Path, listener: tokio::net::TcpListener) -> Node {
+        let tls = tls(dir, id);
+        let transport = Transport::new(id, SECRET, Some(tls.clone()), BTreeMap::new());
         let config = Arc::new(
             Config {
                 heartbeat_interval: 100,
@@ -411,7 +440,7 @@ mod tests {
         let raft = Raft::new(
             id,
             config,
-            Network::new(SECRET).expect("network"),
+            Network::new(Arc::new(transport.expect("transport"))),
             logs,
             machine.clone(),
         )
@@ -420,13 +449,16 @@ mod tests {
         let app = router(
             raft.clone(),
             id,
-            SECRET,
+            PeerAuth::new(SECRET, Some(tls.clone())),
             VoteGate::default(),
             Contact::new(),
         );
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            Some(tls),
+            tokio_util::sync::CancellationToken::new(),
+        ));
         Node {
             raft,
             machine,
@@ -486,6 +518,7 @@ mod tests {
             std::env::temp_dir().join(format!("opengslb-raft-cluster-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
+        issue(&dir, &[1, 2, 3, 4], 1).expect("certificates");
         let mut addrs = BTreeMap::new();
         let mut listeners = BTreeMap::new();
         for id in 1..=3u64 {
@@ -517,27 +550,61 @@ mod tests {
             .expect("write through the leader");
         converged(&nodes, 1).await;
 
-        // An unauthenticated peer is refused.
-        let denied = reqwest::Client::new()
-            .post(format!("http://{}/raft/vote", addrs[&first]))
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .expect("http");
-        assert_eq!(denied.status(), reqwest::StatusCode::UNAUTHORIZED);
-        // A call with the secret but meant for another node is refused too.
-        let misdirected = reqwest::Client::new()
+        // Plain HTTP, even with the secret, reaches nothing.
+        let plain = reqwest::Client::new()
             .post(format!("http://{}/raft/vote", addrs[&first]))
             .bearer_auth(SECRET)
-            .header(TARGET_HEADER, (first % 3 + 1).to_string())
             .json(&serde_json::json!({}))
             .send()
+            .await;
+        assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+        // A certificate from the CA for node 4, a node that is not a member, saying it is
+        // node 4: it passes TLS but must carry the secret, and cannot speak for node 2.
+        let outsider = Transport::new(
+            4,
+            "wrong-secret-0123456789",
+            Some(tls(&dir, 4)),
+            BTreeMap::new(),
+        )
+        .expect("transport");
+        let address = addrs[&first].to_string();
+        let call = |t: &Transport, target: NodeId, body: serde_json::Value| {
+            t.request(false, target, &address, "/raft/vote")
+                .expect("request")
+                .json(&body)
+                .send()
+        };
+        let denied = call(&outsider, first, serde_json::json!({}))
             .await
-            .expect("http");
-        assert_eq!(
-            misdirected.status(),
-            reqwest::StatusCode::MISDIRECTED_REQUEST
-        );
+            .expect("https");
+        assert_eq!(denied.status(), reqwest::StatusCode::UNAUTHORIZED);
+        let impostor =
+            Transport::new(2, SECRET, Some(tls(&dir, 4)), BTreeMap::new()).expect("transport");
+        let denied = call(&impostor, first, serde_json::json!({}))
+            .await
+            .expect("https");
+        assert_eq!(denied.status(), reqwest::StatusCode::FORBIDDEN);
+        // Node 4's own certificate, with the secret, cannot ask for a vote as node 2.
+        let four =
+            Transport::new(4, SECRET, Some(tls(&dir, 4)), BTreeMap::new()).expect("transport");
+        let forged = serde_json::json!({
+            "vote": { "leader_id": { "term": 99, "node_id": 2 }, "committed": false },
+            "last_log_id": null
+        });
+        let denied = call(&four, first, forged).await.expect("https");
+        assert_eq!(denied.status(), reqwest::StatusCode::FORBIDDEN);
+        // A call meant for another node is refused too.
+        let misdirected = four
+            .request(false, first % 3 + 1, &address, "/raft/vote")
+            .expect("request")
+            .json(&serde_json::json!({}))
+            .send()
+            .await;
+        // The callee's certificate is checked against the node meant: the handshake fails.
+        assert!(misdirected.is_err(), "{misdirected:?}");
+        let err = misdirected.expect_err("refused");
+        let why = tls_failure(&err).unwrap_or_else(|| panic!("not a TLS failure: {err:?}"));
+        assert!(why.contains("certificate"), "{why}");
 
         // The leader dies; the other two elect a new one and keep accepting writes.
         let Node {

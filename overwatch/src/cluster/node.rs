@@ -25,8 +25,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::network::{Contact, Network, UNKNOWN, VoteGate, require_secret, router as raft_router};
+use super::network::{Contact, Network, UNKNOWN, VoteGate, router as raft_router};
 use super::store::{NodeId, TypeConfig, open};
+use super::tls::ClusterTls;
+use super::transport::{Caller, PeerAuth, Transport, require_peer};
 use crate::config::ClusterSettings;
 use crate::model::machine::{Machine, Request, Response};
 use crate::telemetry;
@@ -147,8 +149,8 @@ pub struct Cluster {
     raft: Raft<TypeConfig>,
     id: NodeId,
     machine: watch::Receiver<Arc<Machine>>,
-    client: reqwest::Client,
-    secret: Arc<String>,
+    /// Calls to peers.
+    transport: Arc<Transport>,
     write_timeout: Duration,
     quorum_grace: Duration,
     vote_gate: VoteGate,
@@ -180,6 +182,7 @@ fn single(secret: String) -> ClusterSettings {
         election_timeout: Duration::from_millis(500),
         write_timeout: Duration::from_secs(3),
         snapshot_logs: 5000,
+        tls: None,
     }
 }
 
@@ -258,8 +261,29 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| format!("cluster: {e}"))?;
-        let network = Network::new(&settings.secret)
-            .map_err(|e| format!("cluster: cannot build the RPC client: {e}"))?;
+        let tls = match &settings.tls {
+            Some(paths) => Some(Arc::new(
+                ClusterTls::load(paths, settings.node_id)
+                    .map_err(|(key, why)| format!("{}: {why}", key.name()))?,
+            )),
+            None => None,
+        };
+        if clustered && tls.is_none() {
+            tracing::warn!(
+                "cluster RPC is plain HTTP (cluster.insecure_plaintext: true): the cluster secret and every write cross the network readable, and anyone who learns the secret can change the cluster's state; set cluster.tls instead"
+            );
+        }
+        metrics::gauge!(telemetry::CLUSTER_RPC_TLS).set(if tls.is_some() { 1.0 } else { 0.0 });
+        let transport = Arc::new(
+            Transport::new(
+                settings.node_id,
+                &settings.secret,
+                tls.clone(),
+                settings.peers.clone(),
+            )
+            .map_err(|e| format!("cluster: {e}"))?,
+        );
+        let network = Network::new(transport.clone());
         let raft = Raft::new(settings.node_id, Arc::new(config), network, logs, store)
             .await
             .map_err(|e| format!("cluster: cannot start Raft: {e}"))?;
@@ -267,11 +291,7 @@ impl Cluster {
             raft: raft.clone(),
             id: settings.node_id,
             machine,
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .map_err(|e| format!("cluster: cannot build the RPC client: {e}"))?,
-            secret: Arc::new(settings.secret.clone()),
+            transport,
             write_timeout: settings.write_timeout,
             quorum_grace: settings.election_timeout * 2,
             vote_gate: VoteGate::default(),
@@ -307,16 +327,13 @@ impl Cluster {
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(%addr, node_id = settings.node_id, "cluster rpc listening");
             bound = Some(addr);
-            let app = cluster.rpc_router(&settings.secret);
-            let stop = shutdown.clone();
-            tracker.spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "cluster rpc server failed");
-                }
-            });
+            let app = cluster.rpc_router(PeerAuth::new(&settings.secret, tls.clone()));
+            tracker.spawn(super::transport::serve(
+                listener,
+                app,
+                tls,
+                shutdown.clone(),
+            ));
         }
         if !initialized {
             if clustered {
@@ -389,7 +406,7 @@ impl Cluster {
                 if *id == self.id {
                     continue;
                 }
-                if let Some(peer) = self.peer_status(address).await {
+                if let Some(peer) = self.peer_status(*id, address).await {
                     reachable += 1;
                     applied = applied.max(peer.last_applied_index.unwrap_or(0));
                 }
@@ -488,8 +505,9 @@ impl Cluster {
                 if *id == self.id || !voters.contains(id) {
                     continue;
                 }
-                let (me, address, last) = (self.clone(), node.addr.clone(), m.last_log_index);
-                calls.spawn(async move { me.ask_prevote(&address, last).await });
+                let (me, id, address, last) =
+                    (self.clone(), *id, node.addr.clone(), m.last_log_index);
+                calls.spawn(async move { me.ask_prevote(id, &address, last).await });
             }
             while let Some(answer) = calls.join_next().await {
                 granted += usize::from(answer.unwrap_or(false));
@@ -508,15 +526,18 @@ impl Cluster {
     }
 
     /// One voter's pre-vote (false when it says no or does not answer in time).
-    async fn ask_prevote(&self, address: &str, last_index: Option<u64>) -> bool {
+    async fn ask_prevote(&self, id: NodeId, address: &str, last_index: Option<u64>) -> bool {
         let request = PreVote {
             candidate: self.id,
             last_index,
         };
-        let response = self
-            .client
-            .post(format!("http://{address}/cluster/prevote"))
-            .bearer_auth(self.secret.as_str())
+        let Ok(call) = self
+            .transport
+            .request(false, id, address, "/cluster/prevote")
+        else {
+            return false;
+        };
+        let response = call
             .timeout(self.election_timeout)
             .json(&request)
             .send()
@@ -550,17 +571,17 @@ impl Cluster {
     }
 
     /// The RPC endpoints: Raft's own, the write forwarding target and the local status,
-    /// all behind the cluster secret.
-    fn rpc_router(&self, secret: &str) -> Router {
+    /// all behind `auth` (the cluster secret and, under TLS, the caller's certificate).
+    fn rpc_router(&self, auth: PeerAuth) -> Router {
         let routes = Router::new()
             .route("/cluster/write", post(forwarded_write))
             .route("/cluster/local", get(local_status))
             .route("/cluster/prevote", post(prevote));
-        let local: Router = require_secret(routes, secret).with_state(self.clone());
+        let local: Router = require_peer(routes, auth.clone()).with_state(self.clone());
         raft_router(
             self.raft.clone(),
             self.id,
-            secret,
+            auth,
             self.vote_gate.clone(),
             self.contact.clone(),
         )
@@ -606,24 +627,27 @@ impl Cluster {
                         .get_node(&leader)
                         .map(|n| n.addr.clone());
                     match address {
-                        Some(address) => match self.forward(&address, &write, deadline).await {
-                            Ok(result) => match result {
-                                Err(WriteError::NotLeader(_)) => {
-                                    last_problem = format!("node {leader} is no longer the leader");
+                        Some(address) => {
+                            match self.forward(leader, &address, &write, deadline).await {
+                                Ok(result) => match result {
+                                    Err(WriteError::NotLeader(_)) => {
+                                        last_problem =
+                                            format!("node {leader} is no longer the leader");
+                                    }
+                                    other => return other,
+                                },
+                                Err(Forward::Unreachable(why)) => {
+                                    last_problem =
+                                        format!("the leader (node {leader}) is unreachable: {why}");
                                 }
-                                other => return other,
-                            },
-                            Err(Forward::Unreachable(why)) => {
-                                last_problem =
-                                    format!("the leader (node {leader}) is unreachable: {why}");
+                                Err(Forward::Unknown(why)) => {
+                                    return Err(WriteError::NoQuorum(format!(
+                                        "the leader (node {leader}) did not confirm the write within {:?}: {why}; it may still be applied if it was committed, so read it back before retrying",
+                                        self.write_timeout
+                                    )));
+                                }
                             }
-                            Err(Forward::Unknown(why)) => {
-                                return Err(WriteError::NoQuorum(format!(
-                                    "the leader (node {leader}) did not confirm the write within {:?}: {why}; it may still be applied if it was committed, so read it back before retrying",
-                                    self.write_timeout
-                                )));
-                            }
-                        },
+                        }
                         None => last_problem = format!("leader {leader} has no address"),
                     }
                 }
@@ -771,15 +795,16 @@ impl Cluster {
 
     async fn forward(
         &self,
+        leader: NodeId,
         address: &str,
         write: &Write,
         deadline: Instant,
     ) -> Result<Result<Written, WriteError>, Forward> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let response = self
-            .client
-            .post(format!("http://{address}/cluster/write"))
-            .bearer_auth(self.secret.as_str())
+            .transport
+            .request(false, leader, address, "/cluster/write")
+            .map_err(|e| Forward::Unreachable(e.to_string()))?
             .timeout(remaining)
             .json(write)
             .send()
@@ -828,11 +853,11 @@ impl Cluster {
         }
     }
 
-    async fn peer_status(&self, address: &str) -> Option<LocalStatus> {
+    async fn peer_status(&self, id: NodeId, address: &str) -> Option<LocalStatus> {
         let response = self
-            .client
-            .get(format!("http://{address}/cluster/local"))
-            .bearer_auth(self.secret.as_str())
+            .transport
+            .request(true, id, address, "/cluster/local")
+            .ok()?
             .timeout(PEER_STATUS_TIMEOUT)
             .send()
             .await
@@ -852,7 +877,7 @@ impl Cluster {
                 let status = if id == me.id {
                     Some(me.local())
                 } else {
-                    me.peer_status(&address).await
+                    me.peer_status(id, &address).await
                 };
                 (id, address, status)
             });
@@ -985,7 +1010,14 @@ fn state_name(state: ServerState) -> &'static str {
 }
 
 /// A write forwarded by a follower: applied here only if this node leads (no second hop).
-async fn forwarded_write(State(cluster): State<Cluster>, Json(write): Json<Write>) -> HttpResponse {
+/// The follower verified the API token and named its author; under TLS the follower is
+/// known by its certificate, so only a cluster member can forward a write.
+async fn forwarded_write(
+    State(cluster): State<Cluster>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Json(write): Json<Write>,
+) -> HttpResponse {
+    tracing::debug!(from = ?caller.id, verified = caller.verified, "forwarded write");
     let result = if cluster.is_leader() {
         let deadline = Instant::now() + cluster.write_timeout;
         cluster.lead(write, deadline).await

@@ -69,6 +69,26 @@ pub struct RawCluster {
     /// Log entries between snapshots (default 5000).
     #[serde(default)]
     pub snapshot_logs: Option<Spanned<u64>>,
+    /// Mutual TLS on the Raft RPC: `{ca, cert, key}` (PEM files; make them with
+    /// `opengslb-cli cluster certs`).
+    #[serde(default)]
+    pub tls: Option<RawClusterTls>,
+    /// Plain HTTP on the Raft RPC instead of TLS, knowingly: the secret and every write
+    /// cross the network readable.
+    #[serde(default)]
+    pub insecure_plaintext: Option<Spanned<bool>>,
+}
+
+/// `cluster.tls`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClusterTls {
+    /// The cluster CA certificate.
+    pub ca: Spanned<String>,
+    /// This node's certificate, naming `node-{node_id}.opengslb.invalid`.
+    pub cert: Spanned<String>,
+    /// This node's private key.
+    pub key: Spanned<String>,
 }
 
 fn default_cluster_listen() -> Spanned<String> {

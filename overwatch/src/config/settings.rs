@@ -67,6 +67,8 @@ pub struct ClusterSettings {
     pub write_timeout: Duration,
     /// Log entries between snapshots.
     pub snapshot_logs: u64,
+    /// Mutual TLS files (`None`: plain HTTP, with `cluster.insecure_plaintext: true`).
+    pub tls: Option<crate::cluster::tls::TlsPaths>,
 }
 
 /// `overwatch.gossip`

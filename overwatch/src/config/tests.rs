@@ -348,7 +348,7 @@ fn udp_workers_default_to_the_cpus_and_are_bounded() {
 fn cluster_peers_that_cannot_work_are_named_offline() {
     let cluster = |peers: &str| {
         format!(
-            "{GOOD}cluster:\n  node_id: 1\n  listen: \"10.0.0.1:7947\"\n  secret: cluster-secret-0123456789\n  peers:\n{peers}"
+            "{GOOD}cluster:\n  node_id: 1\n  listen: \"10.0.0.1:7947\"\n  secret: cluster-secret-0123456789\n  insecure_plaintext: true\n  peers:\n{peers}"
         )
     };
     let p = problems(&cluster(
@@ -379,4 +379,60 @@ fn cluster_peers_that_cannot_work_are_named_offline() {
         &cluster("    1: \"10.0.0.1:7947\"\n    2: \"10.0.0.2:7947\"\n    3: \"10.0.0.3:7947\"\n"),
     )
     .unwrap_or_else(|e| panic!("a good peer list: {e}"));
+}
+
+/// The Raft RPC is mutual TLS or, said in so many words, plain HTTP; the TLS files are
+/// checked offline the way the node loads them.
+#[test]
+fn cluster_rpc_security_is_chosen_and_its_files_are_checked_offline() {
+    let dir = std::env::temp_dir().join(format!("opengslb-config-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    crate::cluster::tls::issue(&dir, &[1, 2], 30).expect("certificates");
+    let config = |security: &str| {
+        format!(
+            "{GOOD}cluster:\n  node_id: 1\n  listen: \"10.0.0.1:7947\"\n  secret: cluster-secret-0123456789\n{security}  peers:\n    1: \"10.0.0.1:7947\"\n    2: \"10.0.0.2:7947\"\n"
+        )
+    };
+    let tls = |cert: &str| {
+        format!(
+            "  tls:\n    ca: {d}/ca.crt\n    cert: {d}/{cert}.crt\n    key: {d}/{cert}.key\n",
+            d = dir.display()
+        )
+    };
+    let p = problems(&config(""));
+    assert!(
+        p.iter().any(
+            |l| l.contains("cluster: the Raft RPC needs `tls: {ca, cert, key}`")
+                && l.contains("opengslb-cli cluster certs")
+        ),
+        "{p:?}"
+    );
+    let p = problems(&config(&format!(
+        "{}  insecure_plaintext: true\n",
+        tls("node-1")
+    )));
+    assert!(
+        p.iter()
+            .any(|l| l.contains("cluster.insecure_plaintext: cannot be true with cluster.tls")),
+        "{p:?}"
+    );
+    let p = problems(&config(&tls("node-2")));
+    assert!(
+        p.iter().any(|l| l.contains("cluster.tls.cert:")
+            && l.contains("is not a certificate for node 1 (node-1.opengslb.invalid)")),
+        "{p:?}"
+    );
+    let p = problems(&config(&tls("node-3")));
+    assert!(
+        p.iter()
+            .any(|l| l.contains("cluster.tls.cert:") && l.contains("cannot read")),
+        "{p:?}"
+    );
+    let settings =
+        parse("ow.yaml", &config(&tls("node-1"))).unwrap_or_else(|e| panic!("good TLS: {e}"));
+    let tls = settings.cluster.and_then(|c| c.tls).expect("tls paths");
+    assert_eq!(tls.cert, dir.join("node-1.crt"));
+    parse("ow.yaml", &config("  insecure_plaintext: true\n"))
+        .unwrap_or_else(|e| panic!("knowingly plain: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -133,6 +133,21 @@ pub(crate) enum ClusterCommand {
         /// Its cluster.node_id.
         id: u64,
     },
+    /// Make the certificates for mutual TLS on the Raft RPC (offline): a cluster CA in
+    /// OUT (made once, reused for later nodes) and, per node, `node-ID.crt` and
+    /// `node-ID.key`. Existing files are never overwritten. Copy `ca.crt` and a node's
+    /// two files to that node, and keep `ca.key` off the nodes.
+    Certs {
+        /// The directory to write to.
+        #[arg(long)]
+        out: PathBuf,
+        /// A node id (its cluster.node_id); repeat for each node.
+        #[arg(long = "node", required = true, value_name = "ID")]
+        nodes: Vec<u64>,
+        /// How long the node certificates are valid, in days (the CA: 3650).
+        #[arg(long, default_value_t = 1825)]
+        days: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -25,6 +25,12 @@ fn main() -> ExitCode {
     {
         return validate(file);
     }
+    if let Command::Cluster {
+        command: ClusterCommand::Certs { out, nodes, days },
+    } = &cli.command
+    {
+        return certs(out, nodes, *days);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -73,6 +79,27 @@ fn validate(file: &std::path::Path) -> ExitCode {
     }
 }
 
+fn certs(out: &std::path::Path, nodes: &[u64], days: u32) -> ExitCode {
+    match opengslb_overwatch::cluster::tls::issue(out, nodes, days) {
+        Ok(written) => {
+            let mut text = String::new();
+            for file in &written {
+                text.push_str(&format!("wrote {}\n", file.display()));
+            }
+            let dir = out.display();
+            text.push_str(&format!(
+                "\nOn node N, with {dir}/ca.crt, node-N.crt and node-N.key copied to /etc/opengslb/cluster/:\n\ncluster:\n  tls:\n    ca: /etc/opengslb/cluster/ca.crt\n    cert: /etc/opengslb/cluster/node-N.crt\n    key: /etc/opengslb/cluster/node-N.key\n\nKeep {dir}/ca.key off the nodes: it makes members.\n"
+            ));
+            print(&text);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("opengslb-cli: cluster certs: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(cli: &Cli) -> Result<String, String> {
     let client = Client::new(&cli.api, cli.timeout)?;
     if let Some(change) = change(cli) {
@@ -112,8 +139,11 @@ async fn run(cli: &Cli) -> Result<String, String> {
             "/api/v1/overwatch/latency",
             region.iter().map(|r| ("region", r.as_str())).collect(),
         ),
+        Command::Cluster {
+            command: ClusterCommand::Certs { .. },
+        }
+        | Command::Config { .. } => return Err("config and certs commands run offline".into()),
         Command::Cluster { .. } => ("/api/v1/cluster/status", Vec::new()),
-        Command::Config { .. } => return Err("config commands run offline".into()),
     };
     let body = client.get(path, &query).await?;
     if cli.json {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{Collector, MIN_CLUSTER_SECRET_LEN, is_host_port, listen_address, positive};
+use crate::cluster::tls::{ClusterTls, TlsKey, TlsPaths};
 use crate::config::schema::RawCluster;
 use crate::config::settings::ClusterSettings;
 
@@ -102,6 +103,43 @@ pub(super) fn cluster_settings(c: &mut Collector, raw: &RawCluster) -> Option<Cl
     if let Some(n) = raw.snapshot_logs.as_ref().filter(|n| n.value == 0) {
         c.at(n, "cluster.snapshot_logs: must be 1 or more");
     }
+    let tls = match (
+        &raw.tls,
+        raw.insecure_plaintext.as_ref().filter(|i| i.value),
+    ) {
+        (Some(_), Some(insecure)) => {
+            c.at(
+                insecure,
+                "cluster.insecure_plaintext: cannot be true with cluster.tls; remove one",
+            );
+            None
+        }
+        (Some(t), None) => {
+            let paths = TlsPaths {
+                ca: t.ca.value.trim().into(),
+                cert: t.cert.value.trim().into(),
+                key: t.key.value.trim().into(),
+            };
+            // What a node will load at start is checked now: the files, the certificate
+            // naming this node, signed by the CA, and the key that goes with it.
+            if node_id > 0
+                && let Err((key, why)) = ClusterTls::load(&paths, node_id)
+            {
+                let at = match key {
+                    TlsKey::Ca => &t.ca,
+                    TlsKey::Cert => &t.cert,
+                    TlsKey::Key => &t.key,
+                };
+                c.at(at, format!("{}: {why}", key.name()));
+            }
+            Some(paths)
+        }
+        (None, Some(_)) => None,
+        (None, None) => {
+            c.at(&raw.node_id, "cluster: the Raft RPC needs `tls: {ca, cert, key}` (make them with `opengslb-cli cluster certs --out DIR --node 1 --node 2 --node 3`) or, knowingly, `insecure_plaintext: true`, which sends the secret and every write across the network readable");
+            None
+        }
+    };
     Some(ClusterSettings {
         node_id,
         listen: listen?,
@@ -112,5 +150,6 @@ pub(super) fn cluster_settings(c: &mut Collector, raw: &RawCluster) -> Option<Cl
         election_timeout,
         write_timeout,
         snapshot_logs,
+        tls,
     })
 }
