@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cluster;
 pub mod gslb;
 pub mod haproxy;
+pub mod links;
 pub mod netns;
 pub mod overwatch;
 pub mod process;

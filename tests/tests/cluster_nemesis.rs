@@ -1,8 +1,9 @@
 //! Fault injection against three real overwatch processes, about a minute: writes go to
-//! every node in turn while a nemesis kills the leader, pauses nodes (what a partition
-//! looks like to the others), wipes a follower's disk, and takes a quorum down. Then every
-//! acknowledged write must be on every node, and the three nodes must hold the same
-//! state.
+//! every node in turn while a nemesis kills the leader, pauses nodes, partitions the
+//! network (the leader cut off both ways, and a link broken one way; every call between
+//! nodes passes through relays the test cuts), wipes a follower's disk, and takes a quorum
+//! down. Then every acknowledged write must be on every node, and the three nodes must
+//! hold the same state.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -33,8 +34,8 @@ fn hold(d: Duration) {
 }
 
 #[test]
-fn acknowledged_writes_survive_kills_pauses_a_wiped_disk_and_a_lost_quorum() {
-    let mut cluster = TestCluster::start(
+fn acknowledged_writes_survive_kills_pauses_partitions_a_wiped_disk_and_a_lost_quorum() {
+    let mut cluster = TestCluster::partitionable(
         "nemesis",
         BODY,
         &format!("{TEST_TIMING}  snapshot_logs: 40\n"),
@@ -97,7 +98,22 @@ fn acknowledged_writes_survive_kills_pauses_a_wiped_disk_and_a_lost_quorum() {
             hold(Duration::from_secs(1));
         }
 
-        // 3. A follower loses its disk and rejoins (by snapshot: the log is compacted).
+        // 3. The network: the leader cut off from both followers, then healed; then the
+        // leader's calls to one follower lost (that follower still reaches it).
+        let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+        let mesh = cluster.mesh.as_ref().expect("mesh");
+        mesh.isolate(&[leader]);
+        hold(Duration::from_secs(3));
+        mesh.heal();
+        hold(Duration::from_secs(1));
+        let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+        let mesh = cluster.mesh.as_ref().expect("mesh");
+        mesh.cut_one_way(leader, (leader + 1 + round) % 3);
+        hold(Duration::from_secs(2));
+        mesh.heal();
+        hold(Duration::from_secs(1));
+
+        // 4. A follower loses its disk and rejoins (by snapshot: the log is compacted).
         let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
         let wiped = (leader + 2) % 3;
         cluster.wipe(wiped);
@@ -106,7 +122,7 @@ fn acknowledged_writes_survive_kills_pauses_a_wiped_disk_and_a_lost_quorum() {
         publish(&cluster, &apis);
         hold(Duration::from_secs(3));
 
-        // 4. Two nodes down: no quorum, every write refused; then both come back, the
+        // 5. Two nodes down: no quorum, every write refused; then both come back, the
         // leader last in the second round (the worst order of issue 15).
         let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
         let other = (leader + 1 + round) % 3;
