@@ -263,6 +263,51 @@ fn authoritative_protocol_behaviour() {
             .status,
         "BADVERS"
     );
+
+    // ANY gets one RRset (RFC 8482): a domain's addresses, the apex's SOA.
+    let any = node.dig(&["app.gslb.test", "ANY"]);
+    assert_eq!(
+        (any.status.as_str(), any.data("A").len()),
+        ("NOERROR", 3),
+        "{}",
+        any.raw
+    );
+    let any = node.dig(&["gslb.test", "ANY"]);
+    assert_eq!(any.data("SOA").len(), 1, "{}", any.raw);
+    // Zone transfers are refused, over UDP and TCP (RFC 5936 §2.2.1).
+    let axfr = udp_exchange(
+        node.dns,
+        &query_packet(3, "gslb.test", 252, false),
+        Duration::from_secs(2),
+    )
+    .expect("an answer");
+    assert_eq!(rcode(&axfr), 5, "AXFR over UDP: REFUSED");
+    let axfr = node.dig(&["gslb.test", "AXFR"]);
+    assert!(axfr.raw.contains("Transfer failed"), "{}", axfr.raw);
+    let ixfr = udp_exchange(
+        node.dns,
+        &query_packet(3, "gslb.test", 251, false),
+        Duration::from_secs(2),
+    )
+    .expect("an answer");
+    assert_eq!(rcode(&ixfr), 5, "IXFR over UDP: REFUSED");
+    // A compression pointer in the question: FORMERR without the question echoed.
+    let mut pointer = query_packet(4, "x", 1, false);
+    pointer.splice(12..15, [0xC0, 0x04]);
+    let reply = udp_exchange(node.dns, &pointer, Duration::from_secs(2)).expect("an answer");
+    assert_eq!(
+        (rcode(&reply), &reply[4..6]),
+        (1, &[0u8, 0][..]),
+        "{reply:02x?}"
+    );
+    // A FORMERR for a bad EDNS option still carries an OPT (RFC 6891 §7).
+    let bad_ecs = node.dig(&["app.gslb.test", "A", "+ednsopt=8:00012100c0a80001ff"]);
+    assert_eq!(bad_ecs.status, "FORMERR", "{}", bad_ecs.raw);
+    assert!(
+        bad_ecs.edns.is_some(),
+        "an OPT in the FORMERR: {}",
+        bad_ecs.raw
+    );
 }
 
 #[test]
@@ -284,7 +329,34 @@ fn large_answers_truncate_over_udp_and_complete_over_tcp() {
         udp.flags,
         udp.raw
     );
-    assert!(udp.answer.len() < 60);
+    assert!(
+        udp.answer.is_empty() && udp.status == "NOERROR",
+        "a truncated reply carries no records (RFC 2181 §9): {}",
+        udp.raw
+    );
+    // The requestor's EDNS payload: sizes under 512 count as 512 (RFC 6891 §6.2.5);
+    // ~1 kB fits 1232 and 4096 (our own limit, 1232, applies).
+    for (bufsize, truncated) in [
+        ("100", true),
+        ("512", true),
+        ("1232", false),
+        ("4096", false),
+    ] {
+        let answer = node.dig(&["www.big.test", "A", &format!("+bufsize={bufsize}")]);
+        assert_eq!(
+            answer.flags.contains(&"tc".to_owned()),
+            truncated,
+            "bufsize {bufsize}: {}",
+            answer.raw
+        );
+        assert_eq!(
+            answer.answer.len(),
+            if truncated { 0 } else { 60 },
+            "{}",
+            answer.raw
+        );
+        assert!(answer.edns.is_some(), "an OPT either way: {}", answer.raw);
+    }
     let tcp = node.dig(&["www.big.test", "A", "+tcp"]);
     assert_eq!(tcp.data("A").len(), 60, "all over TCP");
     assert!(!tcp.flags.contains(&"tc".to_owned()));

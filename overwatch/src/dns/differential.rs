@@ -28,6 +28,8 @@ regions:
     servers: [{address: 192.0.2.1}, {address: 192.0.2.2}, {address: 192.0.2.3, weight: 5}, {address: "2001:db8::1"}, {address: "2001:db8::2"}]
   - name: b
     servers: [{address: 198.51.100.1, weight: 0}, {address: 198.51.100.2}]
+  - name: c
+    servers: [BIG]
 domains:
   - {name: rr.diff.test, routing_algorithm: round-robin, regions: [a, b]}
   - {name: geo.diff.test, routing_algorithm: geolocation, regions: [a, b]}
@@ -38,7 +40,17 @@ domains:
   - {name: deep.down.diff.test, routing_algorithm: round-robin, regions: [b]}
   - {name: one.diff.test, routing_algorithm: round-robin, regions: [a], max_records: 1}
   - {name: x.second.test, routing_algorithm: round-robin, regions: [a, b]}
+  - {name: big.diff.test, routing_algorithm: round-robin, regions: [c], max_records: 32}
 "#;
+
+/// Region c: 32 IPv6 servers, so that big.diff.test's AAAA answer (928 bytes) fits our
+/// payload but not 512 bytes.
+fn config() -> String {
+    let big: Vec<String> = (1..=32)
+        .map(|i| format!("{{address: \"2001:db8:c::{i:x}\"}}"))
+        .collect();
+    CONFIG.replace("BIG", &big.join(", "))
+}
 
 const NAMES: [&str; 16] = [
     "rr.diff.test",
@@ -59,7 +71,7 @@ const NAMES: [&str; 16] = [
     "diff.test.example",
 ];
 
-static SNAPSHOT: LazyLock<Arc<DnsSnapshot>> = LazyLock::new(|| snapshot("diff.yaml", CONFIG));
+static SNAPSHOT: LazyLock<Arc<DnsSnapshot>> = LazyLock::new(|| snapshot("diff.yaml", &config()));
 
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
@@ -214,6 +226,98 @@ fn unusual_queries_are_declined() {
     }
 }
 
+/// `packet` (a query with an OPT) advertising `payload`.
+fn with_payload(mut packet: Vec<u8>, options: usize, payload: u16) -> Vec<u8> {
+    let opt = packet.len() - options - 11;
+    packet[opt + 3..opt + 5].copy_from_slice(&payload.to_be_bytes());
+    packet
+}
+
+fn counts(response: &[u8]) -> [u16; 4] {
+    [4, 6, 8, 10].map(|i| u16::from_be_bytes([response[i], response[i + 1]]))
+}
+
+/// RFC 6891 §6.2.3 and §6.2.5, RFC 2181 §9: an answer larger than the requestor takes is
+/// cut to header, question and OPT with TC set — never a partial record — and sizes below
+/// 512 count as 512.
+#[test]
+fn answers_fit_the_requestors_payload_or_are_truncated_whole() {
+    let name = "big.diff.test";
+    let question_end = 12 + name.len() + 2 + 4;
+    for (payload, fits) in [
+        (None, false),
+        (Some(0), false),
+        (Some(511), false),
+        (Some(512), false),
+        (Some(1000), true),
+        (Some(1232), true),
+        (Some(4096), true),
+    ] {
+        let packet = match payload {
+            None => query(9, 0x0100, name, 28, 1, None),
+            Some(p) => with_payload(query(9, 0x0100, name, 28, 1, Some(&[])), 0, p),
+        };
+        let (fast, reference) = both(&packet, src(0), 3);
+        let reference = reference.expect("answered");
+        let opt = usize::from(payload.is_some()) * 11;
+        if fits {
+            assert_eq!(fast.as_ref(), Some(&reference), "payload {payload:?}");
+            assert_eq!(counts(&reference), [1, 32, 0, u16::from(payload.is_some())]);
+            assert_eq!(reference[2] & 0x02, 0, "payload {payload:?}: not truncated");
+        } else {
+            assert!(
+                fast.is_none(),
+                "payload {payload:?}: the fast path declines what does not fit"
+            );
+            assert_eq!(reference[2] & 0x02, 0x02, "payload {payload:?}: TC");
+            assert_eq!(counts(&reference), [1, 0, 0, u16::from(payload.is_some())]);
+            assert_eq!(
+                reference.len(),
+                question_end + opt,
+                "payload {payload:?}: header, question and OPT only"
+            );
+        }
+    }
+}
+
+/// RFC 8482 for ANY, RFC 5936 for transfers, RFC 1035 §4.1.4 for a pointer in the
+/// question, RFC 6891 §7 for FORMERR with an OPT.
+#[test]
+fn any_transfers_bad_questions_and_formerr_follow_the_rfcs() {
+    let answer = |packet: &[u8]| both(packet, src(0), 0).1.expect("answered");
+    // ANY at a domain: its addresses (one RRset); at the apex: the SOA.
+    let r = answer(&query(1, 0x0100, "rr.diff.test", 255, 1, None));
+    assert_eq!(r[3] & 0x0F, 0);
+    assert_eq!(counts(&r)[1], 5, "the A RRset");
+    let r = answer(&query(1, 0x0100, "diff.test", 255, 1, None));
+    assert_eq!(counts(&r), [1, 1, 0, 0], "the SOA");
+    // A domain with IPv6 servers only: its AAAA RRset.
+    let r = answer(&query(1, 0x0100, "big.diff.test", 255, 1, Some(&[])));
+    assert_eq!(counts(&r)[1], 32);
+    // AXFR and IXFR of a zone we serve: refused.
+    for qtype in [252u16, 251] {
+        let r = answer(&query(1, 0x0100, "diff.test", qtype, 1, None));
+        assert_eq!(r[3] & 0x0F, 5, "type {qtype}: REFUSED");
+        assert_eq!(counts(&r)[1..], [0, 0, 0]);
+    }
+    // A compression pointer in the question (to the header): FORMERR, question not echoed.
+    let mut pointer = query(1, 0x0100, "x", 1, 1, None);
+    pointer.splice(12..15, [0xC0, 0x04]);
+    let r = answer(&pointer);
+    assert_eq!(r[3] & 0x0F, 1, "FORMERR: {r:02x?}");
+    assert_eq!(counts(&r)[0], 0, "no question echoed");
+    // An ECS option hickory cannot parse (wrong address length): FORMERR with an OPT,
+    // the DO bit copied.
+    let bad = ecs(1, 33, &[1, 2, 3, 4, 5], 0);
+    let mut packet = query(1, 0x0100, "rr.diff.test", 1, 1, Some(&bad));
+    let opt = packet.len() - bad.len() - 11;
+    packet[opt + 7] |= 0x80;
+    let r = answer(&packet);
+    assert_eq!(r[3] & 0x0F, 1, "FORMERR: {r:02x?}");
+    assert_eq!(counts(&r)[3], 1, "an OPT: {r:02x?}");
+    assert_eq!(r[12..], super::wire::opt_record(1232, true));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
 
@@ -226,6 +330,7 @@ proptest! {
         case_mask in any::<u64>(),
         qtype in prop_oneof![Just(1u16), Just(28), Just(6), Just(2), any::<u16>()],
         qclass in prop_oneof![Just(1u16), Just(1), Just(1), any::<u16>()],
+        payload in prop_oneof![Just(4096u16), Just(512), Just(0), Just(700), any::<u16>()],
         edns in prop_oneof![
             Just(None),
             Just(Some(Vec::new())),
@@ -258,6 +363,9 @@ proptest! {
             None => base.to_string(),
         };
         let mut packet = query(id, flags, &mixed_case(&name, case_mask), qtype, qclass, edns.as_deref());
+        if let Some(options) = &edns {
+            packet = with_payload(packet, options.len(), payload);
+        }
         for (at, byte) in flips {
             let i = at.index(packet.len());
             packet[i] ^= byte;

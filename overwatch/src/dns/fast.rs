@@ -241,6 +241,9 @@ struct Parsed {
     edns: Option<Option<Ecs>>,
     /// The query's OPT has the DO bit (copied into the response's OPT, RFC 3225 §3).
     dnssec_ok: bool,
+    /// The largest response the requestor takes: its EDNS payload, at least 512 and at
+    /// most ours (RFC 6891 §6.2.5); 512 without EDNS.
+    limit: usize,
 }
 
 /// Parses a query the fast path can answer; `None` for anything else.
@@ -263,6 +266,7 @@ fn parse(q: &[u8]) -> Option<Parsed> {
         label_count: 0,
         edns: None,
         dnssec_ok: false,
+        limit: PLAIN_LIMIT,
     };
     let mut i = HEADER;
     loop {
@@ -327,6 +331,8 @@ fn parse(q: &[u8]) -> Option<Parsed> {
         }
         parsed.edns = Some(ecs);
         parsed.dnssec_ok = opt[7] & 0x80 != 0;
+        parsed.limit =
+            usize::from(u16::from_be_bytes([opt[3], opt[4]])).clamp(PLAIN_LIMIT, MAX_RESPONSE);
     } else if i != q.len() {
         return None;
     }
@@ -430,11 +436,8 @@ pub fn answer(
         entropy,
     );
 
-    let limit = out.len().min(if parsed.edns.is_some() {
-        MAX_RESPONSE
-    } else {
-        PLAIN_LIMIT
-    });
+    // What does not fit is declined: the hickory path truncates it.
+    let limit = out.len().min(parsed.limit);
     let out = &mut out[..limit];
     let base = parsed.question_end;
     out.get_mut(..base)?.copy_from_slice(&query[..base]);

@@ -8,9 +8,10 @@ use std::time::Instant;
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
+use hickory_proto::serialize::binary::BinDecoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use metrics::SharedString;
 use tokio::sync::watch;
 
@@ -225,11 +226,15 @@ impl RequestHandler for Handler {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let queries = request.queries.queries();
         let mut qtype_label = "other";
+        // A compression pointer in the question can only point into the header or ahead
+        // (RFC 1035 §4.1.4): the question is malformed and must not be echoed, since the
+        // pointer would be wrong in the response.
+        let pointer_in_question = compressed(request.queries.as_bytes());
         let answer = if request.metadata.message_type != MessageType::Query {
             Resolved::empty(ResponseCode::FormErr, Section::Nothing, Label::Nothing)
         } else if request.metadata.op_code != OpCode::Query {
             Resolved::empty(ResponseCode::NotImp, Section::Nothing, Label::Nothing)
-        } else if queries.len() != 1 {
+        } else if queries.len() != 1 || pointer_in_question {
             Resolved::empty(ResponseCode::FormErr, Section::Nothing, Label::Nothing)
         } else if request_edns.is_some_and(|e| e.version() > 0) {
             Resolved::empty(ResponseCode::BADVERS, Section::Nothing, Label::Nothing)
@@ -282,7 +287,11 @@ impl RequestHandler for Handler {
                 (chosen.iter().map(|&i| &family.records[i]).collect(), None)
             }
         };
-        let mut builder = MessageResponseBuilder::from_message_request(request);
+        let no_question = Queries::read(&mut BinDecoder::new(&[]), 0).ok();
+        let mut builder = match &no_question {
+            Some(empty) if pointer_in_question => MessageResponseBuilder::new(empty, None),
+            _ => MessageResponseBuilder::from_message_request(request),
+        };
         if let Some(edns) = &response_edns {
             builder.edns(edns);
         }
@@ -329,6 +338,19 @@ fn place(snapshot: &DnsSnapshot, name: &LowerName) -> Placement {
     }
 }
 
+/// Whether a question section in wire form has a compression pointer in its name.
+fn compressed(question: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&len) = question.get(i) {
+        match len {
+            0 => return false,
+            l if l & 0xC0 != 0 => return true,
+            l => i += 1 + usize::from(l),
+        }
+    }
+    false
+}
+
 /// Answers a well-formed single question whose name is placed.
 pub(crate) fn resolve(
     snapshot: &DnsSnapshot,
@@ -344,6 +366,11 @@ pub(crate) fn resolve(
     if qclass != DNSClass::IN {
         return Resolved::empty(ResponseCode::Refused, Section::Nothing, Label::Zone(z));
     }
+    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        // Zones are built from the cluster's state, not transferred: refused, rather
+        // than an empty answer a secondary would take for the zone (RFC 5936 §2.2.1).
+        return Resolved::empty(ResponseCode::Refused, Section::Nothing, Label::Zone(z));
+    }
     if !snapshot.synced {
         // Catching up with the cluster: an answer now could ignore overrides this node
         // has not received yet. SERVFAIL sends resolvers to another nameserver.
@@ -354,8 +381,11 @@ pub(crate) fn resolve(
     match kind {
         None => Resolved::empty(ResponseCode::NXDomain, Section::Negative(z), in_zone),
         Some(NameKind::EmptyNonTerminal(_)) => nodata(in_zone),
+        // ANY gets one RRset (RFC 8482 §4.1): the SOA at the apex, a domain's addresses.
         Some(NameKind::Apex(_)) => match qtype {
-            RecordType::SOA => Resolved::empty(ResponseCode::NoError, Section::Soa(z), in_zone),
+            RecordType::SOA | RecordType::ANY => {
+                Resolved::empty(ResponseCode::NoError, Section::Soa(z), in_zone)
+            }
             RecordType::NS => Resolved::empty(ResponseCode::NoError, Section::Ns(z), in_zone),
             _ => nodata(in_zone),
         },
@@ -364,6 +394,7 @@ pub(crate) fn resolve(
             let v6 = match qtype {
                 RecordType::A => false,
                 RecordType::AAAA => true,
+                RecordType::ANY => domain.family(false).records.is_empty(),
                 _ => return nodata(Label::Domain(d)),
             };
             if domain.family(v6).records.is_empty() {

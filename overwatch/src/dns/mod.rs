@@ -5,6 +5,7 @@ pub mod fast;
 pub mod handler;
 pub mod snapshot;
 mod udp;
+pub mod wire;
 
 use std::io;
 use std::net::SocketAddr;
@@ -115,10 +116,13 @@ pub fn serve(
     })
 }
 
-/// Collects the encoded response instead of sending it, limited and encoded the way
-/// hickory's UDP response handle does it.
+/// Collects the encoded response instead of sending it: whole when it fits `limit` (the
+/// requestor's payload), else cut to header, question and OPT with TC set.
 #[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Option<Vec<u8>>>>);
+struct Capture {
+    response: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    limit: usize,
+}
 
 #[async_trait::async_trait]
 impl hickory_server::server::ResponseHandler for Capture {
@@ -136,10 +140,18 @@ impl hickory_server::server::ResponseHandler for Capture {
         let id = response.metadata().id;
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
-        // No EDNS: the requestor advertised no buffer, 512 bytes (RFC 1035 §4.2.1).
-        encoder.set_max_size(response.edns().map_or(512, |e| e.max_payload()));
+        // Encoded whole, then cut here if too large: hickory's own truncation leaves the
+        // bytes of a record it rolled back in the message.
+        encoder.set_max_size(u16::MAX);
         let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => info,
+            Ok(info) => {
+                if bytes.len() > self.limit
+                    && let Some(cut) = wire::truncated(&bytes)
+                {
+                    bytes = cut;
+                }
+                info
+            }
             Err(error) => {
                 // What hickory sends when a response cannot be encoded: a bare SERVFAIL.
                 tracing::warn!(%error, "cannot encode DNS response");
@@ -155,7 +167,7 @@ impl hickory_server::server::ResponseHandler for Capture {
             }
         };
         *self
-            .0
+            .response
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bytes);
         Ok(info)
@@ -177,27 +189,46 @@ pub async fn answer_udp(handler: &Handler, packet: &[u8], src: SocketAddr) -> Op
     ) {
         Ok(request) => request,
         Err(_) => {
+            if header.metadata.message_type == MessageType::Response {
+                return None; // never answer a response: reflection
+            }
             let mut metadata = Metadata::response_from_request(&header.metadata);
             metadata.response_code = ResponseCode::FormErr;
-            let mut bytes = Vec::with_capacity(HEADER_LEN);
-            Header {
-                metadata,
-                counts: Default::default(),
+            // A query with an OPT gets one back, even in a FORMERR (RFC 6891 §7).
+            let opt = wire::query_opt(packet);
+            let counts = hickory_proto::op::HeaderCounts {
+                additionals: u16::from(opt.is_some()),
+                ..Default::default()
+            };
+            let mut bytes = Vec::with_capacity(HEADER_LEN + 11);
+            Header { metadata, counts }
+                .emit(&mut BinEncoder::new(&mut bytes))
+                .ok()?;
+            if let Some(opt) = opt {
+                bytes.extend_from_slice(&wire::opt_record(handler::EDNS_PAYLOAD, opt.dnssec_ok));
             }
-            .emit(&mut BinEncoder::new(&mut bytes))
-            .ok()?;
             return Some(bytes);
         }
     };
     if request.metadata.message_type == MessageType::Response {
         return None; // never answer a response: reflection
     }
-    let capture = Capture::default();
+    // The requestor's payload, at least 512 (RFC 6891 §6.2.5) and at most ours; 512
+    // without EDNS (RFC 1035 §4.2.1).
+    let capture = Capture {
+        response: Arc::default(),
+        limit: usize::from(
+            request
+                .edns
+                .as_ref()
+                .map_or(512, |e| e.max_payload().clamp(512, handler::EDNS_PAYLOAD)),
+        ),
+    };
     handler
         .handle_request::<_, hickory_server::net::runtime::TokioTime>(&request, capture.clone())
         .await;
     capture
-        .0
+        .response
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take()
