@@ -65,6 +65,9 @@ pub fn prepare(path: &Path) -> Result<Prepared, ConfigError> {
     })
 }
 
+/// File descriptors the listeners' caps can take together, with room to spare.
+const OPEN_FILES_WANTED: u64 = 4096;
+
 /// Why the node could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -105,6 +108,16 @@ pub async fn run(
     };
     let settings = with_data_dir(prepared.settings.clone());
     let metrics = install_metrics()?;
+    match crate::listener::raise_open_files_limit() {
+        // Caps of 512 + 512 + 256 HTTP connections, DNS over TCP and the data files.
+        Some(limit) if limit < OPEN_FILES_WANTED => tracing::warn!(
+            limit,
+            wanted = OPEN_FILES_WANTED,
+            "the open files limit is low: a connection flood could exhaust it before the listeners' caps turn it away; raise LimitNOFILE"
+        ),
+        Some(limit) => tracing::debug!(limit, "open files limit"),
+        None => {}
+    }
     let prober = Prober::new()
         .map_err(|e| RunError::Startup(format!("cannot build the HTTP client for checks: {e}")))?;
     let mut sighup =
@@ -190,6 +203,8 @@ pub async fn run(
             dns: dns_rx.clone(),
             allowed: Arc::new(api_settings.allowed_networks.clone()),
             trust_proxy_headers: api_settings.trust_proxy_headers,
+            trusted_proxies: Arc::new(api_settings.trusted_proxies.clone()),
+            max_overrides: api_settings.max_overrides,
         };
         serve_http(
             "api",
@@ -201,7 +216,7 @@ pub async fn run(
         )
         .await?;
     }
-    if let Some(addr) = settings.metrics {
+    if let Some(metrics_settings) = &settings.metrics {
         let render = metrics.clone();
         let app = Router::new().route(
             "/metrics",
@@ -218,7 +233,20 @@ pub async fn run(
                 }
             }),
         );
-        serve_http("metrics", "metrics.address", addr, app, &shutdown, &tracker).await?;
+        let app = crate::listener::allow_networks(
+            app,
+            Arc::new(metrics_settings.allowed_networks.clone()),
+            "metrics.allowed_networks",
+        );
+        serve_http(
+            "metrics",
+            "metrics.address",
+            metrics_settings.address,
+            app,
+            &shutdown,
+            &tracker,
+        )
+        .await?;
     }
     let upkeep = metrics.clone();
     let stop = shutdown.clone();
@@ -480,8 +508,9 @@ fn warn_restart_needed(old: &Settings, new: &Settings) {
     }
 }
 
-/// Binds `addr` (config key `key`) and serves `app` there until shutdown; clients' socket
-/// addresses reach the handlers (the API checks them against allowed_networks).
+/// Binds `addr` (config key `key`) and serves `app` there until shutdown, under the
+/// listener limits; clients' socket addresses reach the handlers (checked against
+/// allowed_networks).
 async fn serve_http(
     name: &'static str,
     key: &'static str,
@@ -492,16 +521,13 @@ async fn serve_http(
 ) -> Result<(), RunError> {
     let listener = bind_tcp(key, addr).await?;
     tracing::info!(addr = %local(&listener), "{name} listening");
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "{name} server failed");
-        }
-    });
+    tracker.spawn(crate::listener::serve(
+        listener,
+        app,
+        None,
+        crate::listener::Limits::http(name),
+        shutdown.clone(),
+    ));
     Ok(())
 }
 

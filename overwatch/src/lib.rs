@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod dns;
 pub mod health;
+pub mod listener;
 pub mod model;
 pub mod state;
 pub mod telemetry;

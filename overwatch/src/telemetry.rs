@@ -69,6 +69,9 @@ pub const DATA_DIR_SIZE: &str = "opengslb_data_dir_size_bytes";
 /// 1 once this node holds the cluster's state; 0 while a node started without data
 /// catches up (it answers DNS with SERVFAIL and is not ready meanwhile).
 pub const CLUSTER_SYNCED: &str = "opengslb_cluster_synced";
+/// Connections an HTTP listener turned away, by listener and reason (total, per_client,
+/// handshake, accept).
+pub const HTTP_CONNECTIONS_REFUSED: &str = "opengslb_http_connections_refused_total";
 /// 1 when the Raft RPC uses mutual TLS; 0 when plain HTTP (`cluster.insecure_plaintext`).
 pub const CLUSTER_RPC_TLS: &str = "opengslb_cluster_rpc_tls";
 /// This node's last applied log index.
@@ -341,6 +344,12 @@ const ALL: &[Metric] = &[
         kind: Gauge,
         help: "1 once this node holds the cluster's state; 0 while a node started without data catches up (DNS answers SERVFAIL, not ready).",
         zero: UNLABELLED,
+    },
+    Metric {
+        name: HTTP_CONNECTIONS_REFUSED,
+        kind: Counter,
+        help: "Connections an HTTP listener (api, metrics, cluster) turned away, by reason: total or per_client cap reached, TLS handshake failed, accept failed.",
+        zero: NONE,
     },
     Metric {
         name: CLUSTER_RPC_TLS,

@@ -178,24 +178,29 @@ fn main() {
     snapshot_install();
 }
 
-/// Phase 4: a replicated state of `BENCH_SNAPSHOT_MB` megabytes (overrides with 10 KB
-/// reasons, written by 8 clients at once), a cluster that snapshots every 500 entries,
+/// Phase 4: a replicated state of `BENCH_SNAPSHOT_MB` megabytes (overrides with 1 KB
+/// reasons, the most the API takes, written by 8 clients at once), a cluster that snapshots every 500 entries,
 /// and a follower that lost its data dir: how long until it has applied everything.
 fn snapshot_install() {
     let megabytes = knob("BENCH_SNAPSHOT_MB", 50);
-    let mut cluster = TestCluster::start(
+    let mut cluster = TestCluster::prepare(
         "bench-snapshot",
+        "",
         BODY,
         "  snapshot_logs: 500\n  write_timeout: 10s\n",
     );
+    cluster.api_extra = "  max_overrides: 1000000\n".into();
+    for i in 0..3 {
+        cluster.restart(i);
+    }
     let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
-    let overrides = megabytes * 100; // 10 KB each
+    let overrides = megabytes * 1000; // 1 KB each
     let api = cluster.node(leader).api.expect("api");
     let growing = Instant::now();
     let writers: Vec<_> = (0..8u64)
         .map(|w| {
             std::thread::spawn(move || {
-                let reason = "s".repeat(10_000);
+                let reason = "s".repeat(1024);
                 let body = format!(r#"{{"healthy": false, "reason": "{reason}"}}"#);
                 for n in (w..overrides).step_by(8) {
                     let address = format!(

@@ -41,6 +41,8 @@ pub struct TestCluster {
     pub mesh: Option<Mesh>,
     /// Plain HTTP between the nodes (`cluster.insecure_plaintext: true`) instead of TLS.
     pub plaintext: bool,
+    /// Extra `api:` keys (indented two spaces), e.g. `max_overrides`.
+    pub api_extra: String,
 }
 
 /// Makes a CA and certificates for nodes 1..=4 in `dir` with the CLI, as an operator
@@ -118,6 +120,7 @@ impl TestCluster {
             certs: TempDir::new(&format!("{label}-certs")),
             mesh: None,
             plaintext: false,
+            api_extra: String::new(),
         };
         make_certs(&cluster.certs);
         cluster.nodes = (0..3).map(|_| None).collect();
@@ -155,13 +158,14 @@ impl TestCluster {
             })
             .collect();
         format!(
-            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{overwatch_extra}{body}api:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {secret}\n{tls}{extra}  peers:\n{peers}",
+            "overwatch:\n  identity:\n    node_id: ow{n}\n  validation:\n    enabled: false\n{overwatch_extra}{body}api:\n  address: 127.0.0.1:0\n{api_extra}  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\ncluster:\n  node_id: {n}\n  listen: \"{listen}\"\n  secret: {secret}\n{tls}{extra}  peers:\n{peers}",
             n = i + 1,
             body = self.body,
             overwatch_extra = self.overwatch_extra,
             secret = self.secret,
             listen = self.rpc[i],
             extra = self.cluster_extra,
+            api_extra = self.api_extra,
             tls = if self.plaintext {
                 "  insecure_plaintext: true\n".to_owned()
             } else {

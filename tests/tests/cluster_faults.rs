@@ -212,9 +212,33 @@ fn a_snapshot_larger_than_an_http_body_reaches_a_wiped_node() {
         &format!("{TEST_TIMING}  snapshot_logs: 20\n"),
     );
     let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
-    // About 3 MB of replicated state: 300 overrides with 10 KB reasons.
-    let reason = "r".repeat(10_000);
-    let kept = write_overrides(&cluster, leader, 300, &reason);
+    // About 3 MB of replicated state: 2,800 overrides with 1 KB reasons (the most a
+    // reason may carry), written by 8 clients at once.
+    let api = cluster.node(leader).api.expect("api");
+    let writers: Vec<_> = (0..8u32)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"healthy": false, "reason": "{}"}}"#, "r".repeat(1024));
+                for n in (w..2_800).step_by(8) {
+                    let path =
+                        format!("/api/v1/overrides/app/10.15.{}.{}:80", n / 200, n % 200 + 1);
+                    let (code, text) = opengslb_tests::overwatch::http_request(
+                        api,
+                        "PUT",
+                        &path,
+                        Some(opengslb_tests::gslb::API_TOKEN),
+                        Some(&body),
+                    );
+                    assert_eq!(code, 200, "write {n}: {text}");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let kept = cluster.overrides(leader);
+    assert_eq!(kept.len(), 2_800);
     let wiped = (leader + 1) % 3;
     cluster.wipe(wiped);
     cluster.restart(wiped);
@@ -337,6 +361,33 @@ fn small_disk(dir: &std::path::Path, size: &str) -> Result<(), String> {
     }
 }
 
+/// Writes a file into `dir` that leaves `spare` bytes free in its file system.
+fn fill_but(dir: &std::path::Path, spare: u64) {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
+    let mut stat: libc::statvfs = unsafe_zeroed();
+    #[allow(unsafe_code)]
+    // SAFETY: statvfs writes only the struct it is given; the path is NUL-terminated.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &raw mut stat) };
+    assert_eq!(rc, 0, "statvfs {}", dir.display());
+    let free = stat.f_bavail * stat.f_frsize;
+    let filler = free.saturating_sub(spare);
+    let file = std::fs::File::create(dir.join("filler")).expect("filler");
+    std::io::Write::write_all(
+        &mut std::io::BufWriter::new(file),
+        &vec![0u8; usize::try_from(filler).expect("size")],
+    )
+    .expect("fill the disk");
+}
+
+/// A zeroed `statvfs`.
+fn unsafe_zeroed() -> libc::statvfs {
+    #[allow(unsafe_code)]
+    // SAFETY: statvfs is plain old data; all zeroes is a valid value.
+    unsafe {
+        std::mem::zeroed()
+    }
+}
+
 /// Unmounts on drop, so a failing test leaves no mount behind.
 struct Mounted(std::path::PathBuf);
 
@@ -363,8 +414,10 @@ fn a_full_disk_stops_the_node_loudly_and_it_recovers_when_space_returns() {
         cluster.restart(i);
     }
     cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
-    // Fill it: every override carries 10 KB, fsynced on each node.
-    let reason = "f".repeat(10_000);
+    // Something else fills the disk but 256 KiB; then overrides of 1 KB each, fsynced on
+    // each node, use up the rest.
+    fill_but(&data, 256 * 1024);
+    let reason = "f".repeat(1024);
     let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
     let writer = if leader == small {
         (small + 1) % 3

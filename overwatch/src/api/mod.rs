@@ -53,7 +53,19 @@ pub struct ApiState {
     pub allowed: Arc<Vec<IpNet>>,
     /// Take the client from X-Forwarded-For.
     pub trust_proxy_headers: bool,
+    /// ... when the connection comes from one of these.
+    pub trusted_proxies: Arc<Vec<IpNet>>,
+    /// `api.max_overrides`.
+    pub max_overrides: usize,
 }
+
+/// An override's reason, at most (bytes): it is replicated to every node and shown on
+/// every screen.
+pub const MAX_REASON: usize = 1024;
+/// A service name in a path, at most (bytes).
+pub const MAX_SERVICE: usize = 253;
+/// An API request body, at most.
+const MAX_BODY: usize = 64 * 1024;
 
 /// A JSON error: `{"error": "..."}` with a status.
 #[derive(Debug)]
@@ -93,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/live", get(live))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             allow_networks,
@@ -107,7 +120,12 @@ async fn allow_networks(
     request: Request,
     next: Next,
 ) -> Response {
-    let client = client_ip(peer.ip(), &headers, state.trust_proxy_headers);
+    let proxies: &[IpNet] = if state.trust_proxy_headers {
+        &state.trusted_proxies
+    } else {
+        &[]
+    };
+    let client = client_ip(peer.ip(), &headers, proxies);
     if state.allowed.iter().any(|net| net.contains(&client)) {
         next.run(request).await
     } else {
@@ -119,17 +137,34 @@ async fn allow_networks(
     }
 }
 
-fn client_ip(peer: IpAddr, headers: &HeaderMap, trust_proxy_headers: bool) -> IpAddr {
-    let peer = peer.to_canonical();
-    if !trust_proxy_headers {
-        return peer;
+/// The client a request is from: the connection's peer, or, when the peer is a trusted
+/// proxy, the X-Forwarded-For entry nearest to it that is not itself a trusted proxy
+/// (read from the right: every entry left of the last trusted hop could be forged by the
+/// client).
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
+    let mut client = peer.to_canonical();
+    if !trusted(&client) {
+        return client;
     }
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        .map_or(peer, |ip| ip.to_canonical())
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !trusted(&client) {
+                    return client;
+                }
+            }
+            Err(_) => return client, // what a trusted proxy wrote is unreadable: stop there
+        }
+    }
+    client
 }
 
 /// The override key of a `/api/v1/overrides/{service}/{address}` path.
@@ -138,6 +173,12 @@ fn override_key(service: &str, address: &str) -> Result<OverrideKey, ApiError> {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "service must not be empty".into(),
+        ));
+    }
+    if service.len() > MAX_SERVICE {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("service: {} bytes, at most {MAX_SERVICE}", service.len()),
         ));
     }
     let address = address.parse::<SocketAddr>().map_err(|_| {
@@ -173,21 +214,50 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 mod tests {
     use super::*;
 
-    #[test]
-    fn forwarded_for_only_when_trusted() {
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    fn forwarded(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            "10.1.2.3, 127.0.0.1".parse().expect("header"),
-        );
-        let peer: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        headers.insert("x-forwarded-for", value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn forwarded_for_is_read_from_the_right_and_only_from_trusted_proxies() {
+        let loopback: Vec<IpNet> = vec!["127.0.0.0/8".parse().expect("net")];
+        let proxy = ip("::ffff:127.0.0.1");
+        // Not trusting anyone: the peer.
         assert_eq!(
-            client_ip(peer, &headers, false),
-            "127.0.0.1".parse::<IpAddr>().expect("ip")
+            client_ip(proxy, &forwarded("10.1.2.3"), &[]),
+            ip("127.0.0.1")
         );
+        // The proxy appended the client it saw: that one.
         assert_eq!(
-            client_ip(peer, &headers, true),
-            "10.1.2.3".parse::<IpAddr>().expect("ip")
+            client_ip(proxy, &forwarded("10.1.2.3"), &loopback),
+            ip("10.1.2.3")
+        );
+        // A client that wrote its own header cannot choose: the proxy's entry is the
+        // rightmost, and the forged one left of it is never reached.
+        assert_eq!(
+            client_ip(proxy, &forwarded("127.0.0.1, 203.0.113.9"), &loopback),
+            ip("203.0.113.9")
+        );
+        // Through two trusted proxies.
+        assert_eq!(
+            client_ip(proxy, &forwarded("203.0.113.9, 127.0.0.2"), &loopback),
+            ip("203.0.113.9")
+        );
+        // A connection from outside the trusted proxies: its header is ignored.
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &forwarded("127.0.0.1"), &loopback),
+            ip("203.0.113.9")
+        );
+        // Garbage from a trusted proxy: the last hop read.
+        assert_eq!(
+            client_ip(proxy, &forwarded("nonsense"), &loopback),
+            ip("127.0.0.1")
         );
     }
 }

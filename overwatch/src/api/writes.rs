@@ -111,12 +111,10 @@ async fn commit(state: &ApiState, request: RequestV1) -> Result<RaftResponse, Ap
 }
 
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("request body: {}", e.body_text()),
-        )
-    })
+    // The rejection's own status: 413 for a body over the limit, 415 without JSON, 400
+    // or 422 for bad JSON.
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))
 }
 
 /// `PUT /api/v1/overrides/{service}/{address}`.
@@ -134,6 +132,31 @@ pub(super) async fn put_override(
             StatusCode::BAD_REQUEST,
             "reason must say why (it is shown to every operator)".into(),
         ));
+    }
+    if request.reason.trim().len() > super::MAX_REASON {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "reason: {} bytes, at most {}: say why in a sentence and link to the details",
+                request.reason.trim().len(),
+                super::MAX_REASON
+            ),
+        ));
+    }
+    {
+        // Checked against this node's applied state: writes racing from several nodes
+        // may pass it by a few, never by a flood.
+        let machine = state.cluster.machine();
+        let overrides = &machine.borrow().overrides;
+        if !overrides.contains_key(&key) && overrides.len() >= state.max_overrides {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "api.max_overrides ({}) reached: clear overrides that are no longer needed, or raise the limit",
+                    state.max_overrides
+                ),
+            ));
+        }
     }
     let ttl = match request.ttl {
         None => None,

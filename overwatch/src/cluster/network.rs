@@ -403,7 +403,6 @@ mod tests {
     use super::*;
     use crate::cluster::store::{StateMachineStore, open};
     use crate::cluster::tls::{CA_CERT, ClusterTls, TlsPaths, issue};
-    use crate::cluster::transport::serve;
     use crate::model::machine::{Override, OverrideKey, Request, RequestV1};
 
     const SECRET: &str = "cluster-secret-0123456789";
@@ -453,10 +452,11 @@ mod tests {
             VoteGate::default(),
             Contact::new(),
         );
-        let server = tokio::spawn(serve(
+        let server = tokio::spawn(crate::listener::serve(
             listener,
             app,
-            Some(tls),
+            Some(tls.acceptor()),
+            crate::cluster::transport::RPC_LIMITS,
             tokio_util::sync::CancellationToken::new(),
         ));
         Node {

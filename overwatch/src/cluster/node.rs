@@ -328,10 +328,11 @@ impl Cluster {
             tracing::info!(%addr, node_id = settings.node_id, "cluster rpc listening");
             bound = Some(addr);
             let app = cluster.rpc_router(PeerAuth::new(&settings.secret, tls.clone()));
-            tracker.spawn(super::transport::serve(
+            tracker.spawn(crate::listener::serve(
                 listener,
                 app,
-                tls,
+                tls.map(|t| t.acceptor()),
+                super::transport::RPC_LIMITS,
                 shutdown.clone(),
             ));
         }

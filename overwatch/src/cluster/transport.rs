@@ -7,22 +7,17 @@
 //! its certificate ([`require_peer`]), and the callee's certificate against the id meant.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::store::NodeId;
+use super::tls::ClusterTls;
+use crate::listener::Limits;
+pub use crate::listener::PeerCertificate;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rustls::pki_types::CertificateDer;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-use opengslb_proto::log_limit::LogLimit;
-
-use super::store::NodeId;
-use super::tls::ClusterTls;
 
 /// The Raft id a call is meant for: a node refuses calls for another id (a peer list that
 /// points at the wrong address must not feed one node another's messages).
@@ -30,11 +25,6 @@ pub const TARGET_HEADER: &str = "x-opengslb-raft-target";
 /// The Raft id of the caller (checked against its certificate under TLS).
 pub const FROM_HEADER: &str = "x-opengslb-raft-from";
 
-/// At most this many RPC connections at once; more are closed at accept (three nodes keep
-/// a few each).
-const MAX_CONNECTIONS: usize = 256;
-/// A TLS handshake must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's headers must arrive within this, and an idle connection is closed after it.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Clients drop idle connections before the server would.
@@ -161,10 +151,6 @@ pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> 
     None
 }
 
-/// The caller's certificate on a TLS connection (`None` on plain HTTP).
-#[derive(Debug, Clone)]
-pub struct PeerCertificate(pub Option<Arc<CertificateDer<'static>>>);
-
 /// Who called, as [`require_peer`] established it.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
@@ -261,113 +247,10 @@ fn authorized(secret: &str, headers: &HeaderMap) -> bool {
         .is_some_and(|p| crate::auth::constant_time_eq(p.as_bytes(), secret.as_bytes()))
 }
 
-/// Serves `app` on `listener` until `shutdown`: over mutual TLS when `tls` is given, each
-/// request carrying the caller's [`PeerCertificate`]. Connections are capped, handshakes
-/// and request headers time out, and refused handshakes are logged (rate-limited) with
-/// what was wrong.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    tls: Option<Arc<ClusterTls>>,
-    shutdown: CancellationToken,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let refusals = Arc::new(Mutex::new(LogLimit::every(Duration::from_secs(10))));
-    let acceptor = tls.as_ref().map(|t| t.acceptor());
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, most likely: back off instead of spinning.
-                refused(&refusals, None, &format!("cannot accept: {e}"));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused(
-                &refusals,
-                Some(peer),
-                &format!("{MAX_CONNECTIONS} connections already open"),
-            );
-            continue;
-        };
-        let (app, acceptor, stop, refusals) = (
-            app.clone(),
-            acceptor.clone(),
-            shutdown.clone(),
-            refusals.clone(),
-        );
-        tokio::spawn(async move {
-            let _slot = slot;
-            let Some(acceptor) = acceptor else {
-                connection(stream, app, PeerCertificate(None), stop).await;
-                return;
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let cert = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| Arc::new(c.clone().into_owned()));
-                    connection(stream, app, PeerCertificate(cert), stop).await;
-                }
-                Ok(Err(e)) => {
-                    let hint = if e.to_string().contains("InvalidContentType")
-                        || e.to_string().contains("corrupt message")
-                    {
-                        " (not TLS: that node may run with cluster.insecure_plaintext)"
-                    } else {
-                        ""
-                    };
-                    refused(
-                        &refusals,
-                        Some(peer),
-                        &format!("TLS handshake failed: {e}{hint}"),
-                    );
-                }
-                Err(_) => refused(
-                    &refusals,
-                    Some(peer),
-                    &format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
-                ),
-            }
-        });
-    }
-}
-
-fn refused(log: &Mutex<LogLimit>, peer: Option<SocketAddr>, why: &str) {
-    let ready = log
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .ready(Instant::now());
-    if let Some(skipped) = ready {
-        let peer = peer.map_or_else(String::new, |p| p.to_string());
-        tracing::warn!(%peer, not_logged_since_last = skipped, "cluster rpc: connection refused: {why}");
-    }
-}
-
-async fn connection<I>(io: I, app: Router, peer: PeerCertificate, stop: CancellationToken)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(peer)));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        () = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
-}
+/// The limits of the RPC listener: three nodes keep a few connections each.
+pub const RPC_LIMITS: Limits = Limits {
+    name: "cluster",
+    connections: 256,
+    per_client: 32,
+    header_timeout: HEADER_TIMEOUT,
+};

@@ -465,12 +465,20 @@ pub struct RawApi {
     /// Client networks allowed (default loopback only).
     #[serde(default = "default_allowed_networks")]
     pub allowed_networks: Vec<Spanned<String>>,
-    /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
+    /// Take the client address from X-Forwarded-For, when the connection comes from one
+    /// of `trusted_proxies`.
     #[serde(default)]
     pub trust_proxy_headers: bool,
+    /// The proxies whose X-Forwarded-For is believed (default loopback: a reverse proxy
+    /// on the same host). The header is read from the right, skipping these.
+    #[serde(default = "default_allowed_networks")]
+    pub trusted_proxies: Vec<Spanned<String>>,
     /// Name → bearer token for mutations; the name is recorded as the author.
     #[serde(default)]
     pub tokens: std::collections::BTreeMap<String, Spanned<String>>,
+    /// Overrides the cluster holds at most (default 10000); a new one past it gets 409.
+    #[serde(default)]
+    pub max_overrides: Option<Spanned<u64>>,
 }
 
 impl Default for RawApi {
@@ -480,7 +488,9 @@ impl Default for RawApi {
             address: default_api_address(),
             allowed_networks: default_allowed_networks(),
             trust_proxy_headers: false,
+            trusted_proxies: default_allowed_networks(),
             tokens: std::collections::BTreeMap::new(),
+            max_overrides: None,
         }
     }
 }
@@ -492,9 +502,12 @@ pub struct RawMetrics {
     /// Serve `/metrics` (default true).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Listen address (default `:9090`).
+    /// Listen address (default `127.0.0.1:9090`: loopback, unlike OpenGSLB's `:9090`).
     #[serde(default = "default_metrics_address")]
     pub address: Spanned<String>,
+    /// Client networks allowed to scrape (default loopback only).
+    #[serde(default = "default_allowed_networks")]
+    pub allowed_networks: Vec<Spanned<String>>,
 }
 
 impl Default for RawMetrics {
@@ -502,6 +515,7 @@ impl Default for RawMetrics {
         RawMetrics {
             enabled: true,
             address: default_metrics_address(),
+            allowed_networks: default_allowed_networks(),
         }
     }
 }
@@ -576,7 +590,7 @@ fn default_allowed_networks() -> Vec<Spanned<String>> {
     vec![unplaced("127.0.0.1/32".into()), unplaced("::1/128".into())]
 }
 fn default_metrics_address() -> Spanned<String> {
-    unplaced(":9090".into())
+    unplaced("127.0.0.1:9090".into())
 }
 fn default_level() -> Spanned<String> {
     unplaced("info".into())

@@ -39,7 +39,7 @@ pub struct Settings {
     /// HTTP API (`None`: disabled).
     pub api: Option<ApiSettings>,
     /// Metrics listener (`None`: disabled).
-    pub metrics: Option<SocketAddr>,
+    pub metrics: Option<MetricsSettings>,
     /// Logging.
     pub logging: LoggingSettings,
     /// The Raft cluster (`None`: a cluster of one, no RPC listener).
@@ -308,8 +308,21 @@ pub struct ApiSettings {
     pub allowed_networks: Vec<IpNet>,
     /// Use X-Forwarded-For.
     pub trust_proxy_headers: bool,
+    /// Whose X-Forwarded-For to believe.
+    pub trusted_proxies: Vec<IpNet>,
     /// Name → bearer token for mutations.
     pub tokens: std::collections::BTreeMap<String, String>,
+    /// Overrides the cluster holds at most.
+    pub max_overrides: usize,
+}
+
+/// `metrics`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Listen address.
+    pub address: SocketAddr,
+    /// Client networks allowed to scrape.
+    pub allowed_networks: Vec<IpNet>,
 }
 
 /// `logging`
