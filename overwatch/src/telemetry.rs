@@ -72,6 +72,8 @@ pub const CLUSTER_SYNCED: &str = "opengslb_cluster_synced";
 /// Connections an HTTP listener turned away, by listener and reason (total, per_client,
 /// handshake, accept).
 pub const HTTP_CONNECTIONS_REFUSED: &str = "opengslb_http_connections_refused_total";
+/// DNS over TCP connections turned away, by reason (total, per_client, accept).
+pub const DNS_TCP_REFUSED: &str = "opengslb_dns_tcp_connections_refused_total";
 /// 1 when the Raft RPC uses mutual TLS; 0 when plain HTTP (`cluster.insecure_plaintext`).
 pub const CLUSTER_RPC_TLS: &str = "opengslb_cluster_rpc_tls";
 /// This node's last applied log index.
@@ -349,6 +351,12 @@ const ALL: &[Metric] = &[
         name: HTTP_CONNECTIONS_REFUSED,
         kind: Counter,
         help: "Connections an HTTP listener (api, metrics, cluster) turned away, by reason: total or per_client cap reached, TLS handshake failed, accept failed.",
+        zero: NONE,
+    },
+    Metric {
+        name: DNS_TCP_REFUSED,
+        kind: Counter,
+        help: "DNS over TCP connections turned away: total or per_client cap reached, accept failed.",
         zero: NONE,
     },
     Metric {

@@ -443,3 +443,80 @@ fn ipv6_backends_are_checked_and_answered_as_aaaa_with_the_domains_ttl() {
         (node.dig(&["www.six.test", "AAAA"]).status == "SERVFAIL").then_some(())
     });
 }
+
+/// RFC 7766 and issue 16: queries pipelined on one connection are answered in order; one
+/// address holding connections open is capped (16) without touching other clients or UDP;
+/// idle connections are closed.
+#[test]
+fn tcp_is_pipelined_capped_per_client_and_never_blocks_udp() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let (_dir, _backends, node) = setup("dns-tcp");
+    let framed = |id: u16, name: &str| {
+        let q = query_packet(id, name, 1, false);
+        let mut f = (q.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(&q);
+        f
+    };
+    // Three queries in one write; three answers, in order.
+    let mut conn = TcpStream::connect(node.dns).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let pipelined = [
+        framed(1, "app.gslb.test"),
+        framed(2, "missing.gslb.test"),
+        framed(3, "gslb.test"),
+    ]
+    .concat();
+    conn.write_all(&pipelined).expect("send");
+    for (id, want) in [(1u16, 0u8), (2, 3), (3, 0)] {
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).expect("length");
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut answer).expect("answer");
+        assert_eq!(
+            (u16::from_be_bytes([answer[0], answer[1]]), rcode(&answer)),
+            (id, want)
+        );
+    }
+    // 16 idle connections from this address are held; the next ones are closed at once.
+    let held: Vec<TcpStream> = (0..15)
+        .map(|_| TcpStream::connect(node.dns).expect("connect"))
+        .chain(std::iter::once(conn))
+        .collect();
+    let mut extra = TcpStream::connect(node.dns).expect("connect");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = extra.write_all(&framed(4, "app.gslb.test"));
+    let mut buf = [0u8; 2];
+    assert!(
+        matches!(extra.read(&mut buf), Ok(0) | Err(_)),
+        "the 17th connection from one address is closed"
+    );
+    node.process.wait_for_line(
+        "dns tcp: connection refused: 16 connections already open from 127.0.0.1",
+        Duration::from_secs(5),
+    );
+    // Another address still gets TCP answers, and UDP never waited.
+    let other = node.dig(&["app.gslb.test", "A", "+tcp", "-b", "127.0.0.2"]);
+    assert_eq!(other.data("A").len(), 3, "{}", other.raw);
+    assert_eq!(node.dig(&["app.gslb.test", "A"]).data("A").len(), 3);
+    // Idle ones are closed after 10 s, and the address can connect again.
+    let started = std::time::Instant::now();
+    let mut first = held.into_iter().next().expect("one");
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    assert!(matches!(first.read(&mut buf), Ok(0) | Err(_)));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    poll_until(
+        Duration::from_secs(5),
+        "TCP from this address again",
+        || (node.dig(&["app.gslb.test", "A", "+tcp"]).data("A").len() == 3).then_some(()),
+    );
+}

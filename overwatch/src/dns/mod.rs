@@ -4,25 +4,22 @@
 pub mod fast;
 pub mod handler;
 pub mod snapshot;
+mod tcp;
 mod udp;
 pub mod wire;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hickory_proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
-use hickory_server::Server;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use handler::Handler;
 pub use snapshot::DnsSnapshot;
-
-/// How long a TCP client may stay idle between queries.
-const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Bound sockets: one UDP socket per worker (one `SO_REUSEPORT` group) and TCP, on the
 /// same port.
@@ -70,10 +67,11 @@ pub async fn bind(addr: SocketAddr, udp_workers: usize) -> io::Result<Sockets> {
     Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
 }
 
-/// The DNS server: UDP workers (fast path, hickory path for the rest) and hickory on TCP.
+/// The DNS server: UDP workers (fast path, hickory path for the rest) and TCP.
 pub struct DnsServer {
     udp: Option<udp::UdpWorkers>,
-    tcp: Server<Handler>,
+    tcp: Option<tokio::task::JoinHandle<()>>,
+    stop_tcp: CancellationToken,
 }
 
 impl DnsServer {
@@ -82,8 +80,9 @@ impl DnsServer {
         if let Some(udp) = self.udp.take() {
             let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
         }
-        if let Err(e) = self.tcp.shutdown_gracefully().await {
-            tracing::debug!(error = %e, "dns tcp shutdown");
+        self.stop_tcp.cancel();
+        if let Some(tcp) = self.tcp.take() {
+            let _ = tcp.await;
         }
     }
 }
@@ -108,11 +107,16 @@ pub fn serve(
         Arc::new(handler(&observer)),
         observer.clone(),
     )?;
-    let mut tcp = Server::new(handler(&observer));
-    tcp.register_listener(sockets.tcp, TCP_IDLE, 64);
+    let stop_tcp = CancellationToken::new();
+    let tcp = tokio::spawn(tcp::serve(
+        sockets.tcp,
+        Arc::new(handler(&observer)),
+        stop_tcp.clone(),
+    ));
     Ok(DnsServer {
         udp: Some(udp),
-        tcp,
+        tcp: Some(tcp),
+        stop_tcp,
     })
 }
 
@@ -180,13 +184,33 @@ impl hickory_server::server::ResponseHandler for Capture {
 /// everything the fast path declines, and the reference the differential tests compare
 /// the fast path with. `None`: nothing is sent.
 pub async fn answer_udp(handler: &Handler, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    answer(handler, packet, src, Transport::Udp).await
+}
+
+/// Which transport a query came over: it decides the largest response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// The requestor's payload, or 512.
+    Udp,
+    /// Up to 65,535 bytes.
+    Tcp,
+}
+
+/// [`answer_udp`], for either transport.
+pub(crate) async fn answer(
+    handler: &Handler,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+) -> Option<Vec<u8>> {
     use hickory_server::server::RequestHandler;
     let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
-    let request = match hickory_server::server::Request::from_bytes(
-        packet.to_vec(),
-        src,
-        hickory_server::net::xfer::Protocol::Udp,
-    ) {
+    let protocol = match transport {
+        Transport::Udp => hickory_server::net::xfer::Protocol::Udp,
+        Transport::Tcp => hickory_server::net::xfer::Protocol::Tcp,
+    };
+    let request = match hickory_server::server::Request::from_bytes(packet.to_vec(), src, protocol)
+    {
         Ok(request) => request,
         Err(_) => {
             if header.metadata.message_type == MessageType::Response {
@@ -217,12 +241,15 @@ pub async fn answer_udp(handler: &Handler, packet: &[u8], src: SocketAddr) -> Op
     // without EDNS (RFC 1035 §4.2.1).
     let capture = Capture {
         response: Arc::default(),
-        limit: usize::from(
-            request
-                .edns
-                .as_ref()
-                .map_or(512, |e| e.max_payload().clamp(512, handler::EDNS_PAYLOAD)),
-        ),
+        limit: match transport {
+            Transport::Udp => usize::from(
+                request
+                    .edns
+                    .as_ref()
+                    .map_or(512, |e| e.max_payload().clamp(512, handler::EDNS_PAYLOAD)),
+            ),
+            Transport::Tcp => usize::from(u16::MAX),
+        },
     };
     handler
         .handle_request::<_, hickory_server::net::runtime::TokioTime>(&request, capture.clone())
