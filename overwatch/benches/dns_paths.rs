@@ -82,7 +82,8 @@ fn main() {
     let mut buf = [0u8; MAX_RESPONSE];
     for (label, queries) in &sets {
         for q in queries {
-            let fast = fast::answer(&snapshot, q, src, 0, &mut buf).map(|a| buf[..a.len].to_vec());
+            let fast =
+                fast::answer(&snapshot, q, src, 0, None, &mut buf).map(|a| buf[..a.len].to_vec());
             handler.set_next_entropy(0);
             let slow = runtime.block_on(answer_udp(&handler, q, src));
             assert_eq!(fast, slow, "both paths answer {label} alike");
@@ -95,6 +96,7 @@ fn main() {
                 black_box(q),
                 src,
                 i as u64,
+                None,
                 &mut buf,
             ));
         }

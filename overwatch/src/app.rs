@@ -190,7 +190,18 @@ pub async fn run(
     let dns_addr = sockets
         .local_addr()
         .map_err(|e| RunError::Startup(e.to_string()))?;
-    let mut dns_server = dns::serve(sockets, dns_rx.clone(), Some(observer_tx))
+    // Every node of a cluster derives the same cookie secrets from the cluster secret; a
+    // node alone makes its own.
+    let cookies = if settings.dns.cookies {
+        let keys = match &settings.cluster {
+            Some(c) => dns::cookie::CookieKeys::derived_from(&c.secret),
+            None => dns::cookie::CookieKeys::random().map_err(RunError::Startup)?,
+        };
+        Some(keys.rotating_every(settings.dns.cookie_rotation))
+    } else {
+        None
+    };
+    let mut dns_server = dns::serve(sockets, dns_rx.clone(), Some(observer_tx), cookies)
         .map_err(|e| RunError::Startup(format!("dns workers: {e}")))?;
     tracing::info!(addr = %dns_addr, udp_workers, zones = settings.dns.zones.len(), domains = settings.domains.len(), "dns listening (udp+tcp)");
 

@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     let entropy = u64::from(selector / 3);
     let both = &*BOTH;
     let mut out = [0u8; MAX_RESPONSE];
-    let Some(answered) = fast::answer(&both.snapshot, packet, src, entropy, &mut out) else {
+    let Some(answered) = fast::answer(&both.snapshot, packet, src, entropy, None, &mut out) else {
         return;
     };
     both.handler.set_next_entropy(entropy);

@@ -347,6 +347,13 @@ pub struct RawDns {
     /// may run on).
     #[serde(default)]
     pub udp_workers: Option<Spanned<u32>>,
+    /// DNS cookies (RFC 7873, RFC 9018 server cookies; default true).
+    #[serde(default = "yes")]
+    pub cookies: bool,
+    /// How long one cookie secret makes new cookies (default 24h; the previous one is
+    /// accepted for as long again).
+    #[serde(default)]
+    pub cookie_rotation: Option<Spanned<HumanDuration>>,
 }
 
 /// `regions[]`

@@ -147,6 +147,10 @@ pub struct DnsSettings {
     pub udp_workers: Option<usize>,
     /// Zones we answer for.
     pub zones: Vec<ZoneSettings>,
+    /// DNS cookies on.
+    pub cookies: bool,
+    /// How long one cookie secret makes new cookies.
+    pub cookie_rotation: std::time::Duration,
 }
 
 /// One authoritative zone.

@@ -8,7 +8,8 @@ use std::sync::{Arc, LazyLock};
 use proptest::prelude::*;
 use tokio::sync::watch;
 
-use super::fast::{self, MAX_RESPONSE};
+use super::cookie::CookieKeys;
+use super::fast::{self, CookieTime, MAX_RESPONSE};
 use super::test_support::{ecs, query, snapshot};
 use super::{DnsSnapshot, Handler, answer_udp};
 
@@ -73,18 +74,41 @@ const NAMES: [&str; 16] = [
 
 static SNAPSHOT: LazyLock<Arc<DnsSnapshot>> = LazyLock::new(|| snapshot("diff.yaml", &config()));
 
+/// The time both paths make and judge cookies at.
+const NOW: u32 = 1_700_000_000;
+
+fn keys() -> CookieKeys {
+    CookieKeys::derived_from("differential-cookie-secret")
+}
+
+static COOKIE_TIME: LazyLock<CookieTime> = LazyLock::new(|| CookieTime {
+    secrets: keys().at(NOW),
+    now: NOW,
+});
+
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     /// One handler per test thread: its entropy counter is set before each query, so tests
     /// running in parallel must not share it.
-    static HANDLER: Handler = Handler::new(watch::channel(Arc::clone(&SNAPSHOT)).1);
+    static HANDLER: Handler = {
+        let handler = Handler::new(watch::channel(Arc::clone(&SNAPSHOT)).1).with_cookies(Some(keys()));
+        handler.set_now(NOW);
+        handler
+    };
 }
 
 /// The fast path's answer (`None`: declined) and the hickory path's, with the same entropy.
 fn both(packet: &[u8], src: SocketAddr, entropy: u64) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let mut out = [0u8; MAX_RESPONSE];
-    let fast = fast::answer(&SNAPSHOT, packet, src, entropy, &mut out)
-        .map(|answered| out[..answered.len].to_vec());
+    let fast = fast::answer(
+        &SNAPSHOT,
+        packet,
+        src,
+        entropy,
+        Some(&COOKIE_TIME),
+        &mut out,
+    )
+    .map(|answered| out[..answered.len].to_vec());
     let reference = HANDLER.with(|handler| {
         handler.set_next_entropy(entropy);
         RUNTIME.with(|rt| rt.block_on(answer_udp(handler, packet, src)))
@@ -316,6 +340,68 @@ fn any_transfers_bad_questions_and_formerr_follow_the_rfcs() {
     assert_eq!(r[3] & 0x0F, 1, "FORMERR: {r:02x?}");
     assert_eq!(counts(&r)[3], 1, "an OPT: {r:02x?}");
     assert_eq!(r[12..], super::wire::opt_record(1232, true));
+}
+
+/// RFC 7873 / RFC 9018 on both paths: a client cookie gets a server cookie; that one,
+/// sent back, is valid (the fast path answers it, the same bytes as the hickory path); a
+/// server cookie we did not make gets BADCOOKIE with a fresh one; a malformed one FORMERR.
+#[test]
+fn cookies_round_trip_on_both_paths() {
+    let source = src(1);
+    let client = [1u8, 2, 3, 4, 5, 6, 7, 8];
+    let option = |data: &[u8]| [&[0u8, 10, 0, data.len() as u8][..], data].concat();
+    let (fast, reference) = both(
+        &query(5, 0x0100, "rr.diff.test", 1, 1, Some(&option(&client))),
+        source,
+        1,
+    );
+    let first = fast.expect("the fast path answers a client cookie");
+    assert_eq!(Some(&first), reference.as_ref());
+    // The response's cookie: the last 24 bytes (it follows every other option).
+    let returned = first[first.len() - 24..].to_vec();
+    assert_eq!(returned[..8], client);
+    assert_eq!(returned[8], 1, "an RFC 9018 version 1 server cookie");
+    let (fast, reference) = both(
+        &query(6, 0x0100, "rr.diff.test", 1, 1, Some(&option(&returned))),
+        source,
+        1,
+    );
+    let again = fast.expect("the fast path answers a valid server cookie");
+    assert_eq!(Some(&again), reference.as_ref());
+    assert_eq!(again[3] & 0x0F, 0);
+    assert_eq!(counts(&again)[1], 5, "answered");
+    // From another address, the same cookie is not valid: BADCOOKIE (23: 1 in the OPT's
+    // extended rcode, 7 in the header) with a fresh cookie, no answer.
+    let (fast, reference) = both(
+        &query(7, 0x0100, "rr.diff.test", 1, 1, Some(&option(&returned))),
+        src(0),
+        1,
+    );
+    assert!(
+        fast.is_none(),
+        "the fast path leaves BADCOOKIE to the hickory path"
+    );
+    let bad = reference.expect("answered");
+    assert_eq!(
+        (bad[3] & 0x0F, counts(&bad)),
+        (7, [1, 0, 0, 1]),
+        "{bad:02x?}"
+    );
+    let opt = 12 + "rr.diff.test".len() + 2 + 4;
+    assert_eq!(bad[opt + 5], 1, "extended rcode high bits");
+    assert_eq!(
+        bad[bad.len() - 24..bad.len() - 16],
+        client,
+        "a fresh cookie for the client"
+    );
+    // Malformed (7 bytes): FORMERR.
+    let (fast, reference) = both(
+        &query(8, 0x0100, "rr.diff.test", 1, 1, Some(&option(&client[..7]))),
+        source,
+        1,
+    );
+    assert!(fast.is_none());
+    assert_eq!(reference.expect("answered")[3] & 0x0F, 1);
 }
 
 proptest! {

@@ -20,6 +20,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
+use super::cookie::{self, OPTION_COOKIE, Secrets, Verdict};
 use super::handler::{self, Client, EDNS_PAYLOAD, Label, Outcome, Placement, Section};
 use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind, Zone};
 use crate::model::routing::INLINE_PICKS;
@@ -244,6 +245,8 @@ struct Parsed {
     /// The largest response the requestor takes: its EDNS payload, at least 512 and at
     /// most ours (RFC 6891 §6.2.5); 512 without EDNS.
     limit: usize,
+    /// The first COOKIE option's data: offset and length in the query.
+    cookie: Option<(usize, usize)>,
 }
 
 /// Parses a query the fast path can answer; `None` for anything else.
@@ -267,6 +270,7 @@ fn parse(q: &[u8]) -> Option<Parsed> {
         edns: None,
         dnssec_ok: false,
         limit: PLAIN_LIMIT,
+        cookie: None,
     };
     let mut i = HEADER;
     loop {
@@ -324,6 +328,8 @@ fn parse(q: &[u8]) -> Option<Parsed> {
                 OPTION_NSID => return None,
                 OPTION_ECS if ecs.is_some() => return None,
                 OPTION_ECS => ecs = Some(parse_ecs(data, i)?),
+                // Only the first COOKIE counts (RFC 7873 §5.2); it is judged when answering.
+                OPTION_COOKIE if parsed.cookie.is_none() => parsed.cookie = Some((i + 4, len)),
                 // Cookies, padding and the rest: read as opaque and not echoed by either path.
                 _ => {}
             }
@@ -370,6 +376,15 @@ fn parse_ecs(data: &[u8], at: usize) -> Option<Ecs> {
     })
 }
 
+/// What DNS cookies need at the time of a query: this period's secrets and the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieTime {
+    /// The server secrets.
+    pub secrets: Secrets,
+    /// Unix seconds.
+    pub now: u32,
+}
+
 /// What an answered query counts as, for the metrics the hickory path keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answered {
@@ -385,19 +400,39 @@ pub struct Answered {
     pub(crate) decision: Option<(usize, Outcome)>,
     /// A learned ECS decision's region, for the resolver observer.
     pub learned: Option<usize>,
+    /// The query carried a valid server cookie (its source address is proven).
+    pub cookie_valid: bool,
 }
 
 /// Answers `query` from `src` into `out` (at least [`MAX_RESPONSE`] bytes), or declines.
-/// Never allocates.
+/// With `cookies` (DNS cookies on), a query's client or valid server cookie is answered
+/// with a fresh server cookie; an invalid or malformed one is declined (the hickory path
+/// answers BADCOOKIE or FORMERR). Never allocates.
 pub fn answer(
     snapshot: &DnsSnapshot,
     query: &[u8],
     src: SocketAddr,
     entropy: u64,
+    cookies: Option<&CookieTime>,
     out: &mut [u8],
 ) -> Option<Answered> {
     let tables = &snapshot.fast;
     let parsed = parse(query)?;
+    let (cookie, cookie_valid) = match (cookies, parsed.cookie) {
+        (Some(c), Some((at, len))) => {
+            let data = &query[at..at + len];
+            let valid = match cookie::judge(&c.secrets, data, src.ip(), c.now) {
+                Verdict::ClientOnly => false,
+                Verdict::Valid => true,
+                Verdict::Invalid | Verdict::Malformed => return None,
+            };
+            (
+                Some(cookie::response(&c.secrets, data, src.ip(), c.now)),
+                valid,
+            )
+        }
+        _ => (None, false),
+    };
     if !matches!(
         parsed.qtype,
         RecordType::A | RecordType::AAAA | RecordType::SOA | RecordType::NS
@@ -468,7 +503,7 @@ pub fn answer(
         }
     };
     if let Some(request_ecs) = parsed.edns {
-        let option_len = request_ecs.map_or(0, |e| e.len);
+        let option_len = request_ecs.map_or(0, |e| e.len) + cookie.map_or(0, |c| 4 + c.len());
         let mut opt = [0u8; 11];
         opt[1..3].copy_from_slice(&TYPE_OPT.to_be_bytes());
         opt[3..5].copy_from_slice(&EDNS_PAYLOAD.to_be_bytes());
@@ -487,6 +522,13 @@ pub fn answer(
                 .unwrap_or(0)
                 .min(handler::max_prefix(e.addr));
             out[option + 7] = scope;
+        }
+        if let Some(c) = cookie {
+            let mut head = [0u8; 4];
+            head[..2].copy_from_slice(&OPTION_COOKIE.to_be_bytes());
+            head[2..].copy_from_slice(&(c.len() as u16).to_be_bytes());
+            end = put(out, end, &head)?;
+            end = put(out, end, &c)?;
         }
     }
     // Header: the query's ID, QR, opcode QUERY, AA for answers we own, RD and CD echoed.
@@ -507,6 +549,7 @@ pub fn answer(
         rcode: resolved.rcode,
         decision: resolved.decision,
         learned: resolved.learned,
+        cookie_valid,
     })
 }
 

@@ -15,6 +15,8 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use metrics::SharedString;
 use tokio::sync::watch;
 
+use super::cookie::{self, CookieKeys, OPTION_COOKIE, Verdict};
+use super::fast::CookieTime;
 use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind};
 use crate::config::AllDownPolicy;
 use crate::model::geo::locate;
@@ -33,6 +35,10 @@ pub struct Handler {
     /// Where `learned_latency` decisions made for an ECS subnet are reported, as
     /// (resolver, region), so resolvers can be mapped to their clients' region.
     observer: Option<tokio::sync::mpsc::Sender<crate::model::latency::ResolverSeen>>,
+    /// DNS cookies (`None`: off, `dns.cookies: false`).
+    cookies: Option<CookieKeys>,
+    /// A fixed time for cookies, Unix seconds (0: the clock). For differential tests.
+    fixed_now: AtomicU64,
 }
 
 /// One query in this many with a learned ECS decision is reported to the observer.
@@ -45,7 +51,41 @@ impl Handler {
             snapshots,
             counter: AtomicU64::new(0),
             observer: None,
+            cookies: None,
+            fixed_now: AtomicU64::new(0),
         }
+    }
+
+    /// Answers DNS cookies with server secrets from `keys`.
+    pub fn with_cookies(mut self, keys: Option<CookieKeys>) -> Handler {
+        self.cookies = keys;
+        self
+    }
+
+    /// Cookies are made and judged at `now` (Unix seconds) instead of the clock's time.
+    /// For differential tests, which give the fast path the same.
+    pub fn set_now(&self, now: u32) {
+        self.fixed_now.store(u64::from(now), Ordering::Relaxed);
+    }
+
+    /// The cookie keys, if cookies are on.
+    pub(crate) fn cookie_keys(&self) -> Option<&CookieKeys> {
+        self.cookies.as_ref()
+    }
+
+    /// This period's secrets and the time, if cookies are on.
+    fn cookie_time(&self) -> Option<CookieTime> {
+        let keys = self.cookies.as_ref()?;
+        let fixed = self.fixed_now.load(Ordering::Relaxed);
+        let now = if fixed > 0 {
+            u32::try_from(fixed).unwrap_or(u32::MAX)
+        } else {
+            unix_now()
+        };
+        Some(CookieTime {
+            secrets: keys.at(now),
+            now,
+        })
     }
 
     /// The entropy the next query gets (rotation start, weighted draws); then one more per
@@ -62,6 +102,13 @@ impl Handler {
         self.observer = Some(observer);
         self
     }
+}
+
+/// The clock's Unix seconds (as DNS cookies count them).
+pub(crate) fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 /// Metrics label for queries that name no configured zone or domain.
@@ -230,6 +277,18 @@ impl RequestHandler for Handler {
         // (RFC 1035 §4.1.4): the question is malformed and must not be echoed, since the
         // pointer would be wrong in the response.
         let pointer_in_question = compressed(request.queries.as_bytes());
+        // The first COOKIE option, judged (RFC 7873 §5.2); ignored when cookies are off.
+        let cookie_time = self.cookie_time();
+        let cookie = cookie_time.and_then(|time| match request_edns?.option(EdnsCode::Cookie)? {
+            EdnsOption::Unknown(OPTION_COOKIE, data) => {
+                let ip = request.src().ip();
+                let verdict = cookie::judge(&time.secrets, data, ip, time.now);
+                let fresh = (verdict != Verdict::Malformed)
+                    .then(|| cookie::response(&time.secrets, data, ip, time.now));
+                Some((verdict, fresh))
+            }
+            _ => None,
+        });
         let answer = if request.metadata.message_type != MessageType::Query {
             Resolved::empty(ResponseCode::FormErr, Section::Nothing, Label::Nothing)
         } else if request.metadata.op_code != OpCode::Query {
@@ -238,6 +297,13 @@ impl RequestHandler for Handler {
             Resolved::empty(ResponseCode::FormErr, Section::Nothing, Label::Nothing)
         } else if request_edns.is_some_and(|e| e.version() > 0) {
             Resolved::empty(ResponseCode::BADVERS, Section::Nothing, Label::Nothing)
+        } else if let Some((Verdict::Malformed, _)) = cookie {
+            // RFC 7873 §5.2.2: a COOKIE option of a wrong length.
+            Resolved::empty(ResponseCode::FormErr, Section::Nothing, Label::Nothing)
+        } else if let Some((Verdict::Invalid, _)) = cookie {
+            // RFC 7873 §5.2.3: a server cookie we did not make (or too old): no answer,
+            // and a fresh cookie to try again with.
+            Resolved::empty(ResponseCode::BADCOOKIE, Section::Nothing, Label::Nothing)
         } else {
             let query = &queries[0];
             qtype_label = type_label(query.query_type());
@@ -274,6 +340,10 @@ impl RequestHandler for Handler {
                 let scope = answer.ecs_scope.unwrap_or(0).min(max_prefix(addr));
                 edns.options_mut()
                     .insert(EdnsOption::Subnet(ClientSubnet::new(addr, source, scope)));
+            }
+            if let Some((_, Some(fresh))) = &cookie {
+                edns.options_mut()
+                    .insert(EdnsOption::Unknown(OPTION_COOKIE, fresh.to_vec()));
             }
             response_edns = Some(edns);
         }

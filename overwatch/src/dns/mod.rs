@@ -1,6 +1,7 @@
 //! Authoritative DNS: an immutable snapshot (`snapshot`) answered by a hickory-server
 //! handler (`handler`) on UDP and TCP (`serve`).
 
+pub mod cookie;
 pub mod fast;
 pub mod handler;
 pub mod snapshot;
@@ -92,10 +93,11 @@ pub fn serve(
     sockets: Sockets,
     snapshots: watch::Receiver<Arc<DnsSnapshot>>,
     observer: Option<tokio::sync::mpsc::Sender<crate::model::latency::ResolverSeen>>,
+    cookies: Option<cookie::CookieKeys>,
 ) -> io::Result<DnsServer> {
     let handler =
         |observer: &Option<tokio::sync::mpsc::Sender<crate::model::latency::ResolverSeen>>| {
-            let handler = Handler::new(snapshots.clone());
+            let handler = Handler::new(snapshots.clone()).with_cookies(cookies.clone());
             match observer {
                 Some(o) => handler.with_observer(o.clone()),
                 None => handler,
@@ -290,7 +292,7 @@ mod serve_tests {
             .expect("bind");
         assert_eq!(sockets.udp.len(), 3, "one socket per worker");
         let port = sockets.local_addr().expect("addr").port();
-        let mut server = serve(sockets, rx, None).expect("serve");
+        let mut server = serve(sockets, rx, None, None).expect("serve");
         let query = [
             0xbe, 0xef, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w', b'w', 4, b'w', b'i', b'l',
             b'd', 4, b't', b'e', b's', b't', 0, 0, 1, 0, 1,

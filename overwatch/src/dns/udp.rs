@@ -90,6 +90,7 @@ impl UdpWorkers {
                     Arc::clone(&snapshots.borrow()),
                     observer.clone(),
                     (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    handler.cookie_keys().cloned(),
                 ),
                 handler: Arc::clone(&handler),
                 runtime: runtime.clone(),
@@ -149,6 +150,7 @@ impl Worker {
                     .swap(Arc::clone(&self.snapshots.borrow_and_update()));
             }
             let started = Instant::now();
+            self.answerer.tick();
             let mut answered = 0;
             for i in 0..received {
                 let Some((query, src, out)) = batch.received(i, answered) else {
@@ -193,6 +195,9 @@ struct Answerer {
     observer: Option<mpsc::Sender<ResolverSeen>>,
     entropy: u64,
     tally: Tally,
+    /// DNS cookies (`None`: off), and the secrets and time of this batch.
+    cookies: Option<super::cookie::CookieKeys>,
+    cookie_time: Option<fast::CookieTime>,
 }
 
 impl Answerer {
@@ -200,6 +205,7 @@ impl Answerer {
         snapshot: Arc<DnsSnapshot>,
         observer: Option<mpsc::Sender<ResolverSeen>>,
         entropy: u64,
+        cookies: Option<super::cookie::CookieKeys>,
     ) -> Answerer {
         let mut tally = Tally::default();
         tally.reset(&snapshot);
@@ -208,13 +214,37 @@ impl Answerer {
             observer,
             entropy,
             tally,
+            cookies,
+            cookie_time: None,
+        }
+    }
+
+    /// Before a batch: the time and, when the period turned, the cookie secrets.
+    fn tick(&mut self) {
+        let Some(keys) = &self.cookies else { return };
+        let now = super::handler::unix_now();
+        match &mut self.cookie_time {
+            Some(t) if u64::from(now) / keys.period() == t.secrets.period => t.now = now,
+            slot => {
+                *slot = Some(fast::CookieTime {
+                    secrets: keys.at(now),
+                    now,
+                });
+            }
         }
     }
 
     /// Answers on the fast path into `out`: the length, or `None` when it declines.
     fn answer(&mut self, query: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize> {
         self.entropy = self.entropy.wrapping_add(1);
-        let a = fast::answer(&self.snapshot, query, src, self.entropy, out)?;
+        let a = fast::answer(
+            &self.snapshot,
+            query,
+            src,
+            self.entropy,
+            self.cookie_time.as_ref(),
+            out,
+        )?;
         self.tally.count(&self.snapshot, &a);
         if let (Some(region), Some(observer)) = (a.learned, &self.observer)
             && self.entropy % OBSERVE_EVERY == 0
@@ -626,12 +656,25 @@ domains:
             "127.0.0.1:5300".parse().unwrap(),
             "10.0.0.1:53".parse().unwrap(),
         ];
+        // DNS cookies: a client cookie alone, and a valid server cookie from the source
+        // the query is sent from (query n goes from sources[n % 2]).
+        let keys = crate::dns::cookie::CookieKeys::derived_from("alloc-test-secret-0123");
+        let now = crate::dns::handler::unix_now();
+        for name in ["rr.alloc.test", "alloc.test"] {
+            let client = [0u8, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+            queries.push(test_support::query(1, 0x0100, name, 1, 1, Some(&client)));
+            let src = sources[queries.len() % 2];
+            let full = crate::dns::cookie::response(&keys.at(now), &client[4..], src.ip(), now);
+            let option = [&[0u8, 10, 0, 24][..], &full].concat();
+            queries.push(test_support::query(1, 0x0100, name, 1, 1, Some(&option)));
+        }
 
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             let (tx, _rx) = tokio::sync::mpsc::channel(1 << 20);
-            let mut answerer = Answerer::new(Arc::clone(&snapshot), Some(tx), 0);
+            let mut answerer = Answerer::new(Arc::clone(&snapshot), Some(tx), 0, Some(keys));
+            answerer.tick();
             let mut out = vec![0u8; MAX_RESPONSE];
             let mut round = |answerer: &mut Answerer| {
                 let mut answered = 0;
@@ -670,6 +713,7 @@ domains:
                     && l.contains("type=\"A\"")
             })
             .unwrap_or_else(|| panic!("no rr.alloc.test A series in:\n{text}"));
-        assert!(line.ends_with(" 402"), "{line}");
+        // 201 rounds of four rr A queries: plain, ECS, client cookie, server cookie.
+        assert!(line.ends_with(" 804"), "{line}");
     }
 }

@@ -92,6 +92,13 @@ pub(super) fn dns(c: &mut Collector, raw: &RawConfig) -> Dns {
             listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 53))),
             udp_workers,
             zones: zone_settings,
+            cookies: raw.dns.cookies,
+            cookie_rotation: super::positive(
+                c,
+                &raw.dns.cookie_rotation,
+                "dns.cookie_rotation",
+                std::time::Duration::from_secs(crate::dns::cookie::PERIOD),
+            ),
         },
     }
 }
