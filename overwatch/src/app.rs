@@ -201,7 +201,16 @@ pub async fn run(
     } else {
         None
     };
-    let mut dns_server = dns::serve(sockets, dns_rx.clone(), Some(observer_tx), cookies)
+    let limiter = settings.dns.rate_limit.map(|r| {
+        tracing::info!(
+            responses_per_second = r.responses_per_second,
+            slip = r.slip,
+            dry_run = r.dry_run,
+            "dns response rate limiting on"
+        );
+        Arc::new(dns::rrl::RateLimiter::new(r))
+    });
+    let mut dns_server = dns::serve(sockets, dns_rx.clone(), Some(observer_tx), cookies, limiter)
         .map_err(|e| RunError::Startup(format!("dns workers: {e}")))?;
     tracing::info!(addr = %dns_addr, udp_workers, zones = settings.dns.zones.len(), domains = settings.domains.len(), "dns listening (udp+tcp)");
 

@@ -74,6 +74,8 @@ pub const CLUSTER_SYNCED: &str = "opengslb_cluster_synced";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "opengslb_http_connections_refused_total";
 /// DNS over TCP connections turned away, by reason (total, per_client, accept).
 pub const DNS_TCP_REFUSED: &str = "opengslb_dns_tcp_connections_refused_total";
+/// UDP responses rate limiting acted on, by action (slipped, dropped, dry_run).
+pub const DNS_RATE_LIMITED: &str = "opengslb_dns_rate_limited_total";
 /// 1 when the Raft RPC uses mutual TLS; 0 when plain HTTP (`cluster.insecure_plaintext`).
 pub const CLUSTER_RPC_TLS: &str = "opengslb_cluster_rpc_tls";
 /// This node's last applied log index.
@@ -357,6 +359,12 @@ const ALL: &[Metric] = &[
         name: DNS_TCP_REFUSED,
         kind: Counter,
         help: "DNS over TCP connections turned away: total or per_client cap reached, accept failed.",
+        zero: NONE,
+    },
+    Metric {
+        name: DNS_RATE_LIMITED,
+        kind: Counter,
+        help: "UDP responses rate limiting acted on: slipped (a truncated reply instead), dropped, or dry_run (would have been limited).",
         zero: NONE,
     },
     Metric {

@@ -80,3 +80,143 @@ fn cookies_are_good_at_every_node_rotate_and_bind_to_the_client_address() {
     let (_, bad, raw) = cookie_exchange(cluster.node(2), &cookie, "127.0.0.1");
     assert!(bad, "two rotations later the cookie is refused: {raw}");
 }
+
+/// A query with an OPT record carrying the COOKIE option `cookie`.
+fn with_cookie(id: u16, cookie: &[u8]) -> Vec<u8> {
+    let mut q = opengslb_tests::overwatch::query_packet(id, "app.gslb.test", 1, true);
+    let rdlen = 4 + cookie.len();
+    let at = q.len() - 2;
+    q[at..].copy_from_slice(&(rdlen as u16).to_be_bytes());
+    q.extend_from_slice(&[0, 10, 0, cookie.len() as u8]);
+    q.extend_from_slice(cookie);
+    q
+}
+
+/// Every reply `socket` gets until 500 ms pass without one.
+fn drain(socket: &UdpSocket) -> Vec<Vec<u8>> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut replies = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = socket.recv(&mut buf) {
+        replies.push(buf[..n].to_vec());
+    }
+    replies
+}
+
+fn ancount(reply: &[u8]) -> u16 {
+    u16::from_be_bytes([reply[6], reply[7]])
+}
+
+use std::net::UdpSocket;
+
+#[test]
+fn rate_limiting_slips_and_drops_a_flood_but_not_cookies_or_other_sources() {
+    let dir = opengslb_tests::TempDir::new("rrl");
+    let config = |dry: bool| {
+        format!(
+            "overwatch:\n  validation: {{enabled: false}}\n{}  rate_limit: {{responses_per_second: 20, slip: 2, dry_run: {dry}}}\nregions:\n  - name: eu\n    servers: [{{address: 192.0.2.1}}, {{address: 192.0.2.2}}, {{address: 192.0.2.3}}]\ndomains:\n  - {{name: app.gslb.test, routing_algorithm: round-robin, regions: [eu]}}\napi: {{address: \"127.0.0.1:0\"}}\nmetrics: {{address: \"127.0.0.1:0\"}}\n",
+            "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\n"
+        )
+    };
+    let node = Overwatch::start(&dir, &config(false));
+    // A resolver with a cookie learns its server cookie first.
+    let resolver = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    resolver.connect(node.dns).expect("connect");
+    resolver
+        .send(&with_cookie(1, &[9, 9, 9, 9, 9, 9, 9, 9]))
+        .expect("send");
+    let first = drain(&resolver);
+    let server_cookie = first[0][first[0].len() - 24..].to_vec();
+    assert_eq!(server_cookie[..8], [9; 8]);
+
+    // One source floods: 400 queries at once, forged or not, from 127.0.0.1.
+    let flood = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    flood.connect(node.dns).expect("connect");
+    let query = opengslb_tests::overwatch::query_packet(2, "app.gslb.test", 1, true);
+    // The limit counts per second: the whole burst goes out early in one.
+    until(now().floor() + 1.05);
+    for _ in 0..400 {
+        flood.send(&query).expect("send");
+    }
+    // During it, the same /24 with a valid cookie, and another address, are answered.
+    for id in 0..20 {
+        resolver
+            .send(&with_cookie(100 + id, &server_cookie))
+            .expect("send");
+    }
+    let other = UdpSocket::bind("127.0.1.2:0").expect("bind 127.0.1.2 (another /24)");
+    other.connect(node.dns).expect("connect");
+    for id in 0..20u16 {
+        other
+            .send(&opengslb_tests::overwatch::query_packet(
+                200 + id,
+                "app.gslb.test",
+                1,
+                false,
+            ))
+            .expect("send");
+    }
+    let flooded = drain(&flood);
+    let full: Vec<&Vec<u8>> = flooded.iter().filter(|r| ancount(r) > 0).collect();
+    let slipped: Vec<&Vec<u8>> = flooded.iter().filter(|r| r[2] & 0x02 != 0).collect();
+    assert!(
+        full.len() <= 20,
+        "at most the rate answered in full: {}",
+        full.len()
+    );
+    assert!(
+        (150..=210).contains(&slipped.len()),
+        "about every second limited response slips: {} of {}",
+        slipped.len(),
+        flooded.len()
+    );
+    assert!(
+        slipped
+            .iter()
+            .all(|r| ancount(r) == 0 && r.len() < query.len()),
+        "slips carry no records"
+    );
+    let limited_out: usize = flooded
+        .iter()
+        .filter(|r| ancount(r) == 0)
+        .map(Vec::len)
+        .sum();
+    let limited_in = query.len() * (400 - full.len());
+    assert!(
+        limited_out <= limited_in,
+        "limited traffic: {limited_out} bytes out for {limited_in} in"
+    );
+    let with_cookie_answers = drain(&resolver);
+    assert_eq!(with_cookie_answers.len(), 20, "every cookie query answered");
+    assert!(
+        with_cookie_answers.iter().all(|r| ancount(r) == 3),
+        "in full"
+    );
+    let other_answers = drain(&other);
+    assert_eq!(
+        other_answers.iter().filter(|r| ancount(r) == 3).count(),
+        20,
+        "another source in full"
+    );
+    let slipped_total = node.metric("opengslb_dns_rate_limited_total{action=\"slipped\"}");
+    let dropped_total = node.metric("opengslb_dns_rate_limited_total{action=\"dropped\"}");
+    assert!(
+        slipped_total >= 150.0 && dropped_total >= 150.0,
+        "{slipped_total} {dropped_total}"
+    );
+
+    // Dry run: everything answered, what would have been limited counted.
+    let dry_dir = opengslb_tests::TempDir::new("rrl-dry");
+    let dry = Overwatch::start(&dry_dir, &config(true));
+    let flood = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    flood.connect(dry.dns).expect("connect");
+    until(now().floor() + 1.05);
+    for _ in 0..100 {
+        flood.send(&query).expect("send");
+    }
+    let answers = drain(&flood);
+    assert_eq!(answers.iter().filter(|r| ancount(r) == 3).count(), 100);
+    assert!(dry.metric("opengslb_dns_rate_limited_total{action=\"dry_run\"}") >= 70.0);
+}

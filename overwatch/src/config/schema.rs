@@ -354,6 +354,29 @@ pub struct RawDns {
     /// accepted for as long again).
     #[serde(default)]
     pub cookie_rotation: Option<Spanned<HumanDuration>>,
+    /// Response rate limiting on UDP (absent: off).
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `dns.rate_limit`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Responses per second per source prefix.
+    pub responses_per_second: Spanned<u32>,
+    /// Every this many limited responses, one truncated reply (default 2; 0: drop all).
+    #[serde(default)]
+    pub slip: Option<Spanned<u32>>,
+    /// IPv4 source prefix (default 24).
+    #[serde(default)]
+    pub ipv4_prefix: Option<Spanned<u8>>,
+    /// IPv6 source prefix (default 56).
+    #[serde(default)]
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    /// Count and log, but answer everything.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// `regions[]`

@@ -151,6 +151,8 @@ pub struct DnsSettings {
     pub cookies: bool,
     /// How long one cookie secret makes new cookies.
     pub cookie_rotation: std::time::Duration,
+    /// UDP response rate limiting (`None`: off).
+    pub rate_limit: Option<crate::dns::rrl::RateLimitSettings>,
 }
 
 /// One authoritative zone.

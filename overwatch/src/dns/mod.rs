@@ -4,6 +4,7 @@
 pub mod cookie;
 pub mod fast;
 pub mod handler;
+pub mod rrl;
 pub mod snapshot;
 mod tcp;
 mod udp;
@@ -94,6 +95,7 @@ pub fn serve(
     snapshots: watch::Receiver<Arc<DnsSnapshot>>,
     observer: Option<tokio::sync::mpsc::Sender<crate::model::latency::ResolverSeen>>,
     cookies: Option<cookie::CookieKeys>,
+    limiter: Option<Arc<rrl::RateLimiter>>,
 ) -> io::Result<DnsServer> {
     let handler =
         |observer: &Option<tokio::sync::mpsc::Sender<crate::model::latency::ResolverSeen>>| {
@@ -108,6 +110,7 @@ pub fn serve(
         &snapshots,
         Arc::new(handler(&observer)),
         observer.clone(),
+        limiter,
     )?;
     let stop_tcp = CancellationToken::new();
     let tcp = tokio::spawn(tcp::serve(
@@ -292,7 +295,7 @@ mod serve_tests {
             .expect("bind");
         assert_eq!(sockets.udp.len(), 3, "one socket per worker");
         let port = sockets.local_addr().expect("addr").port();
-        let mut server = serve(sockets, rx, None, None).expect("serve");
+        let mut server = serve(sockets, rx, None, None, None).expect("serve");
         let query = [
             0xbe, 0xef, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w', b'w', 4, b'w', b'i', b'l',
             b'd', 4, b't', b'e', b's', b't', 0, 0, 1, 0, 1,

@@ -16,8 +16,10 @@ use hickory_proto::rr::RecordType;
 use metrics::{Counter, Histogram};
 use tokio::sync::{mpsc, watch};
 
+use super::cookie::Verdict;
 use super::fast::{self, Answered, MAX_RESPONSE};
 use super::handler::{self, Label, OBSERVE_EVERY, Outcome};
+use super::rrl::{self, Action, RateLimiter};
 use super::{DnsSnapshot, Handler};
 use crate::model::latency::ResolverSeen;
 use crate::telemetry;
@@ -78,6 +80,7 @@ impl UdpWorkers {
         snapshots: &watch::Receiver<Arc<DnsSnapshot>>,
         handler: Arc<Handler>,
         observer: Option<mpsc::Sender<ResolverSeen>>,
+        limiter: Option<Arc<RateLimiter>>,
     ) -> io::Result<UdpWorkers> {
         let stop = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Handle::current();
@@ -91,6 +94,7 @@ impl UdpWorkers {
                     observer.clone(),
                     (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     handler.cookie_keys().cloned(),
+                    limiter.clone(),
                 ),
                 handler: Arc::clone(&handler),
                 runtime: runtime.clone(),
@@ -156,18 +160,34 @@ impl Worker {
                 let Some((query, src, out)) = batch.received(i, answered) else {
                     continue;
                 };
-                match self.answerer.answer(query, src, out) {
-                    Some(len) => {
-                        batch.reply(answered, i, len);
-                        answered += 1;
-                    }
+                let reply = match self.answerer.answer(query, src, out) {
+                    Some((len, proven)) => match self.answerer.limit(src, proven) {
+                        Action::Answer | Action::WouldLimit => Some(len),
+                        Action::Slip => rrl::slip_reply(query, out),
+                        Action::Drop => None,
+                    },
                     None => {
                         // Counted before the answer leaves, like the fast path's counts.
                         self.answerer.tally.declined();
-                        self.slow(query, src);
+                        let proven = self.answerer.proven(query, src);
+                        match self.answerer.limit(src, proven) {
+                            Action::Answer | Action::WouldLimit => self.slow(query, src),
+                            Action::Slip => {
+                                if let Some(len) = rrl::slip_reply(query, out) {
+                                    let _ = self.socket.send_to(&out[..len], src);
+                                }
+                            }
+                            Action::Drop => {}
+                        }
+                        None
                     }
+                };
+                if let Some(len) = reply {
+                    batch.reply(answered, i, len);
+                    answered += 1;
                 }
             }
+            self.answerer.tally.flush_limits();
             if answered > 0 {
                 self.answerer.end_batch(started.elapsed(), answered);
                 batch.send(&self.socket, answered);
@@ -198,6 +218,9 @@ struct Answerer {
     /// DNS cookies (`None`: off), and the secrets and time of this batch.
     cookies: Option<super::cookie::CookieKeys>,
     cookie_time: Option<fast::CookieTime>,
+    /// Response rate limiting (`None`: off), and this batch's second.
+    limiter: Option<Arc<RateLimiter>>,
+    now: u32,
 }
 
 impl Answerer {
@@ -206,6 +229,7 @@ impl Answerer {
         observer: Option<mpsc::Sender<ResolverSeen>>,
         entropy: u64,
         cookies: Option<super::cookie::CookieKeys>,
+        limiter: Option<Arc<RateLimiter>>,
     ) -> Answerer {
         let mut tally = Tally::default();
         tally.reset(&snapshot);
@@ -216,13 +240,40 @@ impl Answerer {
             tally,
             cookies,
             cookie_time: None,
+            limiter,
+            now: 0,
+        }
+    }
+
+    /// What rate limiting does with a response to `src` (`proven`: it carried a valid
+    /// server cookie, so its address is real and it is not limited).
+    fn limit(&mut self, src: SocketAddr, proven: bool) -> Action {
+        let Some(limiter) = &self.limiter else {
+            return Action::Answer;
+        };
+        if proven {
+            return Action::Answer;
+        }
+        let action = limiter.check(src.ip(), self.now);
+        self.tally.limited(action);
+        action
+    }
+
+    /// Whether a query the fast path declined carries a valid server cookie.
+    fn proven(&self, query: &[u8], src: SocketAddr) -> bool {
+        match (&self.cookie_time, &self.limiter) {
+            (Some(t), Some(_)) => super::wire::query_cookie(query).is_some_and(|c| {
+                super::cookie::judge(&t.secrets, c, src.ip(), t.now) == Verdict::Valid
+            }),
+            _ => false,
         }
     }
 
     /// Before a batch: the time and, when the period turned, the cookie secrets.
     fn tick(&mut self) {
-        let Some(keys) = &self.cookies else { return };
         let now = super::handler::unix_now();
+        self.now = now;
+        let Some(keys) = &self.cookies else { return };
         match &mut self.cookie_time {
             Some(t) if u64::from(now) / keys.period() == t.secrets.period => t.now = now,
             slot => {
@@ -234,8 +285,9 @@ impl Answerer {
         }
     }
 
-    /// Answers on the fast path into `out`: the length, or `None` when it declines.
-    fn answer(&mut self, query: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize> {
+    /// Answers on the fast path into `out`: the length and whether the query carried a
+    /// valid server cookie, or `None` when it declines.
+    fn answer(&mut self, query: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<(usize, bool)> {
         self.entropy = self.entropy.wrapping_add(1);
         let a = fast::answer(
             &self.snapshot,
@@ -254,7 +306,7 @@ impl Answerer {
                 region,
             });
         }
-        Some(a.len)
+        Some((a.len, a.cookie_valid))
     }
 
     /// After a batch: its time, and the counts added to the shared counters.
@@ -299,6 +351,9 @@ struct Tally {
     dirty_decisions: smallvec::SmallVec<[u32; BATCH]>,
     /// Queries the fast path declined (answered on the hickory path).
     declined: Option<Counter>,
+    /// Rate-limited responses since the last flush: slipped, dropped, would have been
+    /// limited (dry run); and their counters.
+    limits: [(u64, Option<Counter>); 3],
     /// Time answering, and answers, since the duration was last observed.
     busy: (Duration, usize),
     observed: Option<Instant>,
@@ -338,6 +393,30 @@ impl Tally {
         if let Some((d, outcome)) = a.decision {
             let slot = d * Outcome::ALL.len() + outcome.index();
             bump(&mut self.decisions, &mut self.dirty_decisions, slot);
+        }
+    }
+
+    fn limited(&mut self, action: Action) {
+        let slot = match action {
+            Action::Answer => return,
+            Action::Slip => 0,
+            Action::Drop => 1,
+            Action::WouldLimit => 2,
+        };
+        self.limits[slot].0 += 1;
+    }
+
+    /// Adds the rate-limiting counts to the shared counters.
+    fn flush_limits(&mut self) {
+        for (slot, (count, counter)) in self.limits.iter_mut().enumerate() {
+            if *count > 0 {
+                counter
+                    .get_or_insert_with(|| {
+                        let action = ["slipped", "dropped", "dry_run"][slot];
+                        metrics::counter!(telemetry::DNS_RATE_LIMITED, "action" => action)
+                    })
+                    .increment(std::mem::take(count));
+            }
         }
     }
 
@@ -601,7 +680,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::{Answerer, BATCH};
+    use super::{Action, Answerer, BATCH, rrl};
     use crate::dns::fast::MAX_RESPONSE;
     use crate::dns::test_support;
 
@@ -673,20 +752,42 @@ domains:
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             let (tx, _rx) = tokio::sync::mpsc::channel(1 << 20);
-            let mut answerer = Answerer::new(Arc::clone(&snapshot), Some(tx), 0, Some(keys));
+            // Rate limiting on, at a rate these rounds exceed: slips, drops and counts too.
+            let limiter = Arc::new(super::RateLimiter::new(
+                crate::dns::rrl::RateLimitSettings {
+                    responses_per_second: 50,
+                    slip: 2,
+                    ipv4_prefix: 24,
+                    ipv6_prefix: 56,
+                    dry_run: false,
+                },
+            ));
+            let mut answerer = Answerer::new(
+                Arc::clone(&snapshot),
+                Some(tx),
+                0,
+                Some(keys),
+                Some(limiter),
+            );
             answerer.tick();
             let mut out = vec![0u8; MAX_RESPONSE];
             let mut round = |answerer: &mut Answerer| {
                 let mut answered = 0;
                 for (n, q) in queries.iter().enumerate() {
-                    let len = answerer.answer(q, sources[n % 2], &mut out);
-                    assert!(len.is_some(), "the fast path answers {q:02x?}");
+                    let answer = answerer.answer(q, sources[n % 2], &mut out);
+                    let (_, proven) =
+                        answer.unwrap_or_else(|| panic!("the fast path answers {q:02x?}"));
+                    if answerer.limit(sources[n % 2], proven) == Action::Slip {
+                        assert!(rrl::slip_reply(q, &mut out).is_some());
+                    }
                     answered += 1;
                     if answered == BATCH {
+                        answerer.tally.flush_limits();
                         answerer.end_batch(Duration::from_micros(3), answered);
                         answered = 0;
                     }
                 }
+                answerer.tally.flush_limits();
                 answerer.end_batch(Duration::from_micros(3), answered);
             };
             // Warm up: each metric series is registered once, by its first flush.

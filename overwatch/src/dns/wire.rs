@@ -45,6 +45,39 @@ fn record(message: &[u8], i: usize) -> Option<(u16, usize, usize)> {
     (end <= message.len()).then_some((rtype, fixed + 4, end))
 }
 
+/// The end of the first question, if there is one and it can be read.
+pub fn first_question_end(message: &[u8]) -> Option<usize> {
+    if count(message, 4)? == 0 {
+        return None;
+    }
+    let end = skip_name(message, HEADER)? + 4;
+    (end <= message.len()).then_some(end)
+}
+
+/// The data of the first COOKIE option in `query`'s OPT record, if it can be found.
+pub fn query_cookie(query: &[u8]) -> Option<&[u8]> {
+    let mut i = question_end(query)?;
+    let before = count(query, 6)? + count(query, 8)?;
+    for n in 0..before + count(query, 10)? {
+        let (rtype, ttl, end) = record(query, i)?;
+        if n >= before && rtype == TYPE_OPT {
+            let mut o = ttl + 6; // past TTL (4) and RDLENGTH (2)
+            while o + 4 <= end {
+                let code = count(query, o)?;
+                let len = count(query, o + 2)?;
+                let data = query.get(o + 4..o + 4 + len)?;
+                if code == usize::from(super::cookie::OPTION_COOKIE) {
+                    return Some(data);
+                }
+                o += 4 + len;
+            }
+            return None;
+        }
+        i = end;
+    }
+    None
+}
+
 /// A query's OPT record, as far as the message can be walked: its DO bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryOpt {

@@ -93,6 +93,26 @@ pub(super) fn dns(c: &mut Collector, raw: &RawConfig) -> Dns {
             udp_workers,
             zones: zone_settings,
             cookies: raw.dns.cookies,
+            rate_limit: raw.dns.rate_limit.as_ref().map(|r| {
+                if r.responses_per_second.value == 0 {
+                    c.at(&r.responses_per_second, "dns.rate_limit.responses_per_second: must be 1 or more (remove dns.rate_limit to turn it off)");
+                }
+                let v4 = r.ipv4_prefix.as_ref().map_or(24, |p| p.value);
+                if let Some(p) = r.ipv4_prefix.as_ref().filter(|p| p.value > 32) {
+                    c.at(p, "dns.rate_limit.ipv4_prefix: at most 32");
+                }
+                let v6 = r.ipv6_prefix.as_ref().map_or(56, |p| p.value);
+                if let Some(p) = r.ipv6_prefix.as_ref().filter(|p| p.value > 128) {
+                    c.at(p, "dns.rate_limit.ipv6_prefix: at most 128");
+                }
+                crate::dns::rrl::RateLimitSettings {
+                    responses_per_second: r.responses_per_second.value,
+                    slip: r.slip.as_ref().map_or(2, |s| s.value),
+                    ipv4_prefix: v4,
+                    ipv6_prefix: v6,
+                    dry_run: r.dry_run,
+                }
+            }),
             cookie_rotation: super::positive(
                 c,
                 &raw.dns.cookie_rotation,
