@@ -482,7 +482,9 @@ impl Cluster {
     /// node cut off from the cluster never passes, so it comes back with the cluster's
     /// term and deposes nobody.
     async fn campaign(self, shutdown: CancellationToken) {
-        let tick = self.election_timeout / 4;
+        // Fine enough that the random part of the wait is not rounded away: two voters
+        // that lost their leader at the same moment must not campaign in the same tick.
+        let tick = self.election_timeout / 20;
         loop {
             // A fresh randomized wait each round, so two voters rarely campaign at once.
             let jitter = self.election_timeout.mul_f64(unit_random() / 4.0);
@@ -510,8 +512,14 @@ impl Cluster {
                     (self.clone(), *id, node.addr.clone(), m.last_log_index);
                 calls.spawn(async move { me.ask_prevote(id, &address, last).await });
             }
+            // A majority is enough: waiting for a voter that does not answer (cut off by a
+            // partition) would hold every candidate until the same timeout, in step.
             while let Some(answer) = calls.join_next().await {
                 granted += usize::from(answer.unwrap_or(false));
+                if granted * 2 > voters.len() {
+                    calls.abort_all();
+                    break;
+                }
             }
             if granted * 2 > voters.len() {
                 tracing::info!(
@@ -980,14 +988,21 @@ struct PreVoteAnswer {
 async fn prevote(State(cluster): State<Cluster>, Json(ask): Json<PreVote>) -> HttpResponse {
     let m = cluster.raft.metrics().borrow().clone();
     let leader_alive = match m.state {
-        ServerState::Leader => m
-            .millis_since_quorum_ack
-            .is_some_and(|ack| ack < ms(cluster.lease())),
+        // A leader just elected has no acknowledgement yet: it counts as alive for a lease
+        // from its campaign, not as a leader nobody hears.
+        ServerState::Leader => m.millis_since_quorum_ack.map_or_else(
+            || cluster.contact.since() < cluster.lease(),
+            |ack| ack < ms(cluster.lease()),
+        ),
         _ => cluster.contact.since() < cluster.lease(),
     };
     let granted = !leader_alive
         && cluster.vote_gate.load(Ordering::Acquire) == 0
         && ask.last_index >= m.last_log_index;
+    if granted {
+        // Give that candidate its election before campaigning against it.
+        cluster.contact.touch();
+    }
     tracing::debug!(candidate = ask.candidate, granted, "pre-vote");
     Json(PreVoteAnswer { granted }).into_response()
 }
