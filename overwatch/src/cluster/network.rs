@@ -67,6 +67,10 @@ pub struct Connection {
     network: Network,
     target: NodeId,
     node: BasicNode,
+    /// The last failed call failed on configuration (secret, certificate, node id), not
+    /// on the network: retried with a growing pause, since nothing changes until an
+    /// operator fixes it.
+    misconfigured: std::sync::atomic::AtomicBool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -77,6 +81,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             network: self.clone(),
             target,
             node: node.clone(),
+            misconfigured: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -114,6 +119,8 @@ impl Connection {
                             self.target
                         )
                     };
+                    self.misconfigured
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     self.network.misconfigured(&format!(
                         "TLS with node {} at {address} failed: {why}: {check}",
                         self.target
@@ -147,6 +154,8 @@ impl Connection {
                     self.target
                 ),
             };
+            self.misconfigured
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             self.network.misconfigured(&problem);
             let err = std::io::Error::other(problem);
             return Err(RPCError::Unreachable(Unreachable::new(&err)));
@@ -170,6 +179,25 @@ impl Connection {
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
+    /// A peer that is down is retried every 500 ms (openraft's default), so it catches up
+    /// soon after it returns; one that refuses this node's configuration is retried after
+    /// 1 s, 2 s, 4 s ... up to 30 s.
+    fn backoff(&self) -> openraft::network::Backoff {
+        if self
+            .misconfigured
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            openraft::network::Backoff::new((0..).map(|n: u32| {
+                std::time::Duration::from_secs(1 << n.min(5))
+                    .min(std::time::Duration::from_secs(30))
+            }))
+        } else {
+            openraft::network::Backoff::new(std::iter::repeat(std::time::Duration::from_millis(
+                500,
+            )))
+        }
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
