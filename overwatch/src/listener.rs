@@ -95,7 +95,12 @@ impl Refusals {
             .ready(Instant::now());
         if let Some(skipped) = ready {
             let peer = peer.map_or_else(String::new, |p| p.to_string());
-            tracing::warn!(listener = self.limits.name, %peer, not_logged_since_last = skipped, "connection refused: {why}");
+            tracing::warn!(
+                %peer,
+                not_logged_since_last = skipped,
+                "{} listener: connection refused: {why}",
+                self.limits.name
+            );
         }
     }
 }

@@ -133,7 +133,7 @@ fn the_secret_alone_reaches_nothing_and_never_crosses_the_network_readable() {
         String::from_utf8_lossy(&answer)
     );
     let line = cluster.node(l).process.wait_for_line(
-        "cluster rpc: connection refused: TLS handshake failed",
+        "cluster listener: connection refused: TLS handshake failed",
         Duration::from_secs(5),
     );
     assert!(line.contains("peer"), "{line}");
@@ -220,7 +220,7 @@ fn a_node_with_another_clusters_certificate_is_named_and_kept_out() {
         "{line}"
     );
     cluster.node(odd).process.wait_for_line(
-        "cluster rpc: connection refused: TLS handshake failed",
+        "cluster listener: connection refused: TLS handshake failed",
         Duration::from_secs(10),
     );
     // Named once per 10 s, not once per heartbeat.
@@ -271,7 +271,7 @@ fn plain_http_runs_only_when_asked_and_says_so_at_every_start() {
     cluster.plaintext = false;
     cluster.restart(odd);
     let line = cluster.node(odd).process.wait_for_line(
-        "cluster rpc: connection refused: TLS handshake failed",
+        "cluster listener: connection refused: TLS handshake failed",
         Duration::from_secs(10),
     );
     assert!(

@@ -31,7 +31,7 @@ fn an_idle_connection_flood_is_capped_and_takes_nothing_else_down() {
         }
     }
     let line = node.process.wait_for_line(
-        "connection refused: 64 connections already open from 127.0.0.1",
+        "metrics listener: connection refused: 64 connections already open from 127.0.0.1",
         Duration::from_secs(5),
     );
     assert!(line.contains("metrics"), "{line}");

@@ -111,10 +111,15 @@ async fn commit(state: &ApiState, request: RequestV1) -> Result<RaftResponse, Ap
 }
 
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    // The rejection's own status: 413 for a body over the limit, 415 without JSON, 400
-    // or 422 for bad JSON.
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))
+    // 413 for a body over the limit; 400 for anything else wrong with it.
+    body.map(|Json(b)| b).map_err(|e| {
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError(status, format!("request body: {}", e.body_text()))
+    })
 }
 
 /// `PUT /api/v1/overrides/{service}/{address}`.
