@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the end-to-end tests drive
-# (haproxy, dig, systemd's tools, iproute2, chromium + chromedriver, promtool) when run as root, then builds and runs every test.
+# (haproxy, dig, systemd's tools, iproute2, chromium + chromedriver, promtool, Knot DNS for
+# the conformance test) when run as root, then builds and runs every test.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ declare -A needs=(
   [chromium]=chromium
   [chromedriver]=chromium-driver
   [promtool]=prometheus
+  [knotd]=knot
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -27,6 +29,10 @@ if ((${#missing[@]})); then
     echo "scripts/test.sh: installing ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The tests start their own Knot on a loopback port; the packaged service is not used.
+    if [[ " ${missing[*]} " == *" knot "* ]] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now knot >/dev/null 2>&1 || true
+    fi
   else
     echo "scripts/test.sh: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
     exit 1

@@ -433,7 +433,8 @@ pub(crate) fn resolve(
     let Placement::In(z, kind) = place else {
         return Resolved::empty(ResponseCode::Refused, Section::Nothing, Label::Nothing);
     };
-    if qclass != DNSClass::IN {
+    // QCLASS * matches our IN data (RFC 1035 §3.2.5), as Knot answers it.
+    if qclass != DNSClass::IN && qclass != DNSClass::ANY {
         return Resolved::empty(ResponseCode::Refused, Section::Nothing, Label::Zone(z));
     }
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
