@@ -53,24 +53,73 @@ impl Limits {
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Open connections per client address.
-#[derive(Debug, Default)]
-struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+/// Caps on open connections, in total and per client address: what every TCP listener
+/// of a node (HTTP and DNS) admits.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    total: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+    per_client: usize,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Why a connection was not admitted: its counter label and the log text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// `total` or `per_client`.
+    pub reason: &'static str,
+    /// What to log.
+    pub why: String,
+}
+
+impl Admission {
+    /// At most `total` connections, `per_client` from one address.
+    pub fn new(total: usize, per_client: usize) -> Admission {
+        Admission {
+            total: Arc::new(tokio::sync::Semaphore::new(total)),
+            limit: total,
+            per_client,
+            clients: Arc::default(),
+        }
+    }
+
+    /// A place for a connection from `ip`, given back when the [`Slot`] drops.
+    pub fn admit(&self, ip: IpAddr) -> Result<Slot, Refused> {
+        let Ok(permit) = self.total.clone().try_acquire_owned() else {
+            return Err(Refused {
+                reason: "total",
+                why: format!("{} connections already open", self.limit),
+            });
+        };
+        let ip = ip.to_canonical();
+        let mut map = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(ip).or_default();
+        if *n >= self.per_client {
+            return Err(Refused {
+                reason: "per_client",
+                why: format!("{} connections already open from {ip}", self.per_client),
+            });
+        }
+        *n += 1;
+        Ok(Slot {
+            clients: self.clients.clone(),
+            ip,
+            _total: permit,
+        })
+    }
+}
 
 /// A connection's place in the counts, given back when it closes.
-struct Slot {
-    clients: Arc<PerClient>,
+#[derive(Debug)]
+pub struct Slot {
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: IpAddr,
     _total: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut map = self
-            .clients
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -115,8 +164,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
-    let total = Arc::new(tokio::sync::Semaphore::new(limits.connections));
-    let clients = Arc::new(PerClient::default());
+    let admission = Admission::new(limits.connections, limits.per_client);
     let refusals = Arc::new(Refusals {
         limits,
         log: Mutex::new(LogLimit::every(Duration::from_secs(10))),
@@ -135,33 +183,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            refusals.refuse(
-                "total",
-                Some(peer),
-                &format!("{} connections already open", limits.connections),
-            );
-            continue;
-        };
-        let ip = peer.ip().to_canonical();
-        {
-            let mut map = clients.0.lock().unwrap_or_else(PoisonError::into_inner);
-            let n = map.entry(ip).or_default();
-            if *n >= limits.per_client {
-                drop(map);
-                refusals.refuse(
-                    "per_client",
-                    Some(peer),
-                    &format!("{} connections already open from {ip}", limits.per_client),
-                );
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                refusals.refuse(refused.reason, Some(peer), &refused.why);
                 continue;
             }
-            *n += 1;
-        }
-        let slot = Slot {
-            clients: clients.clone(),
-            ip,
-            _total: permit,
         };
         let (app, tls, stop, refusals) =
             (app.clone(), tls.clone(), shutdown.clone(), refusals.clone());
@@ -287,4 +314,26 @@ pub fn raise_open_files_limit() -> Option<u64> {
         }
     }
     Some(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_caps_per_client_and_in_total_and_gives_places_back() {
+        let admission = Admission::new(3, 2);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let first = admission.admit(a).expect("first");
+        let _second = admission.admit(mapped).expect("the same client, mapped");
+        let refused = admission.admit(a).expect_err("a third from one client");
+        assert_eq!(refused.reason, "per_client");
+        assert_eq!(refused.why, "2 connections already open from 192.0.2.1");
+        let _third = admission.admit(b).expect("another client");
+        assert_eq!(admission.admit(b).expect_err("total").reason, "total");
+        drop(first);
+        admission.admit(a).expect("a place came back");
+    }
 }

@@ -4,9 +4,8 @@
 //! per client address, and a connection idle for [`IDLE`] is closed (RFC 7766 §6.2.3).
 //! UDP runs on its own threads and never waits for any of this.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use opengslb_proto::log_limit::LogLimit;
 
 use super::Handler;
+use crate::listener::Admission;
 use crate::telemetry;
 
 /// Open TCP connections at most.
@@ -26,35 +26,13 @@ pub(super) const MAX_PER_CLIENT: usize = 16;
 /// within it once begun.
 pub(super) const IDLE: Duration = Duration::from_secs(10);
 
-#[derive(Default)]
-struct Counts(Mutex<HashMap<IpAddr, usize>>);
-
-struct Slot {
-    counts: Arc<Counts>,
-    ip: IpAddr,
-    _total: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Serves DNS on `listener` until `shutdown`.
 pub(super) async fn serve(
     listener: TcpListener,
     handler: Arc<Handler>,
     shutdown: CancellationToken,
 ) {
-    let total = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let counts = Arc::new(Counts::default());
+    let admission = Admission::new(MAX_CONNECTIONS, MAX_PER_CLIENT);
     let mut log = LogLimit::every(Duration::from_secs(10));
     let mut refuse = |reason: &'static str, peer: Option<SocketAddr>, why: String| {
         metrics::counter!(telemetry::DNS_TCP_REFUSED, "reason" => reason).increment(1);
@@ -76,33 +54,12 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            refuse(
-                "total",
-                Some(peer),
-                format!("{MAX_CONNECTIONS} connections already open"),
-            );
-            continue;
-        };
-        let ip = peer.ip().to_canonical();
-        {
-            let mut map = counts.0.lock().unwrap_or_else(PoisonError::into_inner);
-            let n = map.entry(ip).or_default();
-            if *n >= MAX_PER_CLIENT {
-                drop(map);
-                refuse(
-                    "per_client",
-                    Some(peer),
-                    format!("{MAX_PER_CLIENT} connections already open from {ip}"),
-                );
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                refuse(refused.reason, Some(peer), refused.why);
                 continue;
             }
-            *n += 1;
-        }
-        let slot = Slot {
-            counts: counts.clone(),
-            ip,
-            _total: permit,
         };
         let (handler, stop) = (handler.clone(), shutdown.clone());
         tokio::spawn(async move {
