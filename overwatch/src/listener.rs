@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use rustls::pki_types::CertificateDer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use opengslb_proto::log_limit::LogLimit;
@@ -109,6 +109,33 @@ impl Admission {
     }
 }
 
+/// The next connection `admission` admits on `listener`, or `None` once `shutdown` is
+/// cancelled. Connections refused by a cap, and failed accepts (out of descriptors, most
+/// likely: it backs off instead of spinning), go to `refused(reason, peer, why)`.
+pub async fn next_admitted(
+    listener: &TcpListener,
+    admission: &Admission,
+    shutdown: &CancellationToken,
+    mut refused: impl FnMut(&'static str, Option<SocketAddr>, String),
+) -> Option<(TcpStream, SocketAddr, Slot)> {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => match admission.admit(peer.ip()) {
+                Ok(slot) => return Some((stream, peer, slot)),
+                Err(r) => refused(r.reason, Some(peer), r.why),
+            },
+            Err(e) => {
+                refused("accept", None, format!("cannot accept: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// A connection's place in the counts, given back when it closes.
 #[derive(Debug)]
 pub struct Slot {
@@ -169,27 +196,12 @@ pub async fn serve(
         limits,
         log: Mutex::new(LogLimit::every(Duration::from_secs(10))),
     });
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, most likely: back off instead of spinning.
-                refusals.refuse("accept", None, &format!("cannot accept: {e}"));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let slot = match admission.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(refused) => {
-                refusals.refuse(refused.reason, Some(peer), &refused.why);
-                continue;
-            }
-        };
+    while let Some((stream, peer, slot)) =
+        next_admitted(&listener, &admission, &shutdown, |reason, peer, why| {
+            refusals.refuse(reason, peer, &why);
+        })
+        .await
+    {
         let (app, tls, stop, refusals) =
             (app.clone(), tls.clone(), shutdown.clone(), refusals.clone());
         tokio::spawn(async move {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use opengslb_proto::log_limit::LogLimit;
 
 use super::Handler;
-use crate::listener::Admission;
+use crate::listener::{Admission, next_admitted};
 use crate::telemetry;
 
 /// Open TCP connections at most.
@@ -41,26 +41,9 @@ pub(super) async fn serve(
             tracing::warn!(%peer, not_logged_since_last = skipped, "dns tcp: connection refused: {why}");
         }
     };
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                refuse("accept", None, format!("cannot accept: {e}"));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let slot = match admission.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(refused) => {
-                refuse(refused.reason, Some(peer), refused.why);
-                continue;
-            }
-        };
+    while let Some((stream, peer, slot)) =
+        next_admitted(&listener, &admission, &shutdown, &mut refuse).await
+    {
         let (handler, stop) = (handler.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _slot = slot;
