@@ -70,11 +70,6 @@ impl Transport {
         })
     }
 
-    /// This node's id.
-    pub fn id(&self) -> NodeId {
-        self.id
-    }
-
     /// Whether calls use mutual TLS.
     pub fn secure(&self) -> bool {
         self.tls.is_some()

@@ -54,26 +54,33 @@ pub fn first_question_end(message: &[u8]) -> Option<usize> {
     (end <= message.len()).then_some(end)
 }
 
-/// The data of the first COOKIE option in `query`'s OPT record, if it can be found.
-pub fn query_cookie(query: &[u8]) -> Option<&[u8]> {
+/// The first OPT record (root owner) in `query`'s additional section, if the sections
+/// before it can be walked: where its TTL field starts, and its end.
+fn opt_of(query: &[u8]) -> Option<(usize, usize)> {
     let mut i = question_end(query)?;
     let before = count(query, 6)? + count(query, 8)?;
     for n in 0..before + count(query, 10)? {
         let (rtype, ttl, end) = record(query, i)?;
-        if n >= before && rtype == TYPE_OPT {
-            let mut o = ttl + 6; // past TTL (4) and RDLENGTH (2)
-            while o + 4 <= end {
-                let code = count(query, o)?;
-                let len = count(query, o + 2)?;
-                let data = query.get(o + 4..o + 4 + len)?;
-                if code == usize::from(super::cookie::OPTION_COOKIE) {
-                    return Some(data);
-                }
-                o += 4 + len;
-            }
-            return None;
+        if n >= before && rtype == TYPE_OPT && query.get(i) == Some(&0) {
+            return Some((ttl, end));
         }
         i = end;
+    }
+    None
+}
+
+/// The data of the first COOKIE option in `query`'s OPT record, if it can be found.
+pub fn query_cookie(query: &[u8]) -> Option<&[u8]> {
+    let (ttl, end) = opt_of(query)?;
+    let mut o = ttl + 6; // past TTL (4) and RDLENGTH (2)
+    while o + 4 <= end {
+        let code = count(query, o)?;
+        let len = count(query, o + 2)?;
+        let data = query.get(o + 4..o + 4 + len)?;
+        if code == usize::from(super::cookie::OPTION_COOKIE) {
+            return Some(data);
+        }
+        o += 4 + len;
     }
     None
 }
@@ -88,18 +95,10 @@ pub struct QueryOpt {
 /// The first OPT record in `query`'s additional section, if the sections before it can
 /// be walked.
 pub fn query_opt(query: &[u8]) -> Option<QueryOpt> {
-    let mut i = question_end(query)?;
-    let before = count(query, 6)? + count(query, 8)?;
-    for n in 0..before + count(query, 10)? {
-        let (rtype, ttl, end) = record(query, i)?;
-        if n >= before && rtype == TYPE_OPT && query.get(i) == Some(&0) {
-            return Some(QueryOpt {
-                dnssec_ok: query.get(ttl + 2)? & 0x80 != 0,
-            });
-        }
-        i = end;
-    }
-    None
+    let (ttl, _) = opt_of(query)?;
+    Some(QueryOpt {
+        dnssec_ok: query.get(ttl + 2)? & 0x80 != 0,
+    })
 }
 
 /// An OPT record: root owner, our payload size, extended rcode 0, version 0, the DO bit
@@ -167,5 +166,20 @@ mod tests {
         let short = &message()[..30];
         assert_eq!(truncated(short), None);
         assert_eq!(query_opt(short), None);
+    }
+
+    #[test]
+    fn the_first_cookie_of_the_opt_is_found() {
+        let options = [
+            &[0u8, 8, 0, 0][..],
+            &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8],
+            &[0, 10, 0, 1, 9],
+        ]
+        .concat();
+        let query = crate::dns::test_support::query(1, 0x0100, "a.test", 1, 1, Some(&options));
+        assert_eq!(query_cookie(&query), Some(&[1u8, 2, 3, 4, 5, 6, 7, 8][..]));
+        let plain = crate::dns::test_support::query(1, 0x0100, "a.test", 1, 1, Some(&[]));
+        assert_eq!(query_cookie(&plain), None);
+        assert_eq!(query_opt(&plain), Some(QueryOpt { dnssec_ok: false }));
     }
 }
