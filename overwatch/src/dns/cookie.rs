@@ -50,11 +50,6 @@ impl CookieKeys {
         self
     }
 
-    /// Seconds one secret makes new cookies.
-    pub fn period(&self) -> u64 {
-        self.period
-    }
-
     /// Secrets from random bytes: a node alone, whose cookies no other node must read.
     pub fn random() -> Result<CookieKeys, String> {
         let mut seed = [0u8; 32];
@@ -73,6 +68,15 @@ impl CookieKeys {
             period,
             current: self.secret(period),
             previous: self.secret(period.saturating_sub(1)),
+        }
+    }
+
+    /// The secrets for `now`, kept in `cached` and derived again only when the period
+    /// turned (two HMACs), so callers can ask per query.
+    pub fn cached(&self, cached: &mut Option<Secrets>, now: u32) -> Secrets {
+        match *cached {
+            Some(s) if s.period == u64::from(now) / self.period => s,
+            _ => *cached.insert(self.at(now)),
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Handler {
     cookies: Option<CookieKeys>,
     /// A fixed time for cookies, Unix seconds (0: the clock). For differential tests.
     fixed_now: AtomicU64,
+    /// The secrets of the current period, derived once per period (two HMACs).
+    secrets: std::sync::Mutex<Option<super::cookie::Secrets>>,
 }
 
 /// One query in this many with a learned ECS decision is reported to the observer.
@@ -53,6 +55,7 @@ impl Handler {
             observer: None,
             cookies: None,
             fixed_now: AtomicU64::new(0),
+            secrets: std::sync::Mutex::new(None),
         }
     }
 
@@ -82,8 +85,12 @@ impl Handler {
         } else {
             unix_now()
         };
+        let mut cached = self
+            .secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Some(CookieTime {
-            secrets: keys.at(now),
+            secrets: keys.cached(&mut cached, now),
             now,
         })
     }

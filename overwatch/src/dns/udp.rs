@@ -274,15 +274,11 @@ impl Answerer {
         let now = super::handler::unix_now();
         self.now = now;
         let Some(keys) = &self.cookies else { return };
-        match &mut self.cookie_time {
-            Some(t) if u64::from(now) / keys.period() == t.secrets.period => t.now = now,
-            slot => {
-                *slot = Some(fast::CookieTime {
-                    secrets: keys.at(now),
-                    now,
-                });
-            }
-        }
+        let mut cached = self.cookie_time.map(|t| t.secrets);
+        self.cookie_time = Some(fast::CookieTime {
+            secrets: keys.cached(&mut cached, now),
+            now,
+        });
     }
 
     /// Answers on the fast path into `out`: the length and whether the query carried a
