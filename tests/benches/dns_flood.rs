@@ -22,20 +22,16 @@ use std::time::{Duration, Instant};
 
 use opengslb_tests::TempDir;
 use opengslb_tests::bench::knob;
-use opengslb_tests::overwatch::{Overwatch, query_packet};
+use opengslb_tests::overwatch::{Overwatch, query_packet, query_with_option};
 
 const CONFIG: &str = "overwatch:\n  validation: {enabled: false}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [demo.local]\n  rate_limit: {responses_per_second: 20, slip: 2}\nregions:\n  - name: dc1\n    servers: [{address: 127.0.0.21}, {address: 127.0.0.22}, {address: 127.0.0.23}]\ndomains:\n  - {name: app.demo.local, routing_algorithm: round-robin, regions: [dc1], ttl: 30}\napi: {address: \"127.0.0.1:0\"}\nmetrics: {address: \"127.0.0.1:0\"}\n";
 
 /// A query for app.demo.local with an OPT carrying `cookie` (if any).
 fn query(id: u16, cookie: Option<&[u8]>) -> Vec<u8> {
-    let mut q = query_packet(id, "app.demo.local", 1, true);
-    if let Some(c) = cookie {
-        let at = q.len() - 2;
-        q[at..].copy_from_slice(&((4 + c.len()) as u16).to_be_bytes());
-        q.extend_from_slice(&[0, 10, 0, c.len() as u8]);
-        q.extend_from_slice(c);
+    match cookie {
+        Some(c) => query_with_option(id, "app.demo.local", 1, 10, c),
+        None => query_packet(id, "app.demo.local", 1, true),
     }
-    q
 }
 
 /// Sends `per_second` queries a second from `source` until `stop`; (sent, answered in

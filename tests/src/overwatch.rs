@@ -414,6 +414,18 @@ pub fn query_packet(id: u16, name: &str, qtype: u16, edns: bool) -> Vec<u8> {
     p
 }
 
+/// [`query_packet`] with an OPT record carrying one EDNS option, `code` with `data`
+/// (e.g. 10, a DNS cookie).
+pub fn query_with_option(id: u16, name: &str, qtype: u16, code: u16, data: &[u8]) -> Vec<u8> {
+    let mut q = query_packet(id, name, qtype, true);
+    let at = q.len() - 2;
+    q[at..].copy_from_slice(&((4 + data.len()) as u16).to_be_bytes());
+    q.extend_from_slice(&code.to_be_bytes());
+    q.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    q.extend_from_slice(data);
+    q
+}
+
 /// Sends `packet` over UDP and waits up to `timeout` for one reply.
 pub fn udp_exchange(server: SocketAddr, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind(if server.is_ipv4() {

@@ -82,7 +82,17 @@ fn a_partitioned_leader_steps_aside_and_nobody_is_deposed_when_it_heals() {
     let leader = new;
     let follower = (leader + 1) % 3;
     mesh.cut_one_way(leader, follower);
-    std::thread::sleep(Duration::from_secs(2));
+    // For longer than a lease and an election, the term never moves (checked throughout,
+    // not only at the end).
+    let window = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < window {
+        assert_eq!(
+            term(&cluster, leader),
+            elected,
+            "the cut follower deposed nobody"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (code, body) = cluster.set_override(leader, "app", "10.1.0.4:80", false, "one way");
     assert_eq!(code, 200, "writes go on with the other follower: {body}");
     assert_eq!(

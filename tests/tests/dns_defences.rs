@@ -81,15 +81,9 @@ fn cookies_are_good_at_every_node_rotate_and_bind_to_the_client_address() {
     assert!(bad, "two rotations later the cookie is refused: {raw}");
 }
 
-/// A query with an OPT record carrying the COOKIE option `cookie`.
+/// A query for app.gslb.test with the COOKIE option `cookie`.
 fn with_cookie(id: u16, cookie: &[u8]) -> Vec<u8> {
-    let mut q = opengslb_tests::overwatch::query_packet(id, "app.gslb.test", 1, true);
-    let rdlen = 4 + cookie.len();
-    let at = q.len() - 2;
-    q[at..].copy_from_slice(&(rdlen as u16).to_be_bytes());
-    q.extend_from_slice(&[0, 10, 0, cookie.len() as u8]);
-    q.extend_from_slice(cookie);
-    q
+    opengslb_tests::overwatch::query_with_option(id, "app.gslb.test", 1, 10, cookie)
 }
 
 /// Every reply `socket` gets until 500 ms pass without one.
