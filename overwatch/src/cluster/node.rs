@@ -650,9 +650,11 @@ impl Cluster {
                                         format!("the leader (node {leader}) is unreachable: {why}");
                                 }
                                 Err(Forward::Unknown(why)) => {
+                                    // The request may have reached the leader before its
+                                    // connection failed (a pooled connection to a leader that
+                                    // just died fails this way): the outcome is unknown.
                                     return Err(WriteError::NoQuorum(format!(
-                                        "the leader (node {leader}) did not confirm the write within {:?}: {why}; it may still be applied if it was committed, so read it back before retrying",
-                                        self.write_timeout
+                                        "no quorum confirmed the write: the leader (node {leader}) gave no answer ({why}); it may still be applied if it was committed, so read it back before retrying"
                                     )));
                                 }
                             }
