@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::monitor::{Snapshot, SnapshotRx};
+use crate::monitor::{Snapshot, SnapshotRx, wait_settled};
 
 /// Tunables of the server; [`ServerConfig::default`] is what the binary uses.
 #[derive(Debug, Clone)]
@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub linger: Duration,
     /// After SIGTERM, how long in-flight connections may take to finish.
     pub shutdown_grace: Duration,
+    /// How long a connection waits for the first result of every local check before it
+    /// is answered (then `down #... first check pending`, never an unchecked `up`).
+    pub first_result_within: Duration,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +41,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(2),
             linger: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(3),
+            first_result_within: Duration::ZERO,
         }
     }
 }
@@ -75,9 +79,13 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 backoff.reset();
-                let snapshot = Arc::clone(&snapshots.borrow());
+                let mut snapshot = Arc::clone(&snapshots.borrow());
                 let config = Arc::clone(&config);
+                let mut settling = snapshot.pending.then(|| snapshots.clone());
                 tracker.spawn(async move {
+                    if let Some(snapshots) = &mut settling {
+                        snapshot = wait_settled(snapshots, config.first_result_within).await;
+                    }
                     reply(stream, peer, &snapshot, &config).await;
                     drop(slot);
                 });

@@ -21,7 +21,9 @@ use crate::cli::Args;
 use crate::config::{self, AgentConfig};
 use crate::identity_files;
 use crate::listener;
-use crate::monitor::{Monitor, MonitorConfig, Snapshot, SnapshotRx};
+use crate::monitor::{
+    Monitor, MonitorConfig, Snapshot, SnapshotRx, first_result_within, wait_settled,
+};
 use crate::status::Health;
 
 /// How long SIGTERM waits for the leaving report and the graceful leave to go out.
@@ -151,6 +153,7 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
         }
         let config = ServerConfig {
             log_requests: cfg.log_requests,
+            first_result_within: first_result_within(&cfg.backends),
             ..ServerConfig::default()
         };
         tokio::spawn(agent_check::serve(
@@ -297,6 +300,12 @@ async fn publish_reports(
 ) {
     let mut clock = VersionClock::default();
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
+    // Overwatch hears nothing before every check has answered once: an unchecked backend
+    // would count as healthy there, and a down one would flap out of DNS and back.
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        _ = wait_settled(&mut snapshots, first_result_within(&cfg.backends)) => {}
+    }
     loop {
         let published = Arc::clone(&snapshots.borrow_and_update());
         match build_report(&published, &cfg, &identity, clock.next(now_us()), false) {

@@ -65,6 +65,9 @@ pub struct Snapshot {
     pub backends: Vec<Health>,
     /// Why a predictive threshold drains the host, if one does.
     pub predictive: Option<String>,
+    /// Some checked backend has no result yet: the status says nothing true about its
+    /// health, so readers wait for [`wait_settled`] before speaking.
+    pub pending: bool,
 }
 
 impl Snapshot {
@@ -75,7 +78,24 @@ impl Snapshot {
             line,
             backends,
             predictive,
+            pending: false,
         }
+    }
+}
+
+/// The newest snapshot once every checked backend has its first result, or the newest
+/// one at `deadline` (whose line then says the check is pending, never `up`).
+pub async fn wait_settled(snapshots: &mut SnapshotRx, within: Duration) -> Arc<Snapshot> {
+    let settled = tokio::time::timeout(within, async {
+        snapshots
+            .wait_for(|s| !s.pending)
+            .await
+            .map(|s| Arc::clone(&s))
+    })
+    .await;
+    match settled {
+        Ok(Ok(snapshot)) => snapshot,
+        _ => Arc::clone(&snapshots.borrow()),
     }
 }
 
@@ -291,7 +311,14 @@ impl Monitor {
                 }
             })
             .collect();
-        let health = aggregate(&self.config.backends, &backends);
+        let pending = self
+            .config
+            .backends
+            .iter()
+            .zip(&self.trackers)
+            .find(|(b, t)| b.check.is_some() && t.up.is_none())
+            .map(|(b, _)| b);
+        let health = aggregate(&self.config.backends, &backends, pending);
         let predictive = self.predictive_reason();
         let admin = match (self.files_admin, &predictive) {
             (Admin::Maint, _) => Admin::Maint,
@@ -304,21 +331,28 @@ impl Monitor {
             health,
         };
         self.tx.send_if_modified(|current| {
-            if current.status == status && current.backends == backends && current.predictive == predictive {
+            if current.status == status
+                && current.backends == backends
+                && current.predictive == predictive
+                && current.pending == pending.is_some()
+            {
                 return false;
             }
             if current.status.admin != status.admin {
                 tracing::info!(from = %current.status.admin, to = %status.admin, predictive = predictive.as_deref().unwrap_or(""), "admin state changed");
             }
-            *current = Arc::new(Snapshot::new(status.clone(), backends.clone(), predictive.clone()));
+            let mut next = Snapshot::new(status.clone(), backends.clone(), predictive.clone());
+            next.pending = pending.is_some();
+            *current = Arc::new(next);
             true
         });
     }
 }
 
-/// HAProxy hears one line for the host: up while every checked backend is up (or not yet
-/// checked), down with the first failing backend named; nothing when none is checked.
-fn aggregate(config: &[Backend], health: &[Health]) -> Health {
+/// HAProxy hears one line for the host: up once every checked backend is up, down with
+/// the first failing backend named (or the first one whose first check has not answered:
+/// never `up` before every check has said so); nothing when none is checked.
+fn aggregate(config: &[Backend], health: &[Health], pending: Option<&Backend>) -> Health {
     if config.iter().all(|b| b.check.is_none()) {
         return Health::Unchecked;
     }
@@ -332,7 +366,25 @@ fn aggregate(config: &[Backend], health: &[Health]) -> Health {
             ))),
             _ => None,
         })
+        .or_else(|| {
+            pending.map(|b| {
+                Health::Down(format!(
+                    "{} {}:{}: first check pending",
+                    b.service, b.address, b.port
+                ))
+            })
+        })
         .unwrap_or(Health::Up)
+}
+
+/// How long a reader waits for the first result of every check: the longest check
+/// timeout (every first check starts at once and ends by then), plus a margin.
+pub fn first_result_within(backends: &[Backend]) -> Duration {
+    backends
+        .iter()
+        .filter_map(|b| b.check.as_ref().map(|c| c.timeout))
+        .max()
+        .map_or(Duration::ZERO, |t| t + Duration::from_millis(500))
 }
 
 /// Used memory in percent from `/proc/meminfo` (MemTotal − MemAvailable).
@@ -462,7 +514,15 @@ mod tests {
             .await
             .expect("start");
         let first = rx.borrow_and_update().clone();
-        assert_eq!(first.status.health, Health::Up, "nothing failed yet");
+        assert_eq!(
+            first.status.health,
+            Health::Down(format!(
+                "app {}:8080: first check pending",
+                backend("app", true).address
+            )),
+            "never up before the first result"
+        );
+        assert!(first.pending);
         assert_eq!(first.backends, [Health::Unchecked, Health::Unchecked]);
         let (tx, outcomes) = mpsc::channel(8);
         let shutdown = CancellationToken::new();

@@ -231,6 +231,10 @@ fn without_log_requests_nothing_is_logged_per_request() {
 
 /// Hands the binary a listening socket as fd 3, as systemd does.
 fn socket_activated(listen_pid: &str) -> (Spawned, SocketAddr) {
+    socket_activated_with(listen_pid, &["-systemd", "-timeframe", "100"])
+}
+
+fn socket_activated_with(listen_pid: &str, args: &[&str]) -> (Spawned, SocketAddr) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let fd = listener.as_raw_fd();
@@ -238,10 +242,9 @@ fn socket_activated(listen_pid: &str) -> (Spawned, SocketAddr) {
     let mut command = Command::new("sh");
     command
         .arg("-c")
-        .arg(format!(
-            "LISTEN_PID={listen_pid} exec \"$0\" -systemd -timeframe 100"
-        ))
+        .arg(format!("LISTEN_PID={listen_pid} exec \"$0\" \"$@\""))
         .arg(agent_binary())
+        .args(args)
         .env("LISTEN_FDS", "1");
     #[allow(unsafe_code)]
     // SAFETY: dup2 is async-signal-safe; the fd stays valid because `listener` outlives spawn.
@@ -501,4 +504,55 @@ fn single_dash_flags_override_the_daemon_config() {
         let reply = agent_check(agent.addr, b"").ok()?;
         reply.contains(" drain").then_some(())
     });
+}
+
+/// A daemon config whose one backend has a TCP health check against `target`.
+fn checked_daemon_config(dir: &TempDir, target: SocketAddr) -> std::path::PathBuf {
+    let config = dir.join("agent.yaml");
+    let yaml = format!(
+        "identity:\n  service_token: app-token-0123456789\n  region: eu\n  cert_path: {d}/a.crt\n  key_path: {d}/a.key\nbackends:\n  - service: app\n    address: {ip}\n    port: {port}\n    health_check:\n      type: tcp\n      interval: 5s\n      timeout: 1s\ngossip:\n  encryption_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n  overwatch_nodes: [\"127.0.0.1:9\"]\n  bind_address: \"127.0.0.1:0\"\n",
+        d = dir.path().display(),
+        ip = target.ip(),
+        port = target.port(),
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    config
+}
+
+#[test]
+fn a_socket_activated_daemon_never_answers_up_before_its_first_check() {
+    // The connection that starts the agent is answered by what the check found, not by
+    // an optimistic `up`: three starts against a closed port, then one against an open one.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    for run in 0..3 {
+        let dir = TempDir::new("daemon-first-check");
+        let config = checked_daemon_config(&dir, closed);
+        let (process, addr) = socket_activated_with(
+            "$$",
+            &["--config", config.to_str().expect("utf-8"), "-systemd"],
+        );
+        let reply = agent_check(addr, b"").expect("first check");
+        assert!(
+            reply.contains(&format!("% ready down #app {closed}: ")),
+            "run {run}: the first reply must say the backend is down: {reply:?}\n{}",
+            process.output()
+        );
+        assert!(!reply.contains("pending"), "run {run}: {reply:?}");
+    }
+    let open = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dir = TempDir::new("daemon-first-check-up");
+    let config = checked_daemon_config(&dir, open.local_addr().expect("addr"));
+    let (process, addr) = socket_activated_with(
+        "$$",
+        &["--config", config.to_str().expect("utf-8"), "-systemd"],
+    );
+    let reply = agent_check(addr, b"").expect("first check");
+    assert!(
+        reply.ends_with(" ready up\n"),
+        "{reply:?}\n{}",
+        process.output()
+    );
 }
