@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the end-to-end tests drive
 # (haproxy, dig, systemd's tools, iproute2, chromium + chromedriver, promtool, Knot DNS for
-# the conformance test) when run as root, then builds and runs every test.
+# the conformance test, python3 for the demo) when run as root, then builds and runs every test.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,7 @@ declare -A needs=(
   [chromedriver]=chromium-driver
   [promtool]=prometheus
   [knotd]=knot
+  [python3]=python3
 )
 missing=()
 for cmd in "${!needs[@]}"; do
