@@ -63,10 +63,8 @@ impl Overwatch {
             .arg(&config)
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .env(
-                "RUST_LOG",
-                "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,openraft=warn",
-            );
+            // The binary's own default levels, as operators run it.
+            .env_remove("RUST_LOG");
         let process = Spawned::start("opengslb-overwatch", command);
         let addr_of = |needle: &str| {
             let line = process.wait_for_line(needle, Duration::from_secs(15));

@@ -57,22 +57,48 @@ fn main() -> ExitCode {
 
 /// `RUST_LOG` overrides `logging.level`; logs go to stderr. hickory logs every query at
 /// info and openraft every vote and membership step: those crates log warnings and
-/// errors only.
+/// errors only. openraft's line per failed call to a down peer (several a second) is left
+/// out unless `RUST_LOG` names openraft: the cluster network logs one WARN when a peer
+/// becomes unreachable and one INFO when it answers again.
 fn init_logging(logging: &LoggingSettings) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let default = format!(
         "{},hickory_server=warn,hickory_proto=warn,hickory_net=warn,openraft=warn",
         logging.level
     );
+    let env = std::env::var("RUST_LOG").ok();
+    let raft_asked = env.as_deref().is_some_and(|v| v.contains("openraft"));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let quiet =
+        tracing_subscriber::filter::filter_fn(move |meta| raft_asked || !is_raft_retry_noise(meta));
+    let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr);
-    if logging.json {
-        builder.json().init();
+    let layer = if logging.json {
+        layer.json().with_filter(filter).with_filter(quiet).boxed()
     } else {
-        builder
+        layer
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+            .with_filter(filter)
+            .with_filter(quiet)
+            .boxed()
+    };
+    tracing_subscriber::registry().with(layer).init();
+}
+
+/// openraft's events that repeat on every retry to a peer that is down or slow: its
+/// replication task's errors, the progress and heartbeat warnings they cause, a failed
+/// vote request (the event with a `target` field in the core), and a late vote reply.
+fn is_raft_retry_noise(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    if !target.starts_with("openraft") || !meta.is_event() {
+        return false;
     }
+    target.starts_with("openraft::replication")
+        || target.starts_with("openraft::engine::handler::replication_handler")
+        || (target == "openraft::core::raft_core"
+            && (meta.fields().field("target").is_some() || *meta.level() == tracing::Level::WARN))
 }

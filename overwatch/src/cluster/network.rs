@@ -1,6 +1,7 @@
 //! Raft RPC between overwatch nodes: JSON over HTTPS with mutual TLS (or plain HTTP when
 //! the operator says so) on `cluster.listen`, through [`super::transport`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -32,7 +33,22 @@ pub struct Network {
     transport: Arc<Transport>,
     /// Misconfiguration found on a call, logged at most every 10 s.
     misconfigured: Arc<std::sync::Mutex<LogLimit>>,
+    /// Each peer's reachability, logged once per change.
+    reachability: Arc<std::sync::Mutex<BTreeMap<NodeId, Reachability>>>,
 }
+
+/// Whether a peer answers, as the calls to it found.
+#[derive(Debug, Default)]
+struct Reachability {
+    /// When the current run of failed calls began.
+    failing_since: Option<std::time::Instant>,
+    /// Whether that run was logged.
+    warned: bool,
+}
+
+/// A peer failing for less than this is not reported: a node starting or restarting
+/// refuses calls for a moment, and Raft retries.
+const UNREACHABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Network {
     /// A network that calls peers through `transport`.
@@ -42,6 +58,46 @@ impl Network {
             misconfigured: Arc::new(std::sync::Mutex::new(LogLimit::every(
                 std::time::Duration::from_secs(10),
             ))),
+            reachability: Arc::default(),
+        }
+    }
+
+    /// Records a call's outcome: one WARN when a peer has failed every call for
+    /// [`UNREACHABLE_AFTER`], one INFO when it answers again. Raft retries a down peer
+    /// every 500 ms; openraft's own line per retry is filtered out (see the binary's
+    /// logging set-up), so these two lines are what an operator reads.
+    fn record(&self, target: NodeId, address: &str, failure: Option<&dyn std::fmt::Display>) {
+        let now = std::time::Instant::now();
+        let mut peers = self
+            .reachability
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let peer = peers.entry(target).or_default();
+        match (failure, peer.failing_since) {
+            (None, Some(since)) => {
+                if peer.warned {
+                    tracing::info!(
+                        peer = target,
+                        %address,
+                        down_for = ?now.duration_since(since),
+                        "cluster peer answers again"
+                    );
+                }
+                *peer = Reachability::default();
+            }
+            (None, None) => {}
+            (Some(error), since) => {
+                let since = *peer.failing_since.get_or_insert(since.unwrap_or(now));
+                if !peer.warned && now.duration_since(since) >= UNREACHABLE_AFTER {
+                    peer.warned = true;
+                    tracing::warn!(
+                        peer = target,
+                        %address,
+                        %error,
+                        "cluster peer unreachable; Raft keeps retrying every 500 ms (logged again when it answers)"
+                    );
+                }
+            }
         }
     }
 
@@ -88,6 +144,28 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 impl Connection {
     async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result = self.call_once(path, request, option).await;
+        let address = self.network.transport.address(self.target, &self.node.addr);
+        match &result {
+            Ok(_) | Err(RPCError::RemoteError(_)) => {
+                self.network.record(self.target, address, None)
+            }
+            Err(error) => self.network.record(self.target, address, Some(error)),
+        }
+        result
+    }
+
+    async fn call_once<Req, Resp, E>(
         &self,
         path: &str,
         request: &Req,
