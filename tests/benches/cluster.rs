@@ -201,7 +201,7 @@ fn snapshot_install() {
         .map(|w| {
             std::thread::spawn(move || {
                 let reason = "s".repeat(1024);
-                let body = format!(r#"{{"healthy": false, "reason": "{reason}"}}"#);
+                let body = format!(r#"{{"healthy": false, "reason": "{reason}", "force": true}}"#);
                 for n in (w..overrides).step_by(8) {
                     let address = format!(
                         "10.{}.{}.{}:80",

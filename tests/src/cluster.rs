@@ -237,6 +237,8 @@ impl TestCluster {
     }
 
     /// `PUT /api/v1/overrides/{service}/{address}` on node `i`: (status, JSON body).
+    /// Forced: the cluster tests use overrides as their replicated writes, mostly for
+    /// servers that no node knows (an unforced one would be refused).
     pub fn set_override(
         &self,
         i: usize,
@@ -245,7 +247,8 @@ impl TestCluster {
         healthy: bool,
         reason: &str,
     ) -> (u16, serde_json::Value) {
-        let body = serde_json::json!({ "healthy": healthy, "reason": reason }).to_string();
+        let body =
+            serde_json::json!({ "healthy": healthy, "reason": reason, "force": true }).to_string();
         let (code, text) = http_request(
             self.node(i).api.expect("api"),
             "PUT",

@@ -275,7 +275,7 @@ fn acknowledged_writes_survive_a_leader_kill_and_a_wiped_node_rejoins_by_snapsho
             let mut refused = 0;
             for i in 0..240u32 {
                 let address = format!("10.9.{}.{}:80", i / 200, i % 200 + 1);
-                let body = format!(r#"{{"healthy": false, "reason": "write {i}"}}"#);
+                let body = format!(r#"{{"healthy": false, "reason": "write {i}", "force": true}}"#);
                 let (code, _) = http_request(
                     apis[i as usize % 2],
                     "PUT",

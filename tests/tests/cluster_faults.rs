@@ -225,7 +225,10 @@ fn a_snapshot_larger_than_an_http_body_reaches_a_wiped_node() {
     let writers: Vec<_> = (0..8u32)
         .map(|w| {
             std::thread::spawn(move || {
-                let body = format!(r#"{{"healthy": false, "reason": "{}"}}"#, "r".repeat(1024));
+                let body = format!(
+                    r#"{{"healthy": false, "reason": "{}", "force": true}}"#,
+                    "r".repeat(1024)
+                );
                 for n in (w..2_800).step_by(8) {
                     let path =
                         format!("/api/v1/overrides/app/10.15.{}.{}:80", n / 200, n % 200 + 1);

@@ -61,7 +61,8 @@ fn acknowledged_writes_survive_kills_pauses_partitions_a_wiped_disk_and_a_lost_q
                     sent / 250 % 250,
                     sent % 250 + 1
                 );
-                let body = format!(r#"{{"healthy": false, "reason": "nemesis {sent}"}}"#);
+                let body =
+                    format!(r#"{{"healthy": false, "reason": "nemesis {sent}", "force": true}}"#);
                 let (code, _) = http_request(
                     api,
                     "PUT",

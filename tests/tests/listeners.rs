@@ -113,7 +113,8 @@ fn metrics_proxies_and_override_fields_have_limits() {
 
     // Override fields and counts.
     let put = |address: &str, reason: &str| {
-        let body = serde_json::json!({ "healthy": false, "reason": reason }).to_string();
+        let body =
+            serde_json::json!({ "healthy": false, "reason": reason, "force": true }).to_string();
         http_request(
             api,
             "PUT",

@@ -121,13 +121,16 @@ fn the_agent_disconnection_runbook_works_as_written() {
         .collect();
     let api = cluster.node(1).api.expect("api");
     let url = format!("http://{api}");
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(cli_binary())
+    let run = |args: &[&str]| {
+        std::process::Command::new(cli_binary())
             .args(args)
             .env("OPENGSLB_API", &url)
             .env("OPENGSLB_TOKEN", API_TOKEN)
             .output()
-            .expect("cli");
+            .expect("cli")
+    };
+    let cli = |args: &[&str]| {
+        let out = run(args);
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -191,6 +194,38 @@ fn the_agent_disconnection_runbook_works_as_written() {
         assert_eq!(stats[field], value, "{field}: {stats}");
     }
     assert!(stats.get("active_overrides").is_some() && stats.get("validation_enabled").is_some());
+    // A typo in the address is refused, naming the server it was probably meant for;
+    // --force sets it in advance on purpose.
+    let typo = format!("{}:{}", backends[1].addr.ip(), backends[1].addr.port() + 1);
+    let set_typo = |force: bool| {
+        let mut args = vec![
+            "overrides",
+            "set",
+            "app",
+            &typo,
+            "--healthy=true",
+            "--reason",
+            "typo",
+        ];
+        if force {
+            args.push("--force");
+        }
+        run(&args)
+    };
+    let refused = set_typo(false);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("no server app {typo} is known to this cluster"))
+            && said.contains(&format!("did you mean app {dead_addr}"))
+            && said.contains("--force"),
+        "{said}"
+    );
+    assert!(!cli(&["overrides", "list"]).contains(&typo));
+    let forced = set_typo(true);
+    assert!(forced.status.success(), "{forced:?}");
+    assert!(cli(&["overrides", "list"]).contains(&typo));
+    cli(&["overrides", "clear", "app", &typo]);
     // 3. The app on that host is fine (checked by hand): force it back in, with a reason.
     let out = cli(&[
         "overrides",

@@ -318,6 +318,10 @@ pub struct OverrideBody {
     /// `"1h"`, `"90s"`, or a number of seconds; none: until cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Ttl>,
+    /// Set it although no node knows the server (yet): without it, an override for an
+    /// unknown server is refused, since it would change nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// An override's lifetime as given.

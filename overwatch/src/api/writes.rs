@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use super::{ApiError, ApiState, override_key, render, types};
 use crate::cluster::node::{Write, WriteError};
 use crate::model::machine::{
-    Override, Request as RaftRequest, RequestV1, Response as RaftResponse,
+    Override, OverrideKey, Request as RaftRequest, RequestV1, Response as RaftResponse,
 };
 use crate::model::view::wall_ms;
 
@@ -148,6 +148,16 @@ pub(super) async fn put_override(
             ),
         ));
     }
+    if !request.force {
+        let view = state.view.borrow().clone();
+        let known = known_servers(&view);
+        if !known.contains(&key) {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                unknown_server_message(&key, &known),
+            ));
+        }
+    }
     {
         // Checked against this node's applied state: writes racing from several nodes
         // may pass it by a few, never by a flood.
@@ -279,4 +289,128 @@ pub(super) async fn remove_member(
         .map_err(write_error)?;
     tracing::info!(node = id, %author, "cluster member removed");
     Ok(Json(types::MemberRemoved { removed: id }))
+}
+
+/// Every server this cluster knows, as override keys: the configured ones, those agents
+/// announce, and those the replicated registry remembers.
+fn known_servers(view: &crate::model::view::View) -> std::collections::BTreeSet<OverrideKey> {
+    let announced = view.backends.iter().map(|b| OverrideKey {
+        service: b.key.service.clone(),
+        address: std::net::SocketAddr::new(b.key.address, b.key.port),
+    });
+    let registered = view.replicated.backends.keys().map(|k| OverrideKey {
+        service: k.service.clone(),
+        address: k.address,
+    });
+    announced.chain(registered).collect()
+}
+
+/// Why an override for an unknown server is refused, with the known servers most like it.
+fn unknown_server_message(
+    key: &OverrideKey,
+    known: &std::collections::BTreeSet<OverrideKey>,
+) -> String {
+    let near = near_matches(key, known, 3);
+    let hint = if near.is_empty() {
+        ".".to_owned()
+    } else {
+        format!("; did you mean {}?", near.join(", "))
+    };
+    format!(
+        "no server {} {} is known to this cluster (configured, announced by an agent, or registered){hint} An override for it would change nothing in DNS. To set one before the server exists, add --force (API: \"force\": true)",
+        key.service, key.address
+    )
+}
+
+/// Up to `n` known servers closest to `key`: the same address under another service or
+/// port first, then by edit distance of `service address`.
+fn near_matches(
+    key: &OverrideKey,
+    known: &std::collections::BTreeSet<OverrideKey>,
+    n: usize,
+) -> Vec<String> {
+    let wanted = format!("{} {}", key.service, key.address);
+    let mut scored: Vec<(usize, String)> = known
+        .iter()
+        .map(|k| {
+            let text = format!("{} {}", k.service, k.address);
+            let score = if k.address == key.address
+                || (k.service == key.service && k.address.ip() == key.address.ip())
+            {
+                0
+            } else {
+                edit_distance(&wanted, &text)
+            };
+            (score, text)
+        })
+        .filter(|(score, _)| *score <= (wanted.len() / 3).max(3))
+        .collect();
+    scored.sort();
+    scored.into_iter().take(n).map(|(_, text)| text).collect()
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(service: &str, address: &str) -> OverrideKey {
+        OverrideKey {
+            service: service.into(),
+            address: address.parse().expect("address"),
+        }
+    }
+
+    #[test]
+    fn near_matches_put_the_same_address_first_then_small_typos() {
+        let known = [
+            key("app", "10.0.1.11:8080"),
+            key("app", "10.0.1.12:8080"),
+            key("api", "10.0.1.10:9090"),
+            key("web", "192.168.7.7:443"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            near_matches(&key("app", "10.0.1.10:8080"), &known, 3),
+            [
+                "app 10.0.1.11:8080",
+                "app 10.0.1.12:8080",
+                "api 10.0.1.10:9090"
+            ]
+        );
+        assert_eq!(
+            near_matches(&key("ap", "10.0.1.12:8080"), &known, 3)[0],
+            "app 10.0.1.12:8080"
+        );
+        assert_eq!(
+            near_matches(&key("api", "10.0.1.10:9091"), &known, 3)[0],
+            "api 10.0.1.10:9090"
+        );
+        assert!(near_matches(&key("db", "172.16.0.1:5432"), &known, 3).is_empty());
+    }
+
+    #[test]
+    fn edit_distance_counts_characters() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
 }

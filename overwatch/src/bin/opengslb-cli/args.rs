@@ -107,6 +107,10 @@ pub(crate) enum OverridesCommand {
         /// Expire after this long, e.g. 30m or 1h (default: until cleared).
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
+        /// Set it although no node knows the server yet (it applies once the server is
+        /// configured or announced); without it such an override is refused.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove an override.
     Clear {

@@ -208,6 +208,7 @@ fn change(cli: &Cli) -> Option<Result<Change, String>> {
                     healthy,
                     reason,
                     ttl,
+                    force,
                 },
         } => server(service, address).map(|path| {
             let state = if *healthy { "in DNS" } else { "out of DNS" };
@@ -218,6 +219,7 @@ fn change(cli: &Cli) -> Option<Result<Change, String>> {
                     healthy: *healthy,
                     reason: reason.clone(),
                     ttl: ttl.map(|t| Ttl::Seconds(t.as_secs().max(1))),
+                    force: *force,
                 })),
                 done: format!("override set: {service} {address} forced {state} on every node\n"),
             }
