@@ -31,6 +31,8 @@ pub struct ServerConfig {
     /// How long a connection waits for the first result of every local check before it
     /// is answered (then `down #... first check pending`, never an unchecked `up`).
     pub first_result_within: Duration,
+    /// Whether overwatch hears this agent, in one word, for the request log (daemon mode).
+    pub overwatch: Option<tokio::sync::watch::Receiver<&'static str>>,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +44,7 @@ impl Default for ServerConfig {
             linger: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(3),
             first_result_within: Duration::ZERO,
+            overwatch: None,
         }
     }
 }
@@ -141,7 +144,13 @@ async fn reply(
         return;
     }
     if config.log_requests {
-        tracing::info!(%peer, reply = line.trim_end(), "agent-check");
+        match &config.overwatch {
+            Some(heard) => {
+                let overwatch = *heard.borrow();
+                tracing::info!(%peer, reply = line.trim_end(), overwatch, "agent-check");
+            }
+            None => tracing::info!(%peer, reply = line.trim_end(), "agent-check"),
+        }
     }
     // FIN after the line: "that is the whole answer". Then read whatever the peer sent
     // (agent-send) until it closes: closing a socket with unread input sends a reset,

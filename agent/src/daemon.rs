@@ -107,12 +107,37 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     );
     settings.tokens = service_tokens(&cfg);
     settings.advertise = cfg.gossip_advertise;
-    let gossip = member::start(settings, gossip_stop.clone())
+    // The metrics endpoint first: a port in use stops the start, before anything joins.
+    let metrics = match cfg.metrics {
+        Some(addr) => {
+            let handle = crate::metrics_http::install().map_err(DaemonError::Startup)?;
+            let listener = crate::metrics_http::bind(addr)
+                .await
+                .map_err(DaemonError::Startup)?;
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics listening");
+            }
+            Some(tokio::spawn(crate::metrics_http::serve(
+                listener,
+                handle,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let mut gossip = member::start(settings, gossip_stop.clone())
         .await
         .map_err(|e| {
             DaemonError::Startup(format!("gossip.bind_address {}: {e}", cfg.gossip_bind))
         })?;
     tracing::info!(addr = %gossip.identity.addr, overwatch = ?cfg.overwatch_nodes, "gossip started");
+    let (hearing, heard) = crate::hearing::Hearing::new(
+        identity.agent_id().to_owned(),
+        cfg.overwatch_nodes.clone(),
+        cfg.heartbeat,
+    );
+    let events = std::mem::replace(&mut gossip.events, mpsc::channel(1).1);
+    let hearing_task = tokio::spawn(hearing.run(events, shutdown.clone()));
     let publisher = tokio::spawn(publish_reports(
         snapshots.clone(),
         cfg.clone(),
@@ -154,6 +179,7 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
         let config = ServerConfig {
             log_requests: cfg.log_requests,
             first_result_within: first_result_within(&cfg.backends),
+            overwatch: Some(heard.clone()),
             ..ServerConfig::default()
         };
         tokio::spawn(agent_check::serve(
@@ -209,6 +235,10 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
         let _ = task.await;
     }
     let _ = monitor_task.await;
+    let _ = hearing_task.await;
+    if let Some(task) = metrics {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -140,9 +140,12 @@ pub async fn run(
     let (owner, view_rx) = StateOwner::new(settings.clone(), prepared.geo.clone());
     // Learned decisions per resolver, from DNS to the owner; DNS drops them when full.
     let (observer_tx, observer_rx) = mpsc::channel(1024);
+    // Report verdicts, from the owner back to agents through the gossip member.
+    let (ack_tx, ack_rx) = mpsc::channel(1024);
     let owner = owner
         .with_replication(replication(&cluster, &tracker, shutdown.clone()))
-        .observing(observer_rx);
+        .observing(observer_rx)
+        .acknowledging(ack_tx);
     let (report_tx, report_rx) = mpsc::channel(1024);
     // Room for a burst of gossip events (each agent's report is one) between batches.
     let (command_tx, command_rx) = mpsc::channel(4096);
@@ -164,6 +167,7 @@ pub async fn run(
                 &settings.node_id,
                 &settings.agent_tokens,
                 command_tx.clone(),
+                ack_rx,
                 shutdown.clone(),
                 &tracker,
             )
@@ -350,6 +354,7 @@ async fn start_gossip(
     node_id: &str,
     agent_tokens: &std::collections::BTreeMap<String, String>,
     commands: mpsc::Sender<Command>,
+    mut acks: mpsc::Receiver<opengslb_proto::wire::Ack>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<mpsc::Sender<member::Command>, RunError> {
@@ -374,6 +379,14 @@ async fn start_gossip(
         })?;
     tracing::info!(addr = %handle.identity.addr, keys = gossip.encryption_keys.len(), "gossip listening");
     let member_commands = handle.commands.clone();
+    let to_member = handle.commands.clone();
+    tracker.spawn(async move {
+        while let Some(ack) = acks.recv().await {
+            if to_member.send(member::Command::Ack(ack)).await.is_err() {
+                return;
+            }
+        }
+    });
     tracker.spawn(async move {
         while let Some(event) = handle.events.recv().await {
             if commands.send(Command::Gossip(event)).await.is_err() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opengslb_proto::log_limit::LogLimit;
 use opengslb_proto::member::{Event, Role};
-use opengslb_proto::wire::StatusReport;
+use opengslb_proto::wire::{Ack, StatusReport, Verdict};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +105,8 @@ pub struct StateOwner {
     seen: Arc<LastSeen>,
     /// When statuses change with no message arriving.
     deadlines: Deadlines,
+    /// Where report verdicts go back to agents (with gossip).
+    acks: Option<mpsc::Sender<Ack>>,
     /// The view or the replicated state changed since the leader last found the registry
     /// complete: only then is the registry diff worth computing.
     registry_dirty: bool,
@@ -160,6 +162,7 @@ impl StateOwner {
             synced: true,
             conflicts: HashMap::new(),
             conflict_log: LogLimit::every(Duration::from_secs(10)),
+            acks: None,
         };
         let forget = owner.started + owner.settings.stale.remove_after;
         owner.deadlines.at(forget, Due::ForgetRemembered);
@@ -177,6 +180,26 @@ impl StateOwner {
         self.replicate(machine);
         self.publish();
         self
+    }
+
+    /// Sends each report's verdict (accepted, or rejected and why) back to its agent
+    /// through `acks` (the gossip member's commands).
+    pub fn acknowledging(mut self, acks: mpsc::Sender<Ack>) -> StateOwner {
+        self.acks = Some(acks);
+        self
+    }
+
+    /// Tells the agent what became of its report; dropped when the member is behind (the
+    /// next report's verdict follows a heartbeat later).
+    fn acknowledge(&self, agent_id: &str, version: u64, verdict: Verdict) {
+        if let Some(acks) = &self.acks {
+            let _ = acks.try_send(Ack {
+                node: self.settings.node_id.clone(),
+                agent_id: agent_id.to_owned(),
+                version,
+                verdict,
+            });
+        }
     }
 
     /// Also takes in the DNS server's learned decisions per resolver.
@@ -290,8 +313,10 @@ impl StateOwner {
         match event {
             Event::Report(verified) => {
                 let claimed = verified.report().agent_id.clone();
+                let version = verified.report().version;
                 match self.book.admit(verified, &Policy::of(&self.settings), wall) {
                     Ok(Admitted::New(report)) => {
+                        self.acknowledge(&report.agent_id, version, Verdict::Accepted);
                         let stale = &self.settings.stale;
                         self.deadlines.agent_reported(
                             &report.agent_id,
@@ -318,6 +343,14 @@ impl StateOwner {
                     }
                     Ok(Admitted::Duplicate) => false,
                     Err(rejection) => {
+                        self.acknowledge(
+                            &claimed,
+                            version,
+                            Verdict::Rejected {
+                                cause: rejection.cause(),
+                                detail: rejection.to_string(),
+                            },
+                        );
                         metrics::counter!(telemetry::REPORTS_REJECTED, "reason" => rejection.reason()).increment(1);
                         if let Some(skipped) = self.rejection_log.ready(Instant::now()) {
                             tracing::warn!(agent_id = %claimed, reason = %rejection, not_logged_since_last = skipped, "agent report rejected");
@@ -344,7 +377,10 @@ impl StateOwner {
                     changed
                 })
             }
-            Event::MemberUp(_) | Event::MemberDown(_) => false,
+            // Agents' business: an overwatch member never emits them.
+            Event::MemberUp(_) | Event::MemberDown(_) | Event::Ack(..) | Event::KeyMismatch(_) => {
+                false
+            }
         }
     }
 

@@ -69,6 +69,12 @@ pub fn message(bytes: &[u8]) {
                 "a proof from fuzzed bytes proved a member overwatch"
             );
         }
+        // What an agent reads of a verdict: its cause's label and the detail, logged.
+        MessageV2::Ack(ack) => {
+            if let crate::wire::Verdict::Rejected { cause, detail } = &ack.verdict {
+                let _ = format!("{} {detail} {}", cause.label(), ack.node);
+            }
+        }
     }
 }
 

@@ -39,6 +39,67 @@ pub enum MessageV2 {
     Challenge(Challenge),
     /// The answer: a token proof over the challenge and the prover's member identity.
     Proof(Proof),
+    /// An overwatch node's verdict on one report, sent back to its agent.
+    Ack(Ack),
+}
+
+/// An overwatch node's answer to a report: whether it was accepted, and if not, why.
+///
+/// Sealed under the cluster key like everything else, and only diagnostic: it changes
+/// nothing in the agent's status, it tells the operator whether overwatch hears the agent.
+/// (A holder of the cluster key could forge one; the worst it does is a wrong log line.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The overwatch node that decided.
+    pub node: String,
+    /// The agent the report came from.
+    pub agent_id: String,
+    /// The report's version.
+    pub version: u64,
+    /// Accepted, or rejected and why.
+    pub verdict: Verdict,
+}
+
+/// What overwatch did with a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Its status counts.
+    Accepted,
+    /// Not admitted.
+    Rejected {
+        /// The kind of problem.
+        cause: RejectCause,
+        /// Overwatch's words for it.
+        detail: String,
+    },
+}
+
+/// Why overwatch refused a report, in words an agent can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RejectCause {
+    /// The service token is not the one overwatch holds for the service.
+    Token,
+    /// The agent id is pinned to another certificate.
+    Pin,
+    /// A backend lies outside the networks allowed for its service.
+    Network,
+    /// New agents arrive faster than overwatch admits them; retried.
+    RegistrationRate,
+    /// The report has no backend, so no token is proven.
+    NoService,
+}
+
+impl RejectCause {
+    /// The metrics label, and the word in log lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectCause::Token => "token",
+            RejectCause::Pin => "pin",
+            RejectCause::Network => "network",
+            RejectCause::RegistrationRate => "registration_rate",
+            RejectCause::NoService => "no_service",
+        }
+    }
 }
 
 /// A challenge to a member that claims to be overwatch.

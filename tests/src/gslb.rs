@@ -45,6 +45,19 @@ impl AgentDaemon {
         key: &str,
         token: &str,
     ) -> AgentDaemon {
+        AgentDaemon::start_with(dir, name, backend, overwatch, key, token, "")
+    }
+
+    /// The same, with `extra` YAML (top-level keys) appended to its config.
+    pub fn start_with(
+        dir: &TempDir,
+        name: &str,
+        backend: SocketAddr,
+        overwatch: &[SocketAddr],
+        key: &str,
+        token: &str,
+        extra: &str,
+    ) -> AgentDaemon {
         let drain = dir.join(&format!("{name}.drain"));
         let nodes: Vec<String> = overwatch.iter().map(|a| format!("\"{a}\"")).collect();
         let yaml = format!(
@@ -56,7 +69,7 @@ impl AgentDaemon {
             drain = drain.display(),
         );
         let config = dir.join(&format!("{name}.yaml"));
-        std::fs::write(&config, yaml).expect("write agent config");
+        std::fs::write(&config, yaml + extra).expect("write agent config");
         let mut command = Command::new(agent_binary());
         command.arg("--config").arg(&config);
         let process = Spawned::start(&format!("agent {name}"), command);

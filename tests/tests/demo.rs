@@ -25,11 +25,15 @@ fn demo(name: &str) -> Spawned {
 
 /// Waits until nothing listens on the demo's API ports any more.
 fn wait_stopped() {
-    poll_until(Duration::from_secs(10), "the demo's processes to stop", || {
-        (1..=3)
-            .all(|i| std::net::TcpStream::connect(("127.0.0.1", 8000 + i)).is_err())
-            .then_some(())
-    });
+    poll_until(
+        Duration::from_secs(10),
+        "the demo's processes to stop",
+        || {
+            (1..=3)
+                .all(|i| std::net::TcpStream::connect(("127.0.0.1", 8000 + i)).is_err())
+                .then_some(())
+        },
+    );
 }
 
 #[test]

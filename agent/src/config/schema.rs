@@ -21,6 +21,18 @@ pub(super) struct Raw {
     pub(super) agent_check: RawAgentCheck,
     #[serde(default)]
     pub(super) latency_learning: Option<RawLatency>,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+}
+
+/// `metrics:` (OpenGSLB's key): the agent's own Prometheus endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    #[serde(default)]
+    pub(super) enabled: bool,
+    #[serde(default)]
+    pub(super) address: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -103,6 +103,8 @@ pub struct AgentConfig {
     pub log_requests: bool,
     /// Passive latency learning (`None`: off).
     pub latency: Option<LatencyLearning>,
+    /// `metrics.address` when `metrics.enabled`: `/metrics` and `/health` over HTTP.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `latency_learning`

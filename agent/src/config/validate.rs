@@ -234,6 +234,19 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
         "agent_check.timeframe",
         Duration::from_millis(2000),
     );
+    // OpenGSLB's port; on loopback unless the file says otherwise, as overwatch's.
+    let metrics = raw
+        .metrics
+        .enabled
+        .then(|| {
+            addr(
+                &mut c,
+                &raw.metrics.address,
+                "metrics.address",
+                "127.0.0.1:9090",
+            )
+        })
+        .flatten();
     let latency = raw
         .latency_learning
         .as_ref()
@@ -267,6 +280,7 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
         timeframe,
         log_requests: raw.agent_check.log_requests,
         latency,
+        metrics,
     })
 }
 

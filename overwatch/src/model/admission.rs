@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
-use opengslb_proto::wire::{StatusReport, VerifiedReport, supersedes};
+use opengslb_proto::wire::{RejectCause, StatusReport, VerifiedReport, supersedes};
 
 use crate::config::{RegistrationSettings, Settings};
 
@@ -105,6 +105,17 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The cause an agent is told.
+    pub fn cause(&self) -> RejectCause {
+        match self {
+            Rejection::Token { .. } => RejectCause::Token,
+            Rejection::Network { .. } => RejectCause::Network,
+            Rejection::RegistrationRate { .. } => RejectCause::RegistrationRate,
+            Rejection::NoService => RejectCause::NoService,
+            Rejection::PinMismatch { .. } => RejectCause::Pin,
+        }
+    }
+
     /// Metrics label.
     pub fn reason(&self) -> &'static str {
         match self {

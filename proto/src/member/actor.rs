@@ -20,7 +20,7 @@ use super::trust::{Proven, Trust};
 use super::{Command, Event, GossipSettings, MemberId, Role};
 use crate::log_limit::LogLimit;
 use crate::seal::{Envelope, OVERHEAD};
-use crate::wire::{Message, MessageV2, SignedLatency, SignedReport};
+use crate::wire::{Ack, Message, MessageV2, SignedLatency, SignedReport};
 
 /// How often members that claim overwatch and have not proven it are challenged again.
 const CHALLENGE_EVERY: Duration = Duration::from_secs(2);
@@ -39,7 +39,16 @@ pub(crate) struct Member<T> {
     trust: Trust,
     /// Sealed trust packets to send at the next flush.
     outbox: Vec<(Vec<u8>, SocketAddr)>,
+    /// Our role.
+    role: Role,
+    /// Overwatch: when each source was last told its packets do not open (bounded).
+    notified: std::collections::HashMap<std::net::IpAddr, std::time::Instant>,
 }
+
+/// Overwatch tells one source address at most this often that its key is not ours.
+const NOTICE_EVERY: Duration = Duration::from_secs(5);
+/// Sources remembered for that; past it, the oldest half is forgotten.
+const NOTICE_SOURCES: usize = 4096;
 
 impl<T: Transport> Member<T> {
     pub(crate) fn new(
@@ -82,6 +91,8 @@ impl<T: Transport> Member<T> {
             delivered,
             trust: Trust::new(settings.role, settings.tokens.clone(), proven),
             outbox: Vec::new(),
+            role: settings.role,
+            notified: std::collections::HashMap::new(),
         }
     }
 
@@ -110,6 +121,7 @@ impl<T: Transport> Member<T> {
                         self.envelope.set_keys(&keys);
                         self.trust.set_tokens(tokens);
                     }
+                    Command::Ack(ack) => self.send_ack(&ack).await,
                 },
                 received = self.transport.recv_from(&mut buf) => match received {
                     Ok((n, from)) => self.receive(&buf[..n], from),
@@ -177,6 +189,49 @@ impl<T: Transport> Member<T> {
         targets
     }
 
+    /// Sends a verdict to the agent member it names; an agent that is not (yet) a member
+    /// hears from the next report's verdict.
+    async fn send_ack(&mut self, ack: &Ack) {
+        let to = self
+            .foca
+            .iter_members()
+            .map(|m| m.id())
+            .find(|id| id.role == Role::Agent && id.name == ack.agent_id)
+            .map(|id| id.addr);
+        let Some(to) = to else {
+            tracing::debug!(agent_id = %ack.agent_id, "no member to acknowledge");
+            return;
+        };
+        let message = Message::V2(MessageV2::Ack(ack.clone())).encode();
+        let packet = packet::seal(&self.envelope, Kind::Ack, &message);
+        self.send(&packet, to).await;
+    }
+
+    /// Overwatch: tells a source whose packet did not open that its key is not ours, at
+    /// most every [`NOTICE_EVERY`] per address.
+    fn notice_key_mismatch(&mut self, from: SocketAddr) {
+        if self.role != Role::Overwatch {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .notified
+            .get(&from.ip())
+            .is_some_and(|at| now.duration_since(*at) < NOTICE_EVERY)
+        {
+            return;
+        }
+        if self.notified.len() >= NOTICE_SOURCES {
+            let mut times: Vec<std::time::Instant> = self.notified.values().copied().collect();
+            times.sort_unstable();
+            let cut = times[times.len() / 2];
+            self.notified.retain(|_, at| *at > cut);
+        }
+        self.notified.insert(from.ip(), now);
+        self.outbox
+            .push((packet::KEY_MISMATCH_NOTICE.to_vec(), from));
+    }
+
     async fn send_latency(&mut self, parts: Vec<SignedLatency>) {
         let targets = self.overwatch_targets();
         for signed in parts {
@@ -229,9 +284,16 @@ impl<T: Transport> Member<T> {
     }
 
     fn receive(&mut self, sealed: &[u8], from: SocketAddr) {
+        if sealed == packet::KEY_MISMATCH_NOTICE {
+            if self.role == Role::Agent && self.seeds.contains(&from) {
+                self.emit(Event::KeyMismatch(from));
+            }
+            return;
+        }
         let payload = match self.envelope.open(sealed, now_ms()) {
             Ok(payload) => payload,
             Err(err) => {
+                self.notice_key_mismatch(from);
                 self.decrypt_failures += 1;
                 metrics::counter!(super::GOSSIP_DECRYPT_FAILURES).increment(1);
                 if self.failure_log.ready(std::time::Instant::now()).is_some() {
@@ -253,6 +315,15 @@ impl<T: Transport> Member<T> {
             }
             Some((Kind::Trust, data)) => {
                 self.trust_message(data, from);
+                Ok(())
+            }
+            Some((Kind::Ack, data)) => {
+                match Message::decode(data) {
+                    Ok(MessageV2::Ack(ack)) if self.role == Role::Agent => {
+                        self.emit(Event::Ack(ack, from));
+                    }
+                    _ => tracing::debug!(%from, "unexpected acknowledgement packet"),
+                }
                 Ok(())
             }
             None => {

@@ -22,12 +22,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use broadcast::ReportKey;
-pub use packet::{MAX_PACKET, now_ms, now_us, seal_direct, seal_latency};
+pub use packet::{KEY_MISMATCH_NOTICE, MAX_PACKET, now_ms, now_us, seal_direct, seal_latency};
 pub use transport::{MemNetwork, MemTransport, Transport, UdpTransport};
 pub use trust::{OVERWATCH_PROOFS_FAILED, OVERWATCH_PROVEN};
 
 use crate::seal::ClusterKey;
-use crate::wire::{SignedLatency, SignedReport, VerifiedReport};
+use crate::wire::{Ack, SignedLatency, SignedReport, VerifiedReport};
 
 /// Sealed gossip packets, by `direction` (in, out); recorded by the member.
 pub const GOSSIP_PACKETS: &str = "opengslb_gossip_packets_total";
@@ -150,6 +150,8 @@ pub enum Command {
     Latency(Vec<SignedLatency>),
     /// New cluster keys (first seals, all open) and service tokens: a reload.
     Rekey(Vec<ClusterKey>, BTreeMap<String, String>),
+    /// Overwatch: send this verdict to the agent member it names (if it is a member).
+    Ack(Ack),
 }
 
 /// What the member learned (overwatch consumes these).
@@ -164,6 +166,11 @@ pub enum Event {
     MemberUp(MemberId),
     /// A member is down (failed probes, or it left).
     MemberDown(MemberId),
+    /// Agent: an overwatch node's verdict on one of our reports, from `from`.
+    Ack(Ack, SocketAddr),
+    /// Agent: a configured overwatch address could not open our packets (its cluster key
+    /// is not one of ours).
+    KeyMismatch(SocketAddr),
 }
 
 /// The running member.

@@ -19,7 +19,15 @@ pub(crate) enum Kind {
     Latency,
     /// A challenge to a member claiming overwatch, or its proof (`member::trust`).
     Trust,
+    /// An overwatch node's verdict on a report, sent to the agent.
+    Ack,
 }
+
+/// What an overwatch node sends, unsealed, to a source whose packet did not open: the
+/// only plaintext on the gossip port. It carries nothing but "your key is not mine", is
+/// shorter than any sealed packet (no amplification), is rate-limited per source, and an
+/// agent believes it only from a configured overwatch address.
+pub const KEY_MISMATCH_NOTICE: &[u8] = b"\xffopengslb: cannot open";
 
 impl Kind {
     const fn byte(self) -> u8 {
@@ -28,15 +36,22 @@ impl Kind {
             Kind::Direct => 1,
             Kind::Latency => 2,
             Kind::Trust => 3,
+            Kind::Ack => 4,
         }
     }
 
     /// Splits an opened payload into its kind and data; `None` for an unknown kind.
     pub(crate) fn split(payload: &[u8]) -> Option<(Kind, &[u8])> {
         let (&first, data) = payload.split_first()?;
-        let kind = [Kind::Foca, Kind::Direct, Kind::Latency, Kind::Trust]
-            .into_iter()
-            .find(|k| k.byte() == first)?;
+        let kind = [
+            Kind::Foca,
+            Kind::Direct,
+            Kind::Latency,
+            Kind::Trust,
+            Kind::Ack,
+        ]
+        .into_iter()
+        .find(|k| k.byte() == first)?;
         Some((kind, data))
     }
 }
@@ -81,11 +96,17 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips_and_an_unknown_one_is_refused() {
-        for kind in [Kind::Foca, Kind::Direct, Kind::Latency, Kind::Trust] {
+        for kind in [
+            Kind::Foca,
+            Kind::Direct,
+            Kind::Latency,
+            Kind::Trust,
+            Kind::Ack,
+        ] {
             let payload = [kind.byte(), 9, 8];
             assert_eq!(Kind::split(&payload), Some((kind, &[9u8, 8][..])));
         }
-        assert_eq!(Kind::split(&[4, 1]), None);
+        assert_eq!(Kind::split(&[5, 1]), None);
         assert_eq!(Kind::split(&[]), None);
     }
 }
