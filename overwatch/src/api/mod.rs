@@ -5,6 +5,7 @@
 //! token from `api.tokens`, whose name is the author, and are acknowledged only once
 //! committed through Raft), `page` is the status page. Only this module makes JSON.
 
+mod explain;
 mod page;
 mod reads;
 pub mod render;
@@ -84,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/overwatch/backends", get(backends))
         .route("/api/v1/overwatch/stats", get(stats))
         .route("/api/v1/domains", get(domains))
+        .route("/api/v1/explain", get(explain::explain))
         .route("/api/v1/overwatch/agents", get(agents))
         .route(
             "/api/v1/overwatch/agents/{id}",

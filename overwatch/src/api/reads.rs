@@ -110,11 +110,23 @@ pub(super) async fn stats(State(state): State<ApiState>) -> Json<types::Stats> {
 /// `GET /api/v1/domains`.
 pub(super) async fn domains(State(state): State<ApiState>) -> Json<types::DomainList> {
     let view = state.view.borrow().clone();
+    let snapshot = state.dns.borrow().clone();
     let domains = view
         .settings
         .domains
         .iter()
         .map(|d| {
+            let answers = snapshot
+                .domains
+                .iter()
+                .position(|a| &*a.label == d.name.as_str())
+                .map(|i| super::explain::domain_answers(&snapshot, i))
+                .unwrap_or_else(|| types::DomainAnswerSets {
+                    answer: Vec::new(),
+                    depends_on_client: false,
+                    answer_by_region: Default::default(),
+                    how: "not answered yet (DNS starting)".into(),
+                });
             let members: Vec<&BackendView> = view
                 .backends
                 .iter()
@@ -139,6 +151,7 @@ pub(super) async fn domains(State(state): State<ApiState>) -> Json<types::Domain
                 total_backends: members.len(),
                 healthy_backends: healthy.len(),
                 healthy_addresses: healthy,
+                answers,
             }
         })
         .collect();

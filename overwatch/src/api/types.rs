@@ -164,6 +164,99 @@ pub struct Domain {
     pub healthy_backends: usize,
     /// Their addresses.
     pub healthy_addresses: Vec<IpAddr>,
+    /// What DNS answers now (not every healthy address: failover answers one region).
+    #[serde(flatten)]
+    pub answers: DomainAnswerSets,
+}
+
+/// A domain's answers now, per algorithm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainAnswerSets {
+    /// The addresses an answer holds now (for a client in no particular region).
+    pub answer: Vec<IpAddr>,
+    /// Whether clients get different answers (geolocation, learned latency).
+    pub depends_on_client: bool,
+    /// Then: what a client located in each of the domain's regions gets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub answer_by_region: BTreeMap<String, Vec<IpAddr>>,
+    /// How answers are drawn from these.
+    #[serde(rename = "answer_how")]
+    pub how: String,
+}
+
+/// `GET /api/v1/explain`: what this node answers one client now, and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The name asked.
+    pub name: String,
+    /// A or AAAA.
+    #[serde(rename = "type")]
+    pub qtype: String,
+    /// The client routing sees (the ECS address, or the resolver's).
+    pub client: Option<IpAddr>,
+    /// Whether the query carries the client in ECS.
+    pub ecs: bool,
+    /// The response code.
+    pub rcode: String,
+    /// The zone the name is in.
+    pub zone: Option<String>,
+    /// The domain's routing settings.
+    pub domain: Option<ExplainDomain>,
+    /// How the records were chosen (`healthy`, `geo_fallback`, or the all-down policy).
+    pub outcome: Option<String>,
+    /// One answer's records, in order.
+    pub answer: Vec<IpAddr>,
+    /// Every address an answer to this client can hold now (round-robin and weighted draw
+    /// per query; otherwise the same as `answer`).
+    pub possible: Vec<IpAddr>,
+    /// The ECS scope prefix the answer carries.
+    pub ecs_scope: Option<u8>,
+    /// The region geolocation placed the client in, when geolocation decides.
+    pub client_region: Option<String>,
+    /// Leading client-address bits that placed it.
+    pub location_prefix: Option<u8>,
+    /// The region agents learned is fastest for the client (`learned_latency`).
+    pub learned_region: Option<String>,
+    /// Every server of the domain for this family, with its state and whether chosen.
+    pub candidates: Vec<ExplainCandidate>,
+    /// How the answer came about, in a sentence.
+    pub why: String,
+}
+
+/// A domain's routing settings in an explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainDomain {
+    /// Routing algorithm.
+    pub algorithm: String,
+    /// Regions in priority order.
+    pub regions: Vec<String>,
+    /// Most records per answer.
+    pub max_records: usize,
+    /// The all-down policy.
+    pub when_all_unhealthy: String,
+    /// Answer TTL, seconds.
+    pub ttl: u32,
+}
+
+/// One server in an explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainCandidate {
+    /// Its address.
+    pub address: IpAddr,
+    /// Its region.
+    pub region: String,
+    /// In rotation (healthy after every layer).
+    pub in_rotation: bool,
+    /// Configured weight.
+    pub weight: u32,
+    /// Smoothed probe RTT, if measured.
+    pub rtt_ms: Option<f64>,
+    /// In this answer.
+    pub chosen: bool,
+    /// Its effective status, as `servers` shows it.
+    pub effective_status: Option<String>,
+    /// Why it has that status.
+    pub reason: Option<String>,
 }
 
 /// `GET /api/v1/domains`.

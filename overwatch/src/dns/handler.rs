@@ -408,7 +408,7 @@ impl RequestHandler for Handler {
 }
 
 /// Where `name` stands in the snapshot (the hickory path's classification).
-fn place(snapshot: &DnsSnapshot, name: &LowerName) -> Placement {
+pub(crate) fn place(snapshot: &DnsSnapshot, name: &LowerName) -> Placement {
     match snapshot.zone_of(name) {
         None => Placement::Outside,
         Some(zone) => Placement::In(zone, snapshot.names.get(name).copied()),
@@ -484,7 +484,26 @@ pub(crate) fn resolve(
     }
 }
 
-fn route(snapshot: &DnsSnapshot, d: usize, v6: bool, client: Client, entropy: u64) -> Resolved {
+/// What routing knows about one query before it decides: the client's located region
+/// (when geolocation decides) and its learned region (for `learned_latency`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    /// The decision's inputs.
+    pub query: Query,
+    /// Where geolocation placed the client, when it decides.
+    pub located: Option<crate::model::geo::Located>,
+    /// The learned region (position in the domain's regions) and its prefix.
+    pub learned: Option<(usize, u8)>,
+}
+
+/// The inputs of the routing decision for `client` asking domain `d`.
+pub(crate) fn plan(
+    snapshot: &DnsSnapshot,
+    d: usize,
+    v6: bool,
+    client: Client,
+    entropy: u64,
+) -> Plan {
     let domain = &snapshot.domains[d];
     let family = domain.family(v6);
     let learned = (domain.algorithm == crate::config::Algorithm::LearnedLatency)
@@ -512,41 +531,124 @@ fn route(snapshot: &DnsSnapshot, d: usize, v6: bool, client: Client, entropy: u6
         learned_region: learned.map(|(region, _)| region),
         learned_prefix: learned.map_or(0, |(_, prefix)| prefix),
     };
-    let decision = decide_among(
-        domain.algorithm,
-        &family.candidates,
-        &family.healthy,
-        &query,
-    );
-    let (chosen, outcome) = if !decision.chosen.is_empty() {
-        let outcome =
-            if domain.algorithm == crate::config::Algorithm::LearnedLatency && learned.is_none() {
-                Outcome::GeoFallback
-            } else {
-                Outcome::Healthy
+    Plan {
+        query,
+        located,
+        learned,
+    }
+}
+
+fn route(snapshot: &DnsSnapshot, d: usize, v6: bool, client: Client, entropy: u64) -> Resolved {
+    let resolved = route_unlogged(snapshot, d, v6, client, entropy);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        if let Some((_, outcome)) = resolved
+            .decision
+            .as_ref()
+            .filter(|(_, o)| DECISION_SLOTS.sample(d * Outcome::ALL.len() + o.index()))
+            .filter(|_| DECISION_LOG.sample())
+        {
+            let records = match &resolved.section {
+                Section::Records { chosen, .. } => chosen.len(),
+                _ => 0,
             };
-        (decision.chosen, outcome)
-    } else {
-        let fallback: Picks = match domain.policy {
-            AllDownPolicy::ServFail => Picks::new(),
-            AllDownPolicy::ReturnLastHealthy => family
-                .last_healthy
-                .iter()
-                .copied()
-                .take(domain.max_records)
-                .collect(),
-            AllDownPolicy::ReturnAll => {
-                (0..family.records.len()).take(domain.max_records).collect()
-            }
-        };
-        if fallback.is_empty() {
-            let mut servfail =
-                Resolved::empty(ResponseCode::ServFail, Section::Nothing, Label::Domain(d));
-            servfail.decision = Some((d, Outcome::AllDown(AllDownPolicy::ServFail)));
-            return servfail;
+            tracing::debug!(
+                domain = %snapshot.domains[d].label,
+                client = %client.ip,
+                ecs = client.ecs.is_some(),
+                outcome = outcome.name(),
+                records,
+                scope = resolved.ecs_scope.unwrap_or(0),
+                "routing decision"
+            );
         }
-        (fallback, Outcome::AllDown(domain.policy))
-    };
+    }
+    resolved
+}
+
+/// Routing decisions are logged (at debug) at most once a second per domain and outcome
+/// (so a rare `geo_fallback` is not drowned by a busy domain's `healthy`) ...
+static DECISION_SLOTS: Slots = Slots::new();
+/// ... and at most this many times a second in all, whatever the query rate: enough to
+/// see what is decided, never a flood.
+static DECISION_LOG: Sampler = Sampler::new(20);
+
+/// Once a second per slot (a key hashed into 64 slots; a collision only skips a line).
+pub(crate) struct Slots([std::sync::atomic::AtomicU64; 64]);
+
+impl Slots {
+    const fn new() -> Slots {
+        Slots([const { std::sync::atomic::AtomicU64::new(0) }; 64])
+    }
+
+    fn sample(&self, key: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let second = now_second();
+        let slot = &self.0[key % self.0.len()];
+        let last = slot.load(Relaxed);
+        last != second
+            && slot
+                .compare_exchange(last, second, Relaxed, Relaxed)
+                .is_ok()
+    }
+}
+
+fn now_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// At most `per_second` yeses a second, lock-free.
+pub(crate) struct Sampler {
+    per_second: u64,
+    /// The current second (high bits) and the yeses given in it (low 16 bits).
+    state: std::sync::atomic::AtomicU64,
+}
+
+impl Sampler {
+    const fn new(per_second: u64) -> Sampler {
+        Sampler {
+            per_second,
+            state: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn sample(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let second = now_second();
+        let state = self.state.load(Relaxed);
+        let (at, given) = (state >> 16, state & 0xFFFF);
+        let next = if at == second {
+            if given >= self.per_second {
+                return false;
+            }
+            state + 1
+        } else {
+            (second << 16) | 1
+        };
+        // A lost race gives up this sample: the count stays an upper bound.
+        self.state
+            .compare_exchange(state, next, Relaxed, Relaxed)
+            .is_ok()
+    }
+}
+
+fn route_unlogged(
+    snapshot: &DnsSnapshot,
+    d: usize,
+    v6: bool,
+    client: Client,
+    entropy: u64,
+) -> Resolved {
+    let domain = &snapshot.domains[d];
+    let plan = plan(snapshot, d, v6, client, entropy);
+    let (chosen, outcome, scope) = choose(snapshot, d, v6, &plan);
+    if chosen.is_empty() {
+        let mut servfail =
+            Resolved::empty(ResponseCode::ServFail, Section::Nothing, Label::Domain(d));
+        servfail.decision = Some((d, outcome));
+        return servfail;
+    }
     Resolved {
         rcode: ResponseCode::NoError,
         section: Section::Records {
@@ -554,13 +656,59 @@ fn route(snapshot: &DnsSnapshot, d: usize, v6: bool, client: Client, entropy: u6
             v6,
             chosen,
         },
-        ecs_scope: client.ecs.map(|_| decision.scope),
-        learned: learned
+        ecs_scope: client.ecs.map(|_| scope),
+        learned: plan
+            .learned
             .filter(|(_, prefix)| *prefix > 0 && client.ecs.is_some())
             .map(|(pos, _)| domain.regions[pos]),
         label: Label::Domain(d),
         decision: Some((d, outcome)),
     }
+}
+
+/// The records of one answer under `plan` (indexes into the family's records), how they
+/// were chosen, and the ECS scope: the algorithm's choice among the healthy servers, else
+/// the domain's all-down policy (empty for SERVFAIL).
+pub(crate) fn choose(
+    snapshot: &DnsSnapshot,
+    d: usize,
+    v6: bool,
+    plan: &Plan,
+) -> (Picks, Outcome, u8) {
+    let domain = &snapshot.domains[d];
+    let family = domain.family(v6);
+    let decision = decide_among(
+        domain.algorithm,
+        &family.candidates,
+        &family.healthy,
+        &plan.query,
+    );
+    if !decision.chosen.is_empty() {
+        let outcome = if domain.algorithm == crate::config::Algorithm::LearnedLatency
+            && plan.learned.is_none()
+        {
+            Outcome::GeoFallback
+        } else {
+            Outcome::Healthy
+        };
+        return (decision.chosen, outcome, decision.scope);
+    }
+    let fallback: Picks = match domain.policy {
+        AllDownPolicy::ServFail => Picks::new(),
+        AllDownPolicy::ReturnLastHealthy => family
+            .last_healthy
+            .iter()
+            .copied()
+            .take(domain.max_records)
+            .collect(),
+        AllDownPolicy::ReturnAll => (0..family.records.len()).take(domain.max_records).collect(),
+    };
+    let outcome = if fallback.is_empty() {
+        Outcome::AllDown(AllDownPolicy::ServFail)
+    } else {
+        Outcome::AllDown(domain.policy)
+    };
+    (fallback, outcome, decision.scope)
 }
 
 /// The position (in the domain's regions) of the region with the lowest learned RTT for

@@ -49,6 +49,20 @@ pub(crate) enum Command {
     Stats,
     /// Load-balanced names and what they answer now.
     Domains,
+    /// Exactly what the node answers a client for a name now, and why.
+    Explain {
+        /// The name asked, e.g. app.gslb.example.com.
+        name: String,
+        /// The client's address (sent in ECS, as a resolver does); default: none.
+        #[arg(long)]
+        client: Option<String>,
+        /// A or AAAA.
+        #[arg(long = "type", default_value = "A")]
+        qtype: String,
+        /// The query carries no ECS: --client is then the resolver's own address.
+        #[arg(long)]
+        no_ecs: bool,
+    },
     /// Client latency agents learned, per subnet and region.
     Latency {
         /// Only this region.

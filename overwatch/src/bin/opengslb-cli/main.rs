@@ -133,6 +133,21 @@ async fn run(cli: &Cli) -> Result<String, String> {
         ),
         Command::Stats => ("/api/v1/overwatch/stats", Vec::new()),
         Command::Domains => ("/api/v1/domains", Vec::new()),
+        Command::Explain {
+            name,
+            client,
+            qtype,
+            no_ecs,
+        } => {
+            let mut query = vec![("name", name.as_str()), ("type", qtype.as_str())];
+            if let Some(client) = client {
+                query.push(("client", client.as_str()));
+            }
+            if *no_ecs {
+                query.push(("ecs", "false"));
+            }
+            ("/api/v1/explain", query)
+        }
         Command::Agents { .. } => ("/api/v1/overwatch/agents", Vec::new()),
         Command::Overrides { .. } => ("/api/v1/overrides", Vec::new()),
         Command::Latency { region } => (
@@ -155,6 +170,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
         Command::Servers { .. } => render::servers(&typed(body, "servers")?),
         Command::Stats => render::stats(&typed(body, "stats")?),
         Command::Domains => render::domains(&typed(body, "domains")?),
+        Command::Explain { .. } => render::explain(&typed(body, "explanation")?),
         Command::Agents { .. } => render::agents(&typed(body, "agents")?),
         Command::Overrides { .. } => render::overrides(&typed(body, "overrides")?),
         Command::Latency { .. } => render::latency(&typed(body, "latency")?),

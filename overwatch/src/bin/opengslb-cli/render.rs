@@ -1,7 +1,8 @@
 //! The API's answers as tables and lines for a terminal.
 
 use opengslb_overwatch::api::types::{
-    AgentList, BackendList, ClusterStatus, DomainList, LatencyList, OverrideList, Stats,
+    AgentList, BackendList, ClusterStatus, DomainList, Explanation, LatencyList, OverrideList,
+    Stats,
 };
 
 /// `-` for nothing, the value otherwise.
@@ -47,34 +48,117 @@ pub(crate) fn servers(list: &BackendList) -> String {
     )
 }
 
-/// `opengslb-cli domains`.
+/// `opengslb-cli domains`: what DNS answers now, per region where it depends on the
+/// client.
 pub(crate) fn domains(list: &DomainList) -> String {
+    let join = |ips: &[std::net::IpAddr]| {
+        if ips.is_empty() {
+            "-".to_owned()
+        } else {
+            ips.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
     let rows: Vec<Vec<String>> = list
         .domains
         .iter()
         .map(|d| {
-            let addresses: Vec<String> = d
-                .healthy_addresses
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+            let answer = if d.answers.depends_on_client {
+                d.answers
+                    .answer_by_region
+                    .iter()
+                    .map(|(region, ips)| format!("{region}:{}", join(ips)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                join(&d.answers.answer)
+            };
             vec![
                 d.name.clone(),
                 d.routing_algorithm.clone(),
                 format!("{}/{}", d.healthy_backends, d.total_backends),
                 d.ttl.to_string(),
-                if addresses.is_empty() {
-                    "-".into()
-                } else {
-                    addresses.join(",")
-                },
+                answer,
             ]
         })
         .collect();
-    table(
-        &["DOMAIN", "ALGORITHM", "HEALTHY", "TTL", "IN_ROTATION"],
-        &rows,
-    )
+    table(&["DOMAIN", "ALGORITHM", "HEALTHY", "TTL", "ANSWER"], &rows)
+}
+
+/// `opengslb-cli explain NAME`.
+pub(crate) fn explain(e: &Explanation) -> String {
+    let ips = |ips: &[std::net::IpAddr]| {
+        if ips.is_empty() {
+            "-".to_owned()
+        } else {
+            ips.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    let mut out = format!(
+        "{} {} for client {}{}: {}\n",
+        e.name,
+        e.qtype,
+        opt(e.client),
+        if e.ecs { " (in ECS)" } else { "" },
+        e.rcode
+    );
+    if let Some(d) = &e.domain {
+        out.push_str(&format!(
+            "algorithm {} over regions {} (max_records {}, ttl {}, when_all_unhealthy {})\n",
+            d.algorithm,
+            d.regions.join(","),
+            d.max_records,
+            d.ttl,
+            d.when_all_unhealthy
+        ));
+    }
+    out.push_str(&format!("answer:   {}\n", ips(&e.answer)));
+    if e.possible != e.answer {
+        out.push_str(&format!("possible: {}\n", ips(&e.possible)));
+    }
+    if let Some(region) = &e.client_region {
+        out.push_str(&format!(
+            "client region: {region} (first {} bits)\n",
+            opt(e.location_prefix)
+        ));
+    }
+    if let Some(region) = &e.learned_region {
+        out.push_str(&format!("learned region: {region}\n"));
+    }
+    if let Some(scope) = e.ecs_scope {
+        out.push_str(&format!("ecs scope: /{scope}\n"));
+    }
+    out.push_str(&format!("why: {}\n", e.why));
+    if !e.candidates.is_empty() {
+        let rows: Vec<Vec<String>> = e
+            .candidates
+            .iter()
+            .map(|c| {
+                vec![
+                    c.address.to_string(),
+                    c.region.clone(),
+                    opt(c.effective_status.clone()),
+                    c.weight.to_string(),
+                    opt(c.rtt_ms.map(float)),
+                    if c.chosen { "yes" } else { "-" }.to_owned(),
+                    opt(c.reason.clone()),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "ADDRESS", "REGION", "STATUS", "WEIGHT", "RTT_MS", "ANSWERED", "REASON",
+            ],
+            &rows,
+        ));
+    }
+    out
 }
 
 /// `opengslb-cli agents list`.
