@@ -409,11 +409,25 @@ pub fn describe() {
 pub fn record_disk(data_dir: &std::path::Path) {
     match disk_space(data_dir) {
         Ok((free, size)) => {
+            DISK.0.store(free, std::sync::atomic::Ordering::Relaxed);
+            DISK.1.store(size, std::sync::atomic::Ordering::Relaxed);
             metrics::gauge!(DATA_DIR_FREE).set(free as f64);
             metrics::gauge!(DATA_DIR_SIZE).set(size as f64);
         }
         Err(err) => tracing::debug!(error = %err, dir = %data_dir.display(), "statvfs"),
     }
+}
+
+/// The last reading of the data dir: (free, size) bytes; size 0 before the first.
+static DISK: (std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64) = (
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+);
+
+/// The data dir's (free, size) bytes at the last reading, if there was one.
+pub fn data_dir_space() -> Option<(u64, u64)> {
+    let size = DISK.1.load(std::sync::atomic::Ordering::Relaxed);
+    (size > 0).then(|| (DISK.0.load(std::sync::atomic::Ordering::Relaxed), size))
 }
 
 /// (available to unprivileged users, total) bytes of the file system holding `path`.

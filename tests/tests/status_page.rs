@@ -120,3 +120,164 @@ fn the_status_page_shows_the_cluster_follows_a_drain_and_sets_overrides() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }
+
+#[test]
+fn the_page_cannot_miss_an_alarm_checks_the_token_and_keeps_a_selection() {
+    let key = cluster_key(12);
+    let gossip = format!(
+        "  agent_tokens: {{app: {TOKEN}}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\n  stale: {{threshold: 2s, remove_after: 5m}}\n"
+    );
+    let body = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n";
+    let mut cluster = TestCluster::start_with("page-alarms", &gossip, body, TEST_TIMING);
+    cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    let seeds: Vec<_> = (0..3)
+        .map(|i| cluster.node(i).gossip.expect("gossip"))
+        .collect();
+    let dir = TempDir::new("page-alarms-agent");
+    let backend = Backend::start("127.0.0.1");
+    let mut agent = AgentDaemon::start(&dir, "a1", backend.addr, &seeds, &key, TOKEN);
+    let node = cluster.node(0);
+    let api = node.api.expect("api");
+
+    let browser = Browser::start();
+    browser.open(&format!("http://{api}/"));
+    let js = |script: &str| browser.run(script);
+    let text = |css: &str| {
+        js(&format!(
+            "const e = document.querySelector('{css}'); return e ? e.textContent : null;"
+        ))
+        .as_str()
+        .map(str::to_owned)
+    };
+    poll_until(Duration::from_secs(20), "the agent on the page", || {
+        (js("return document.querySelectorAll('#agent-table tbody tr').length") == 1).then_some(())
+    });
+
+    // Read-only: the override form is not shown.
+    let form_shown =
+        "return getComputedStyle(document.getElementById('override-form')).display !== 'none'";
+    assert_eq!(js(form_shown), false, "read-only shows no override form");
+    assert_eq!(
+        js("return document.querySelectorAll('#alerts .alert').length"),
+        0
+    );
+
+    // A wrong token is checked with the node and refused; the error stays until dismissed.
+    browser.type_into("#token", "not-a-token-of-this-cluster");
+    browser.click("#use-token");
+    let refused = poll_until(Duration::from_secs(5), "the refusal", || {
+        text("#errors .error span").filter(|t| t.contains("refused"))
+    });
+    assert!(refused.contains("unknown API token"), "{refused}");
+    assert_eq!(text("#token-state").as_deref(), Some("read-only"));
+    assert_eq!(js(form_shown), false);
+    // Three refreshes later it is still there.
+    let shown_at = Instant::now();
+    poll_until(Duration::from_secs(10), "three refreshes", || {
+        (shown_at.elapsed() >= Duration::from_secs(3)).then_some(())
+    });
+    assert_eq!(
+        js("return document.querySelectorAll('#errors .error').length"),
+        1
+    );
+    browser.click("#errors .error button.dismiss");
+    assert_eq!(
+        js("return document.querySelectorAll('#errors .error').length"),
+        0
+    );
+
+    // The right token: checked, named, and the form appears.
+    js("document.getElementById('token').value = ''; return null;");
+    browser.type_into("#token", API_TOKEN);
+    browser.click("#use-token");
+    poll_until(Duration::from_secs(5), "changes enabled", || {
+        (text("#token-state").as_deref() == Some("changes enabled as ops")).then_some(())
+    });
+    assert_eq!(js(form_shown), true);
+
+    // A selection in a table survives the refreshes (the agent's last-seen time changes
+    // every second): an agent id can be copied.
+    let selected = js(
+        "const cell = document.querySelector('#agent-table tbody tr td');
+         const range = document.createRange(); range.selectNodeContents(cell);
+         const s = window.getSelection(); s.removeAllRanges(); s.addRange(range);
+         return s.toString();",
+    );
+    assert_eq!(selected, agent.agent_id.as_str());
+    let since = Instant::now();
+    poll_until(Duration::from_secs(10), "three refreshes", || {
+        (since.elapsed() >= Duration::from_secs(3)).then_some(())
+    });
+    assert_eq!(
+        js("return window.getSelection().toString()"),
+        agent.agent_id.as_str(),
+        "the selection survived the refreshes"
+    );
+    js("window.getSelection().removeAllRanges(); return null;");
+
+    // The live chart, from the node's own counters: queries per second and the backend.
+    for _ in 0..50 {
+        node.dig(&["app.gslb.test", "A"]);
+    }
+    poll_until(Duration::from_secs(10), "the chart's rates", || {
+        let note = text("#qps-note")?;
+        let legend = text("#answers-legend")?;
+        (js("return Number(document.getElementById('qps-chart').dataset.points)")
+            .as_u64()
+            .is_some_and(|n| n >= 2)
+            && legend.contains(&format!("app.gslb.test {}", backend.addr.ip()))
+            && !note.contains(": 0.0 now"))
+        .then_some(())
+        .or_else(|| {
+            // Keep the queries coming while the page samples them.
+            node.dig(&["app.gslb.test", "A"]);
+            None
+        })
+    });
+
+    // Stale agents: an alert that cannot be missed.
+    agent.process.signal(libc::SIGKILL);
+    agent.process.wait_exit(Duration::from_secs(5));
+    poll_until(Duration::from_secs(15), "the stale agents alert", || {
+        text("#alerts .alert[data-alert=stale_agents]").filter(|t| t.contains("1 agent(s) stale"))
+    });
+
+    // No quorum: the two other nodes die. A red alert, and the header says it.
+    cluster.kill(1);
+    cluster.kill(2);
+    let node = cluster.node(0);
+    let alarm = poll_until(Duration::from_secs(15), "the quorum alarm", || {
+        let alert = text("#alerts .alert.critical")?;
+        (alert.contains("no quorum") || alert.contains("knows no leader")).then_some(alert)
+    });
+    let header = text("#header-alarm").unwrap_or_default();
+    assert!(
+        header == "NO QUORUM" || header == "NO LEADER",
+        "{header:?} for {alarm}"
+    );
+    assert_eq!(
+        js(
+            "return getComputedStyle(document.querySelector('#alerts .alert.critical')).backgroundColor"
+        ),
+        "rgb(207, 34, 46)",
+        "red"
+    );
+    let summary = text("#summary").unwrap_or_default();
+    assert!(
+        summary.contains("NO LEADER") || summary.contains("without quorum"),
+        "the header never says plain 'leader' without quorum: {summary}"
+    );
+    let out_dir = workspace_root().join("target/test-output");
+    std::fs::create_dir_all(&out_dir).expect("output dir");
+    std::fs::write(out_dir.join("status-page-alarms.png"), browser.screenshot())
+        .expect("screenshot");
+    drop(node);
+    // The one error the browser logs is the wrong token's 401, which the test caused.
+    let errors = browser.console_errors();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("/api/v1/auth/check") && e.contains("401")),
+        "console errors: {errors:?}"
+    );
+}

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use serde::Deserialize;
 
 use super::{ApiError, ApiState, types};
@@ -393,9 +393,5 @@ fn region_names(snapshot: &DnsSnapshot, regions: &[usize]) -> Vec<String> {
 }
 
 fn ip(record: &Record) -> Option<IpAddr> {
-    match &record.data {
-        RData::A(a) => Some(IpAddr::V4(a.0)),
-        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-        _ => None,
-    }
+    crate::dns::traffic::record_ip(record)
 }

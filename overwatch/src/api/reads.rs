@@ -350,3 +350,141 @@ pub(super) async fn live() -> Json<types::Probe> {
         status: "live".into(),
     })
 }
+
+/// `GET /api/v1/overwatch/traffic`.
+pub(super) async fn traffic() -> Json<types::Traffic> {
+    let (queries_total, rows) = crate::dns::traffic::TRAFFIC.totals();
+    Json(types::Traffic {
+        at_ms: wall_ms(SystemTime::now()),
+        queries_total,
+        answers: rows
+            .into_iter()
+            .map(|(domain, address, total)| types::TrafficAnswers {
+                domain,
+                address,
+                total,
+            })
+            .collect(),
+    })
+}
+
+/// Free space in the data dir below this share of its file system is an alert.
+const DISK_LOW_SHARE: f64 = 0.05;
+
+/// `GET /api/v1/overwatch/alerts`: no quorum, no leader, catching up, stale agents, a
+/// nearly full data dir.
+pub(super) async fn alerts(State(state): State<ApiState>) -> Json<types::Alerts> {
+    let cluster = state.cluster.status().await;
+    let view = state.view.borrow().clone();
+    let synced = state.dns.borrow().synced;
+    let stale = view.agents.iter().filter(|a| a.stale && !a.left).count();
+    let disk = crate::telemetry::data_dir_space();
+    Json(types::Alerts {
+        alerts: alert_list(&cluster, synced, stale, disk),
+    })
+}
+
+fn alert_list(
+    cluster: &types::ClusterStatus,
+    synced: bool,
+    stale: usize,
+    disk: Option<(u64, u64)>,
+) -> Vec<types::Alert> {
+    let alert = |kind: &str, severity: &str, message: String| types::Alert {
+        kind: kind.into(),
+        severity: severity.into(),
+        message,
+    };
+    let mut alerts = Vec::new();
+    if cluster.leader.is_none() {
+        alerts.push(alert(
+            "no_leader",
+            "critical",
+            format!(
+                "node {} knows no leader: overrides and agent registrations cannot be written; DNS answers from the last state",
+                cluster.node_id
+            ),
+        ));
+    } else if !cluster.quorum {
+        alerts.push(alert(
+            "no_quorum",
+            "critical",
+            format!(
+                "no quorum (leader {}): writes fail until a majority of the members answer; DNS answers from the last state",
+                cluster.leader.unwrap_or_default()
+            ),
+        ));
+    }
+    if !synced {
+        alerts.push(alert(
+            "not_synced",
+            "critical",
+            "this node started without data and has not caught up with the cluster: its DNS answers SERVFAIL".into(),
+        ));
+    }
+    if let Some((free, size)) = disk.filter(|(_, size)| *size > 0) {
+        let share = free as f64 / size as f64;
+        if share < DISK_LOW_SHARE {
+            alerts.push(alert(
+                "disk_low",
+                "critical",
+                format!(
+                    "the data dir's file system has {} MiB free ({:.1}%): a full disk stops this node",
+                    free / (1024 * 1024),
+                    share * 100.0
+                ),
+            ));
+        }
+    }
+    if stale > 0 {
+        alerts.push(alert(
+            "stale_agents",
+            "warning",
+            format!(
+                "{stale} agent(s) stale: their backends are out of DNS unless validation vouches for them (servers --status stale)"
+            ),
+        ));
+    }
+    alerts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(leader: Option<u64>, quorum: bool) -> types::ClusterStatus {
+        types::ClusterStatus {
+            node_id: 1,
+            state: "Follower".into(),
+            leader,
+            term: 3,
+            last_applied_index: None,
+            quorum,
+            members: Vec::new(),
+        }
+    }
+
+    fn kinds(alerts: &[types::Alert]) -> Vec<&str> {
+        alerts.iter().map(|a| a.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn alerts_name_each_condition_most_severe_first() {
+        assert!(alert_list(&cluster(Some(2), true), true, 0, Some((50, 100))).is_empty());
+        assert_eq!(
+            kinds(&alert_list(&cluster(None, false), true, 0, None)),
+            ["no_leader"]
+        );
+        assert_eq!(
+            kinds(&alert_list(
+                &cluster(Some(2), false),
+                false,
+                2,
+                Some((4, 100))
+            )),
+            ["no_quorum", "not_synced", "disk_low", "stale_agents"]
+        );
+        let disk = alert_list(&cluster(Some(2), true), true, 0, Some((3 << 20, 100 << 20)));
+        assert!(disk[0].message.contains("3 MiB free (3.0%)"), "{disk:?}");
+    }
+}

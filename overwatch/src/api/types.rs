@@ -473,3 +473,51 @@ pub struct Probe {
     /// `ready` or `live`.
     pub status: String,
 }
+
+/// `GET /api/v1/overwatch/traffic`: this node's answer counters since it started (the
+/// status page charts their rates).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Milliseconds since the Unix epoch when read.
+    pub at_ms: u64,
+    /// DNS queries answered.
+    pub queries_total: u64,
+    /// Per domain and backend: times it was in an answer.
+    pub answers: Vec<TrafficAnswers>,
+}
+
+/// One row of [`Traffic`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficAnswers {
+    /// The domain.
+    pub domain: String,
+    /// The backend's address.
+    pub address: IpAddr,
+    /// Times in an answer.
+    pub total: u64,
+}
+
+/// `GET /api/v1/overwatch/alerts`: what an operator must not miss, now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alerts {
+    /// Most severe first.
+    pub alerts: Vec<Alert>,
+}
+
+/// One alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `no_quorum`, `no_leader`, `stale_agents`, `disk_low`, `not_synced`.
+    pub kind: String,
+    /// `critical` or `warning`.
+    pub severity: String,
+    /// What it means and what to do.
+    pub message: String,
+}
+
+/// `GET /api/v1/auth/check`: the token is valid on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCheck {
+    /// The `api.tokens` entry it matched (recorded as the author of changes).
+    pub token_name: String,
+}

@@ -51,6 +51,15 @@ pub(super) async fn delete_agent(
     }
 }
 
+/// `GET /api/v1/auth/check`: whether the bearer token would be accepted for changes, and
+/// its name (the status page checks a pasted token before it offers changes).
+pub(super) async fn check_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<types::TokenCheck>, ApiError> {
+    authorize(&state, &headers).map(|token_name| Json(types::TokenCheck { token_name }))
+}
+
 /// The name of the `api.tokens` entry whose token the request carries.
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
     if state.tokens.is_empty() {

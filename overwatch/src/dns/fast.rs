@@ -386,7 +386,7 @@ pub struct CookieTime {
 }
 
 /// What an answered query counts as, for the metrics the hickory path keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answered {
     /// Bytes written.
     pub len: usize,
@@ -402,6 +402,8 @@ pub struct Answered {
     pub learned: Option<usize>,
     /// The query carried a valid server cookie (its source address is proven).
     pub cookie_valid: bool,
+    /// The routed records answered: domain, AAAA or not, and the chosen servers.
+    pub(crate) records: Option<(usize, bool, crate::model::routing::Picks)>,
 }
 
 /// Answers `query` from `src` into `out` (at least [`MAX_RESPONSE`] bytes), or declines.
@@ -550,6 +552,10 @@ pub fn answer(
         decision: resolved.decision,
         learned: resolved.learned,
         cookie_valid,
+        records: match resolved.section {
+            Section::Records { domain, v6, chosen } => Some((domain, v6, chosen)),
+            _ => None,
+        },
     })
 }
 

@@ -324,6 +324,18 @@ impl RequestHandler for Handler {
             )
         };
 
+        if let Section::Records { domain, v6, chosen } = &answer.section {
+            let d = &snapshot.domains[*domain];
+            let records = &d.family(*v6).records;
+            super::traffic::TRAFFIC.add(
+                1,
+                chosen.iter().filter_map(|&i| {
+                    Some((d.label.clone(), super::traffic::record_ip(&records[i])?, 1))
+                }),
+            );
+        } else {
+            super::traffic::TRAFFIC.add(1, []);
+        }
         if let (Some(region), Some(observer)) = (answer.learned, &self.observer)
             && entropy % OBSERVE_EVERY == 0
         {

@@ -7,6 +7,7 @@ pub mod handler;
 pub mod rrl;
 pub mod snapshot;
 mod tcp;
+pub mod traffic;
 mod udp;
 pub mod wire;
 

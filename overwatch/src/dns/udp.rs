@@ -345,6 +345,12 @@ struct Tally {
     /// Indexes touched since the last flush.
     dirty_queries: smallvec::SmallVec<[u32; BATCH]>,
     dirty_decisions: smallvec::SmallVec<[u32; BATCH]>,
+    /// Times each server was in an answer, flat over (domain, family, server) from
+    /// `answer_base`; and the queries answered, since the last flush (`traffic`).
+    answers: Vec<u64>,
+    answer_base: Vec<usize>,
+    dirty_answers: Vec<u32>,
+    answered: u64,
     /// Queries the fast path declined (answered on the hickory path).
     declined: Option<Counter>,
     /// Rate-limited responses since the last flush: slipped, dropped, would have been
@@ -370,6 +376,17 @@ impl Tally {
             .collect();
         self.dirty_queries.clear();
         self.dirty_decisions.clear();
+        self.answer_base.clear();
+        let mut total = 0;
+        for domain in &snapshot.domains {
+            for v6 in [false, true] {
+                self.answer_base.push(total);
+                total += domain.family(v6).records.len();
+            }
+        }
+        self.answers = vec![0; total];
+        self.dirty_answers = Vec::with_capacity(total);
+        self.answered = 0;
     }
 
     fn count(&mut self, snapshot: &DnsSnapshot, a: &Answered) {
@@ -389,6 +406,18 @@ impl Tally {
         if let Some((d, outcome)) = a.decision {
             let slot = d * Outcome::ALL.len() + outcome.index();
             bump(&mut self.decisions, &mut self.dirty_decisions, slot);
+        }
+        self.answered += 1;
+        if let Some((d, v6, chosen)) = &a.records {
+            let base = self.answer_base[d * 2 + usize::from(*v6)];
+            for &i in chosen {
+                let slot = base + i;
+                if self.answers[slot] == 0 {
+                    // At most one entry per server: the list never outgrows its capacity.
+                    self.dirty_answers.push(slot as u32);
+                }
+                self.answers[slot] += 1;
+            }
         }
     }
 
@@ -427,8 +456,31 @@ impl Tally {
         self.busy.1 += answers;
     }
 
+    /// Adds the answer counts to the node's traffic table (one lock per batch).
+    fn flush_traffic(&mut self, snapshot: &DnsSnapshot) {
+        if self.answered == 0 && self.dirty_answers.is_empty() {
+            return;
+        }
+        let base = &self.answer_base;
+        let answers = &mut self.answers;
+        let rows = self.dirty_answers.drain(..).filter_map(|slot| {
+            let slot = slot as usize;
+            // The (domain, family) whose range holds the slot.
+            let pair = base.partition_point(|&b| b <= slot) - 1;
+            let domain = &snapshot.domains[pair / 2];
+            let record = domain
+                .family(pair % 2 == 1)
+                .records
+                .get(slot - base[pair])?;
+            let ip = super::traffic::record_ip(record)?;
+            Some((domain.label.clone(), ip, std::mem::take(&mut answers[slot])))
+        });
+        super::traffic::TRAFFIC.add(std::mem::take(&mut self.answered), rows);
+    }
+
     /// Adds the local counts to the shared counters (registering each series once).
     fn flush(&mut self, snapshot: &DnsSnapshot) {
+        self.flush_traffic(snapshot);
         let labels = snapshot.domains.len();
         for slot in self.dirty_queries.drain(..) {
             let slot = slot as usize;
