@@ -245,7 +245,6 @@ fn the_page_cannot_miss_an_alarm_checks_the_token_and_keeps_a_selection() {
     // No quorum: the two other nodes die. A red alert, and the header says it.
     cluster.kill(1);
     cluster.kill(2);
-    let node = cluster.node(0);
     let alarm = poll_until(Duration::from_secs(15), "the quorum alarm", || {
         let alert = text("#alerts .alert.critical")?;
         (alert.contains("no quorum") || alert.contains("knows no leader")).then_some(alert)
@@ -271,7 +270,6 @@ fn the_page_cannot_miss_an_alarm_checks_the_token_and_keeps_a_selection() {
     std::fs::create_dir_all(&out_dir).expect("output dir");
     std::fs::write(out_dir.join("status-page-alarms.png"), browser.screenshot())
         .expect("screenshot");
-    drop(node);
     // The one error the browser logs is the wrong token's 401, which the test caused.
     let errors = browser.console_errors();
     assert!(
