@@ -69,6 +69,24 @@ fn the_shipped_example_is_valid() {
         (24, 48, 100_000, 5)
     );
     assert_eq!(l.table.subnet_ttl, Duration::from_secs(168 * 3600));
+    assert_eq!(c.metrics, Some("127.0.0.1:9101".parse().expect("addr")));
+}
+
+#[test]
+fn metrics_are_off_unless_enabled_and_the_address_is_checked() {
+    assert_eq!(parse("a.yaml", GOOD).expect("valid").metrics, None);
+    let on = parse("a.yaml", &format!("{GOOD}metrics:\n  enabled: true\n")).expect("valid");
+    assert_eq!(on.metrics, Some("127.0.0.1:9090".parse().expect("addr")));
+    let err = parse(
+        "a.yaml",
+        &format!("{GOOD}metrics:\n  enabled: true\n  address: nowhere\n"),
+    )
+    .expect_err("bad address");
+    assert!(
+        err.to_string()
+            .contains("metrics.address: \"nowhere\" is not :PORT or IP:PORT"),
+        "{err}"
+    );
 }
 
 #[test]
