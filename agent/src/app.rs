@@ -59,12 +59,23 @@ pub async fn run(args: Args) -> Result<(), RunError> {
                 .map_err(RunError::Stdout);
         }
         Mode::Tcp { listen, port } => listener::bind(listen, port)?,
-        Mode::Systemd => listener::from_systemd()?,
+        Mode::Systemd => {
+            if let Some(port) = args.port {
+                tracing::info!(
+                    port,
+                    "-port is ignored under -systemd: serving the socket systemd passed (as haproxy_agent)"
+                );
+            }
+            listener::from_systemd()?
+        }
     };
 
     // Handlers first, so that a SIGTERM right after start-up is a clean stop, not a kill.
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    // SIGHUP's default action kills the process (exit 129); reloads are habitual, so it
+    // is answered: flags are fixed, and the files are read continuously anyway.
+    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
 
     let (monitor, snapshots) = Monitor::start(monitor_config).await?;
     let shutdown = CancellationToken::new();
@@ -78,9 +89,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = sigterm.recv() => "SIGTERM",
-            _ = sigint.recv() => "SIGINT",
+        let name = loop {
+            tokio::select! {
+                _ = sigterm.recv() => break "SIGTERM",
+                _ = sigint.recv() => break "SIGINT",
+                _ = sighup.recv() => tracing::info!(
+                    "SIGHUP: nothing to reload in flag mode (flags are fixed; the drain and maint files are read continuously)"
+                ),
+            }
         };
         tracing::info!(
             signal = name,

@@ -39,13 +39,9 @@ pub struct Args {
     #[arg(long = "maint-file", value_name = "PATH", allow_hyphen_values = true)]
     pub maint_file: Option<PathBuf>,
 
-    /// Serve agent-check on this TCP port (0: a free port, logged at start).
-    #[arg(
-        long,
-        value_name = "N",
-        allow_hyphen_values = true,
-        conflicts_with = "systemd"
-    )]
+    /// Serve agent-check on this TCP port (0: a free port, logged at start). With
+    /// -systemd the passed socket is served and this is ignored, as haproxy_agent does.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub port: Option<u16>,
 
     /// Address to listen on with -port (default: all IPv6 and IPv4 addresses).
@@ -126,11 +122,11 @@ impl Args {
     /// The mode the flags select.
     pub fn mode(&self) -> Mode {
         match (self.port, self.systemd) {
-            (Some(port), _) => Mode::Tcp {
+            (_, true) => Mode::Systemd,
+            (Some(port), false) => Mode::Tcp {
                 listen: self.listen,
                 port,
             },
-            (None, true) => Mode::Systemd,
             (None, false) => Mode::OneShot,
         }
     }
@@ -286,9 +282,9 @@ mod tests {
     }
 
     #[test]
-    fn port_and_systemd_exclude_each_other() {
-        let msg = err(&["-port", "7777", "-systemd"]);
-        assert!(msg.contains("--port") && msg.contains("--systemd"), "{msg}");
+    fn systemd_wins_over_port_as_haproxy_agent_does() {
+        assert_eq!(ok(&["-port", "7777", "-systemd"]).mode(), Mode::Systemd);
+        assert_eq!(ok(&["-systemd", "-port", "7777"]).mode(), Mode::Systemd);
     }
 
     #[test]

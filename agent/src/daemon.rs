@@ -59,6 +59,9 @@ impl DaemonError {
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     let mut cfg = config::load(path)?;
+    for warning in &cfg.warnings {
+        tracing::warn!(file = %path.display(), "{warning}");
+    }
     apply_flag_overrides(&mut cfg, args);
     let keys = cluster_keys(&cfg)?;
     let identity = Arc::new(identity_files::load_or_create(

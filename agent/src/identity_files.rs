@@ -89,8 +89,20 @@ pub fn load_or_create(
             mode,
         });
     }
-    let key_der = read_pem(key_path, "PRIVATE KEY")?;
     let cert_der = read_pem(cert_path, "CERTIFICATE")?;
+    // PKCS#8 (ours), or SEC1 (`EC PRIVATE KEY`, OpenGSLB's): the same key, the same id.
+    let key_der = match read_pem(key_path, "PRIVATE KEY") {
+        Ok(der) => der,
+        Err(pkcs8) => match read_pem(key_path, "EC PRIVATE KEY") {
+            Ok(sec1) => identity::sec1_to_pkcs8(&sec1, &cert_der).map_err(|e| {
+                IdentityFileError::Invalid {
+                    path: key_path.into(),
+                    reason: e.to_string(),
+                }
+            })?,
+            Err(_) => return Err(pkcs8),
+        },
+    };
     AgentIdentity::from_der(&key_der, cert_der, region).map_err(|err| {
         let (path, reason) = match err {
             identity::IdentityError::Key(_) => (key_path, err.to_string()),
@@ -180,6 +192,36 @@ mod tests {
             std::env::temp_dir().join(format!("opengslb-identity-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn an_opengslb_sec1_key_loads_and_keeps_its_id() {
+        // Made with `openssl ecparam -name prime256v1 -genkey -noout` (SEC1, parameters
+        // and public key inside) and a self-signed certificate, as OpenGSLB's agent has.
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/opengslb");
+        let d = dir("sec1");
+        std::fs::create_dir_all(&d).expect("dir");
+        let (cert, key) = (d.join("agent.crt"), d.join("agent.key"));
+        std::fs::copy(fixtures.join("agent-sec1.crt"), &cert).expect("cert");
+        std::fs::copy(fixtures.join("agent-sec1.key"), &key).expect("key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("mode");
+        let id = load_or_create(&cert, &key, "eu").expect("a SEC1 key loads");
+        assert_eq!(
+            id.agent_id(),
+            "eu-ee314cd419df",
+            "the certificate's id, unchanged"
+        );
+        assert!(id.sign(b"report").is_ok());
+        // The key of another certificate is still refused.
+        let other = identity::generate().expect("generate");
+        std::fs::remove_file(&cert).expect("rm");
+        std::fs::write(&cert, other.cert_pem).expect("write");
+        let err = load_or_create(&cert, &key, "eu").expect_err("mismatch");
+        assert!(
+            err.to_string().contains(&key.display().to_string()),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

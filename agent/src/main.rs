@@ -11,7 +11,15 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(err) => err.exit(), // usage errors: message on stderr, exit 2; --help: exit 0
     };
-    init_logging();
+    // The daemon's file says how to log; it is read again (and its problems reported)
+    // when the daemon starts.
+    let logging = args
+        .config
+        .as_deref()
+        .and_then(|path| opengslb_agent::config::load(path).ok())
+        .map(|c| c.logging)
+        .unwrap_or_default();
+    init_logging(&logging);
     // One thread is plenty for one line per connection, and keeps the sidecar small.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -33,14 +41,18 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr (stdout carries the one-shot reply). `RUST_LOG` overrides the level;
-/// under systemd the journal adds timestamps, so we do not.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// under systemd the journal adds timestamps, so we do not. `logging.format: json` (daemon
+/// mode) writes one JSON object per line.
+fn init_logging(logging: &opengslb_agent::config::Logging) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(logging.level.as_str()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+    if logging.json {
+        builder.json().init();
+    } else if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
         builder

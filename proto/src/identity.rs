@@ -159,6 +159,50 @@ pub fn verify(cert_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
     })
 }
 
+/// A SEC1 `EC PRIVATE KEY` (RFC 5915, what OpenGSLB's agent writes) as the PKCS#8 document
+/// ring reads, with the public point taken from the agent's certificate: an agent that
+/// moves from OpenGSLB keeps its key, so its id and its pin.
+pub fn sec1_to_pkcs8(sec1: &[u8], cert_der: &[u8]) -> Result<Vec<u8>, IdentityError> {
+    let bad = |why: &str| IdentityError::Key(format!("not a SEC1 P-256 key: {why}"));
+    // ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING (32), [0] params
+    // OPTIONAL, [1] publicKey OPTIONAL }; P-256 keys are short enough for one-byte lengths,
+    // or 0x81 and one byte.
+    let body = match sec1 {
+        [0x30, 0x81, len, rest @ ..] | [0x30, len, rest @ ..]
+            if usize::from(*len) == rest.len() =>
+        {
+            rest
+        }
+        _ => return Err(bad("not one DER sequence")),
+    };
+    let scalar = match body {
+        [0x02, 0x01, 0x01, 0x04, 0x20, rest @ ..] if rest.len() >= 32 => &rest[..32],
+        _ => return Err(bad("no version 1 and 32-byte private key")),
+    };
+    if let Some(oid) = body.windows(10).find(|w| w[0] == 0x06 && w[1] == 0x08)
+        && oid[2..] != [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]
+    {
+        return Err(bad("the curve is not P-256 (prime256v1)"));
+    }
+    let point = public_key(cert_der).ok_or(IdentityError::Certificate)?;
+    // ECPrivateKey without parameters, with the public key: 3 + 34 + 2 + 2 + 1 + 65 = 107.
+    let mut key = vec![0x30, 107, 0x02, 0x01, 0x01, 0x04, 0x20];
+    key.extend_from_slice(scalar);
+    key.extend_from_slice(&[0xa1, 68, 0x03, 66, 0x00]);
+    key.extend_from_slice(point);
+    // PrivateKeyInfo { version 0, id-ecPublicKey prime256v1, OCTET STRING key }.
+    let algorithm = [
+        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
+        0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ];
+    let inner_len = 3 + algorithm.len() + 2 + key.len();
+    let mut pkcs8 = vec![0x30, 0x81, inner_len as u8, 0x02, 0x01, 0x00];
+    pkcs8.extend_from_slice(&algorithm);
+    pkcs8.extend_from_slice(&[0x04, key.len() as u8]);
+    pkcs8.extend_from_slice(&key);
+    Ok(pkcs8)
+}
+
 /// The uncompressed P-256 point of a certificate's SubjectPublicKeyInfo. A DER
 /// certificate contains exactly one such structure for a P-256 subject key.
 fn public_key(cert_der: &[u8]) -> Option<&[u8]> {

@@ -300,7 +300,6 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["-timeframe", "abc"][..], "--timeframe"),
         (&["-timeframe", "0"][..], "--timeframe"),
         (&["-no-such-flag"][..], "--no-such-flag"),
-        (&["-port", "7777", "-systemd"][..], "--systemd"),
         (&["--listen", "nowhere", "-port", "1"][..], "--listen"),
     ] {
         let (code, stdout, all) = one_shot(args);
@@ -555,4 +554,21 @@ fn a_socket_activated_daemon_never_answers_up_before_its_first_check() {
         "{reply:?}\n{}",
         process.output()
     );
+}
+
+#[test]
+fn a_sighup_is_answered_not_fatal_in_flag_mode_and_port_yields_to_systemd() {
+    let agent = start_agent(&["-port", "0", "--listen", "127.0.0.1"]);
+    agent.process.signal(libc::SIGHUP);
+    agent
+        .process
+        .wait_for_line("SIGHUP: nothing to reload in flag mode", STARTUP);
+    let reply = agent_check(agent.addr, b"").expect("still serving after SIGHUP");
+    assert_eq!(state_of(&reply), "ready");
+
+    // haproxy_agent's units pass both: the socket systemd passed is served.
+    let (process, addr) = socket_activated_with("$$", &["-systemd", "-port", "7777"]);
+    let reply = agent_check(addr, b"").expect("check");
+    assert_eq!(state_of(&reply), "ready", "{}", process.output());
+    process.wait_for_line("-port is ignored under -systemd", STARTUP);
 }

@@ -9,12 +9,23 @@ use serde_saphyr::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Raw {
-    pub(super) identity: RawIdentity,
+    /// OpenGSLB v1.1: `agent` (checked against the binary).
+    #[serde(default)]
+    pub(super) mode: Option<Spanned<String>>,
+    /// OpenGSLB v1.1's shape: every agent key under `agent:`, with `metrics` and
+    /// `logging` beside it.
+    #[serde(default)]
+    pub(super) agent: Option<Box<Raw>>,
+    #[serde(default)]
+    pub(super) logging: Option<RawLogging>,
+    #[serde(default)]
+    pub(super) identity: Option<RawIdentity>,
     #[serde(default)]
     pub(super) backends: Vec<RawBackend>,
     #[serde(default)]
     pub(super) predictive: RawPredictive,
-    pub(super) gossip: RawGossip,
+    #[serde(default)]
+    pub(super) gossip: Option<RawGossip>,
     #[serde(default)]
     pub(super) heartbeat: RawHeartbeat,
     #[serde(default)]
@@ -22,7 +33,17 @@ pub(super) struct Raw {
     #[serde(default)]
     pub(super) latency_learning: Option<RawLatency>,
     #[serde(default)]
-    pub(super) metrics: RawMetrics,
+    pub(super) metrics: Option<RawMetrics>,
+}
+
+/// `logging:` (OpenGSLB's key).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogging {
+    #[serde(default)]
+    pub(super) level: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) format: Option<Spanned<String>>,
 }
 
 /// `metrics:` (OpenGSLB's key): the agent's own Prometheus endpoint.
@@ -86,8 +107,9 @@ pub(super) struct RawBackend {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCheck {
-    #[serde(rename = "type")]
-    pub(super) kind: Spanned<String>,
+    /// Absent: http, as in OpenGSLB.
+    #[serde(default, rename = "type")]
+    pub(super) kind: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) interval: Option<Spanned<String>>,
     #[serde(default)]
@@ -115,12 +137,18 @@ pub(super) struct RawPredictive {
     pub(super) memory: Option<RawThreshold>,
     #[serde(default)]
     pub(super) error_rate: Option<RawErrorRate>,
+    /// OpenGSLB's evaluation period; ours evaluates on every CPU sample (warned).
+    #[serde(default)]
+    pub(super) check_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawThreshold {
     pub(super) threshold: Spanned<f64>,
+    /// Parsed and unused by OpenGSLB (warned).
+    #[serde(default)]
+    pub(super) bleed_duration: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +157,9 @@ pub(super) struct RawErrorRate {
     pub(super) threshold: Spanned<f64>,
     #[serde(default)]
     pub(super) window: Option<Spanned<String>>,
+    /// Parsed and unused by OpenGSLB (warned).
+    #[serde(default)]
+    pub(super) bleed_duration: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

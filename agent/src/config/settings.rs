@@ -105,6 +105,28 @@ pub struct AgentConfig {
     pub latency: Option<LatencyLearning>,
     /// `metrics.address` when `metrics.enabled`: `/metrics` and `/health` over HTTP.
     pub metrics: Option<SocketAddr>,
+    /// `logging`.
+    pub logging: Logging,
+    /// Keys accepted that change nothing here, each named with why: logged at WARN.
+    pub warnings: Vec<String>,
+}
+
+/// `logging:` (level and format; `RUST_LOG` still wins for the level).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            level: "info".into(),
+            json: false,
+        }
+    }
 }
 
 /// `latency_learning`

@@ -145,3 +145,104 @@ fn problems_are_reported_at_their_place() {
         "{err}"
     );
 }
+
+/// `GOOD` in OpenGSLB v1.1's shape: `mode: agent`, every key under `agent:`.
+fn nested(extra_top: &str) -> String {
+    let indented: String = GOOD.lines().map(|l| format!("  {l}\n")).collect();
+    format!("mode: agent\nagent:\n{indented}{extra_top}")
+}
+
+#[test]
+fn opengslb_v1_files_load_unchanged() {
+    let flat = parse("a.yaml", GOOD).expect("flat");
+    let text = nested(
+        "metrics:\n  enabled: true\n  address: \"127.0.0.1:9100\"\nlogging:\n  level: debug\n  format: json\n",
+    );
+    let c = parse("a.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        AgentConfig {
+            metrics: None,
+            logging: Logging::default(),
+            ..c.clone()
+        },
+        flat,
+        "the same agent either way"
+    );
+    assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().expect("addr")));
+    assert_eq!(
+        c.logging,
+        Logging {
+            level: "debug".into(),
+            json: true
+        }
+    );
+}
+
+#[test]
+fn the_mode_must_be_agent_and_the_shapes_do_not_mix() {
+    let err = parse(
+        "a.yaml",
+        &nested("").replace("mode: agent", "mode: overwatch"),
+    )
+    .expect_err("overwatch file");
+    assert!(
+        err.to_string()
+            .starts_with("a.yaml:1:7: mode: \"overwatch\": this file is for opengslb-overwatch"),
+        "{err}"
+    );
+    let mixed = format!("{}backends: []\n", nested("")).replace(
+        "backends: []\n",
+        "identity:\n  service_token: x\n  region: y\n",
+    );
+    let err = parse("a.yaml", &mixed).expect_err("mixed");
+    assert!(
+        err.to_string().contains("both under agent: and outside it"),
+        "{err}"
+    );
+    let err = parse("a.yaml", "mode: agent\nagent:\n  backends: []\n").expect_err("empty");
+    assert!(
+        err.to_string().contains("identity and gossip are missing"),
+        "{err}"
+    );
+    let err = parse("a.yaml", &format!("{GOOD}logging:\n  format: yaml\n")).expect_err("format");
+    assert!(
+        err.to_string()
+            .contains("logging.format: \"yaml\" is not json or text"),
+        "{err}"
+    );
+}
+
+#[test]
+fn untyped_checks_are_http_and_no_op_keys_are_warned_by_name() {
+    let text = GOOD
+        .replace("      type: http\n", "")
+        .replace(
+            "      interval: 1s\n      timeout: 500ms\n",
+            "      interval: 1s\n      timeout: 3s\n",
+        )
+        .replace(
+            "    threshold: 90\n",
+            "    threshold: 90\n    bleed_duration: 30s\n",
+        )
+        .replace(
+            "predictive:\n  enabled: true\n",
+            "predictive:\n  enabled: true\n  check_interval: 10s\n",
+        );
+    let c = parse("a.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let check = c.backends[0].check.as_ref().expect("check");
+    assert_eq!(check.kind, CheckKind::Http, "no type: http, as in OpenGSLB");
+    assert_eq!(
+        check.timeout,
+        Duration::from_secs(3),
+        "longer than the interval: kept"
+    );
+    let warnings = c.warnings.join("\n");
+    for needle in [
+        "health_check.timeout 3s is longer than its interval 1s",
+        "predictive.cpu.bleed_duration (30s) is accepted and has no effect",
+        "predictive.check_interval (10s) is accepted and has no effect",
+    ] {
+        assert!(warnings.contains(needle), "{needle}: {warnings}");
+    }
+    assert!(parse("a.yaml", GOOD).expect("good").warnings.is_empty());
+}

@@ -40,24 +40,86 @@ impl Collector {
     }
 }
 
-/// Validates a parsed file.
-pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
+/// Validates a parsed file: our flat shape, or OpenGSLB's (`mode: agent`, every key
+/// under `agent:`, `metrics` and `logging` beside it).
+pub(super) fn validate(file: Raw) -> Result<AgentConfig, Vec<Problem>> {
     let mut c = Collector(Vec::new());
-    let token = raw.identity.service_token.value.trim().to_owned();
+    let mut warnings = Vec::new();
+    if let Some(mode) = &file.mode
+        && mode.value.trim() != "agent"
+    {
+        c.at(
+            mode,
+            format!(
+                "mode: {:?}: this file is for opengslb-overwatch, not opengslb-agent (an agent file says mode: agent)",
+                mode.value
+            ),
+        );
+    }
+    let (raw, metrics, logging) = match file.agent {
+        Some(inner) => {
+            if file.identity.is_some()
+                || file.gossip.is_some()
+                || !file.backends.is_empty()
+                || inner.mode.is_some()
+                || inner.agent.is_some()
+            {
+                c.0.push(Problem {
+                    line: 0,
+                    column: 0,
+                    message: "agent: the file has agent keys both under agent: and outside it; put them all under agent: (OpenGSLB's shape) or none".into(),
+                });
+            }
+            let mut inner = *inner;
+            let metrics = file.metrics.or(inner.metrics.take());
+            let logging = file.logging.or(inner.logging.take());
+            (inner, metrics, logging)
+        }
+        None => {
+            let metrics = file.metrics;
+            let logging = file.logging;
+            (
+                Raw {
+                    metrics: None,
+                    logging: None,
+                    ..file
+                },
+                metrics,
+                logging,
+            )
+        }
+    };
+    let (Some(identity), Some(gossip)) = (&raw.identity, &raw.gossip) else {
+        c.0.push(Problem {
+            line: 0,
+            column: 0,
+            message: format!(
+                "{} missing: an agent file needs identity (service_token, region) and gossip (encryption_key, overwatch_nodes)",
+                match (&raw.identity, &raw.gossip) {
+                    (None, None) => "identity and gossip are",
+                    (None, _) => "identity is",
+                    _ => "gossip is",
+                }
+            ),
+        });
+        return Err(c.0);
+    };
+    let logging = logging_settings(&mut c, logging.as_ref());
+    let token = identity.service_token.value.trim().to_owned();
     if token.chars().count() < 16 {
         c.at(
-            &raw.identity.service_token,
+            &identity.service_token,
             "identity.service_token: must be at least 16 characters",
         );
     }
-    let region = raw.identity.region.value.trim().to_owned();
+    let region = identity.region.value.trim().to_owned();
     if region.is_empty()
         || !region
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         c.at(
-            &raw.identity.region,
+            &identity.region,
             format!("identity.region: {region:?} must be letters, digits, - or _"),
         );
     }
@@ -83,17 +145,20 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
             c.at(&b.service, "backends[].service: must not be empty");
         }
         let check = b.health_check.as_ref().and_then(|h| {
-            let kind = match h.kind.value.as_str() {
-                "tcp" => CheckKind::Tcp,
-                "http" => CheckKind::Http,
-                "https" => CheckKind::Https,
-                other => {
-                    c.at(
-                        &h.kind,
-                        format!(
-                            "backends[].health_check.type: {other:?} is not http, https or tcp"
-                        ),
-                    );
+            // No type: http, as OpenGSLB reads it.
+            let kind = match h.kind.as_ref().map(|k| k.value.to_ascii_lowercase()).as_deref() {
+                Some("tcp") => CheckKind::Tcp,
+                None | Some("http") => CheckKind::Http,
+                Some("https") => CheckKind::Https,
+                Some(other) => {
+                    if let Some(kind) = &h.kind {
+                        c.at(
+                            kind,
+                            format!(
+                                "backends[].health_check.type: {other:?} is not http, https or tcp"
+                            ),
+                        );
+                    }
                     return None;
                 }
             };
@@ -108,12 +173,11 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
                 Duration::from_secs(5),
             );
             if timeout > interval {
-                if let Some(t) = &h.timeout {
-                    c.at(
-                        t,
-                        "backends[].health_check.timeout: longer than the interval",
-                    );
-                }
+                // OpenGSLB's demos do this; the next check waits for the slow one.
+                warnings.push(format!(
+                    "backends[] {}:{}: health_check.timeout {timeout:?} is longer than its interval {interval:?}: a slow check delays the next one",
+                    b.address.value, b.port.value
+                ));
             }
             Some(LocalCheck {
                 kind,
@@ -138,6 +202,45 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
         error_window: Duration::from_secs(60),
         ..Predictive::default()
     };
+    let unused = |warnings: &mut Vec<String>, key: &str, s: &Option<Spanned<String>>, why: &str| {
+        if let Some(v) = s {
+            warnings.push(format!(
+                "{key} ({}) is accepted and has no effect: {why}",
+                v.value
+            ));
+        }
+    };
+    let bleed = "OpenGSLB parses it and never uses it; a threshold drains the host at once";
+    if let Some(t) = &raw.predictive.cpu {
+        unused(
+            &mut warnings,
+            "predictive.cpu.bleed_duration",
+            &t.bleed_duration,
+            bleed,
+        );
+    }
+    if let Some(t) = &raw.predictive.memory {
+        unused(
+            &mut warnings,
+            "predictive.memory.bleed_duration",
+            &t.bleed_duration,
+            bleed,
+        );
+    }
+    if let Some(t) = &raw.predictive.error_rate {
+        unused(
+            &mut warnings,
+            "predictive.error_rate.bleed_duration",
+            &t.bleed_duration,
+            bleed,
+        );
+    }
+    unused(
+        &mut warnings,
+        "predictive.check_interval",
+        &raw.predictive.check_interval,
+        "the thresholds are checked on every CPU sample (agent_check.timeframe / 10)",
+    );
     if raw.predictive.enabled {
         let mut percent = |t: &Spanned<f64>, key: &str| {
             if !(0.0..=100.0).contains(&t.value) {
@@ -169,7 +272,7 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
         }
     }
     let mut overwatch_nodes = Vec::new();
-    for node in &raw.gossip.overwatch_nodes {
+    for node in &gossip.overwatch_nodes {
         match node.value.to_socket_addrs().map(|mut a| a.next()) {
             Ok(Some(addr)) => overwatch_nodes.push(addr),
             _ => c.at(
@@ -178,7 +281,7 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
             ),
         }
     }
-    if raw.gossip.overwatch_nodes.is_empty() {
+    if gossip.overwatch_nodes.is_empty() {
         c.0.push(Problem {
             line: 0,
             column: 0,
@@ -207,14 +310,14 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
     };
     let gossip_bind = addr(
         &mut c,
-        &raw.gossip.bind_address,
+        &gossip.bind_address,
         "gossip.bind_address",
         "0.0.0.0:7946",
     );
-    let gossip_advertise = raw.gossip.advertise_address.as_ref().and_then(|_| {
+    let gossip_advertise = gossip.advertise_address.as_ref().and_then(|_| {
         addr(
             &mut c,
-            &raw.gossip.advertise_address,
+            &gossip.advertise_address,
             "gossip.advertise_address",
             "",
         )
@@ -235,18 +338,9 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
         Duration::from_millis(2000),
     );
     // OpenGSLB's port; on loopback unless the file says otherwise, as overwatch's.
-    let metrics = raw
-        .metrics
-        .enabled
-        .then(|| {
-            addr(
-                &mut c,
-                &raw.metrics.address,
-                "metrics.address",
-                "127.0.0.1:9090",
-            )
-        })
-        .flatten();
+    let metrics = metrics
+        .filter(|m| m.enabled)
+        .and_then(|m| addr(&mut c, &m.address, "metrics.address", "127.0.0.1:9090"));
     let latency = raw
         .latency_learning
         .as_ref()
@@ -259,17 +353,17 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
     Ok(AgentConfig {
         service_token: token,
         region,
-        cert_path: raw
-            .identity
+        cert_path: identity
             .cert_path
+            .clone()
             .unwrap_or_else(|| "/var/lib/opengslb/agent.crt".into()),
-        key_path: raw
-            .identity
+        key_path: identity
             .key_path
+            .clone()
             .unwrap_or_else(|| "/var/lib/opengslb/agent.key".into()),
         backends,
         predictive,
-        encryption_key: raw.gossip.encryption_key.map(|k| k.value),
+        encryption_key: gossip.encryption_key.as_ref().map(|k| k.value.clone()),
         overwatch_nodes,
         gossip_bind: gossip_bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
         gossip_advertise,
@@ -281,7 +375,42 @@ pub(super) fn validate(raw: Raw) -> Result<AgentConfig, Vec<Problem>> {
         log_requests: raw.agent_check.log_requests,
         latency,
         metrics,
+        logging,
+        warnings,
     })
+}
+
+/// `logging.level` and `logging.format` (json or text).
+fn logging_settings(c: &mut Collector, raw: Option<&RawLogging>) -> Logging {
+    let mut logging = Logging::default();
+    let Some(raw) = raw else {
+        return logging;
+    };
+    if let Some(level) = &raw.level {
+        let value = level.value.trim().to_ascii_lowercase();
+        if ["error", "warn", "info", "debug", "trace"].contains(&value.as_str()) {
+            logging.level = value;
+        } else {
+            c.at(
+                level,
+                format!(
+                    "logging.level: {:?} is not one of error, warn, info, debug, trace",
+                    level.value
+                ),
+            );
+        }
+    }
+    if let Some(format) = &raw.format {
+        match format.value.trim().to_ascii_lowercase().as_str() {
+            "json" => logging.json = true,
+            "text" => logging.json = false,
+            _ => c.at(
+                format,
+                format!("logging.format: {:?} is not json or text", format.value),
+            ),
+        }
+    }
+    logging
 }
 
 fn latency_learning(c: &mut Collector, l: &RawLatency) -> LatencyLearning {
