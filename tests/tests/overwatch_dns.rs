@@ -480,8 +480,21 @@ fn tcp_is_pipelined_capped_per_client_and_never_blocks_udp() {
         );
     }
     // 16 idle connections from this address are held; the next ones are closed at once.
-    let held: Vec<TcpStream> = (0..15)
-        .map(|_| TcpStream::connect(node.dns).expect("connect"))
+    // Each is answered once first, so the server has accepted it (not only the kernel):
+    // under load, an unaccepted one would not count yet.
+    let held: Vec<TcpStream> = (0..15u16)
+        .map(|i| {
+            let mut held = TcpStream::connect(node.dns).expect("connect");
+            held.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            held.write_all(&framed(100 + i, "app.gslb.test"))
+                .expect("send");
+            let mut len = [0u8; 2];
+            held.read_exact(&mut len).expect("accepted and answered");
+            let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            held.read_exact(&mut answer).expect("answer");
+            held
+        })
         .chain(std::iter::once(conn))
         .collect();
     let mut extra = TcpStream::connect(node.dns).expect("connect");

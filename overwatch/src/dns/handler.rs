@@ -552,7 +552,11 @@ pub(crate) fn plan(
 
 fn route(snapshot: &DnsSnapshot, d: usize, v6: bool, client: Client, entropy: u64) -> Resolved {
     let resolved = route_unlogged(snapshot, d, v6, client, entropy);
-    if tracing::enabled!(tracing::Level::DEBUG) {
+    // `level_enabled!` reads the global level hint only. `enabled!` would ask the
+    // subscriber, and with per-layer filters an `enabled!` that no event follows leaves
+    // the thread's filter state set: the next event on this thread (a refused TCP
+    // connection's WARN) was dropped.
+    if tracing::level_enabled!(tracing::Level::DEBUG) {
         if let Some((_, outcome)) = resolved
             .decision
             .as_ref()
