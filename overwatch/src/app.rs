@@ -107,6 +107,7 @@ pub async fn run(
         None => settings,
     };
     let settings = with_data_dir(prepared.settings.clone());
+    log_warnings(&config_path, &settings);
     let metrics = install_metrics()?;
     match crate::listener::raise_open_files_limit() {
         // Caps of 512 + 512 + 256 HTTP connections, DNS over TCP and the data files.
@@ -304,6 +305,7 @@ pub async fn run(
             _ = sighup.recv() => match prepare(&config_path) {
                 Ok(mut next) => {
                     next.settings = with_data_dir(next.settings);
+                    log_warnings(&config_path, &next.settings);
                     warn_restart_needed(&running, &next.settings);
                     if let Err(err) = rekey_gossip(gossip_commands.as_ref(), &running, &next.settings).await {
                         tracing::error!(error = %err, "gossip keys not reloaded");
@@ -489,6 +491,13 @@ async fn publish_snapshots(
                 built_from = view;
             }
         }
+    }
+}
+
+/// What the file holds that changes nothing here, or that was assumed: one WARN each.
+fn log_warnings(path: &Path, settings: &Settings) {
+    for warning in &settings.warnings {
+        tracing::warn!(file = %path.display(), "{warning}");
     }
 }
 

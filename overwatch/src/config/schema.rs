@@ -14,6 +14,9 @@ use super::duration::HumanDuration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// OpenGSLB v1.1: `overwatch` (checked against the binary).
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
     /// Node identity, validation checks, geolocation, data directory.
     #[serde(default)]
     pub overwatch: RawOverwatch,
@@ -130,6 +133,43 @@ pub struct RawOverwatch {
     /// When an agent that stopped reporting is stale, and when its backends go.
     #[serde(default)]
     pub stale: RawStale,
+    /// OpenGSLB's DNSSEC keys: accepted and warned (OpenGSLB never signed an answer;
+    /// ours does not sign yet either).
+    #[serde(default)]
+    pub dnssec: Option<RawDnssec>,
+}
+
+/// `overwatch.dnssec` as OpenGSLB documents it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnssec {
+    /// Default true in OpenGSLB.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// `ECDSAP256SHA256`.
+    #[serde(default)]
+    pub algorithm: Option<Spanned<String>>,
+    /// Required by OpenGSLB to disable DNSSEC.
+    #[serde(default)]
+    pub security_acknowledgment: Option<String>,
+    /// OpenGSLB's key copy between nodes; Raft would replicate ours.
+    #[serde(default)]
+    pub key_sync: Option<RawKeySync>,
+}
+
+/// `overwatch.dnssec.key_sync`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeySync {
+    /// API addresses of the other nodes.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Between polls.
+    #[serde(default)]
+    pub poll_interval: Option<Spanned<HumanDuration>>,
+    /// Per request.
+    #[serde(default)]
+    pub timeout: Option<Spanned<HumanDuration>>,
 }
 
 /// `overwatch.gossip`
@@ -332,7 +372,9 @@ pub struct RawDns {
     /// TTL for domains without their own (default 60).
     #[serde(default = "default_ttl")]
     pub default_ttl: Spanned<u32>,
-    /// Zones we are authoritative for.
+    /// Zones we are authoritative for; absent: derived from the domains (each domain's
+    /// parent), as OpenGSLB allows.
+    #[serde(default)]
     pub zones: Vec<Spanned<String>>,
     /// Default all-unhealthy policy: answer with the last healthy set instead of SERVFAIL.
     #[serde(default)]
@@ -420,9 +462,9 @@ pub struct RawServer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
-    /// `http`, `https` or `tcp`.
-    #[serde(rename = "type")]
-    pub kind: Spanned<String>,
+    /// `http`, `https` or `tcp`; absent: http, as OpenGSLB reads it.
+    #[serde(default, rename = "type")]
+    pub kind: Option<Spanned<String>>,
     /// Between checks of one server.
     #[serde(default)]
     pub interval: Option<Spanned<HumanDuration>>,
@@ -474,6 +516,9 @@ pub struct RawDomain {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLatencyConfig {
+    /// OpenGSLB's EMA alpha, parsed and unused there; warned.
+    #[serde(default)]
+    pub smoothing_factor: Option<Spanned<f64>>,
     /// Servers slower than this are not chosen (default: no limit).
     #[serde(default)]
     pub max_latency_ms: Option<Spanned<u32>>,

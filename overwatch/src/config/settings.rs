@@ -12,6 +12,9 @@ use ipnet::IpNet;
 pub struct Settings {
     /// Node name (defaults to the host name part "overwatch").
     pub node_id: String,
+    /// Keys accepted that change nothing here, and assumptions made (derived zones), each
+    /// named with why: logged at WARN at start and on reload.
+    pub warnings: Vec<String>,
     /// Durable state directory.
     pub data_dir: PathBuf,
     /// Validation health checks.

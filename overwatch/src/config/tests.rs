@@ -97,8 +97,8 @@ fn a_good_file_becomes_settings_with_defaults_applied() {
     let eu_check = s.regions[1].check.as_ref().expect("default check");
     assert_eq!(
         (eu_check.kind, eu_check.interval),
-        (CheckKind::Tcp, Duration::from_secs(2)),
-        "validation defaults apply"
+        (CheckKind::Http, Duration::from_secs(2)),
+        "validation defaults apply: OpenGSLB's HTTP GET /health"
     );
     let app = &s.domains[0];
     assert_eq!(app.name, "app.gslb.example.com");
@@ -222,8 +222,6 @@ fn addresses_and_networks_are_checked() {
         "address: 127.0.0.1:0\n  allowed_networks: [10.0.0.0/99]",
     ));
     assert!(p[0].contains("api.allowed_networks"), "{p:?}");
-    let p = problems(&GOOD.replace("timeout: 500ms", "timeout: 5s"));
-    assert!(p[0].contains("is longer than the interval"), "{p:?}");
 }
 
 #[test]
@@ -435,4 +433,77 @@ fn cluster_rpc_security_is_chosen_and_its_files_are_checked_offline() {
     parse("ow.yaml", &config("  insecure_plaintext: true\n"))
         .unwrap_or_else(|e| panic!("knowingly plain: {e}"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn opengslb_v1_shapes_load_with_their_no_op_keys_warned_by_name() {
+    let text = format!(
+        "mode: overwatch\n{}",
+        GOOD.replace("  zones: [GSLB.Example.com.]\n", "")
+            .replace("routing_algorithm: failover", "routing_algorithm: Active-Standby")
+            .replace("routing_algorithm: geolocation", "routing_algorithm: GEO")
+            .replace("      type: http\n", "")
+            .replace("      timeout: 500ms\n", "      timeout: 3s\n")
+            .replace(
+                "  geolocation:\n",
+                "  dnssec:\n    enabled: true\n    algorithm: ECDSAP256SHA256\n    key_sync: {peers: [\"10.0.0.2:8080\"], poll_interval: 1h, timeout: 30s}\n  geolocation:\n"
+            )
+    );
+    let s = parse("ow.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.dns.zones.len(), 1);
+    assert_eq!(
+        s.dns.zones[0].apex, "gslb.example.com",
+        "derived from the domains"
+    );
+    assert_eq!(s.domains[0].algorithm, Algorithm::Failover);
+    assert_eq!(s.domains[1].algorithm, Algorithm::Geolocation);
+    let check = s.regions[0].check.as_ref().expect("check");
+    assert_eq!(check.kind, CheckKind::Http, "untyped is http");
+    assert_eq!(
+        check.timeout,
+        Duration::from_secs(3),
+        "kept, with a warning"
+    );
+    let eu = s.regions[1].check.as_ref().expect("default check");
+    assert_eq!((eu.kind, eu.path.as_str()), (CheckKind::Http, "/health"));
+    let warnings = s.warnings.join("\n");
+    for needle in [
+        "dns.zones is not set: authoritative for gslb.example.com",
+        "overwatch.dnssec (enabled: true) is accepted and has no effect yet",
+        "key_sync is unnecessary here (Raft replicates",
+        "regions[us-east].health_check.timeout 3s is longer than its interval",
+    ] {
+        assert!(warnings.contains(needle), "{needle}: {warnings}");
+    }
+    assert!(parse("ow.yaml", GOOD).expect("good").warnings.is_empty());
+}
+
+#[test]
+fn an_agent_file_or_an_unknown_algorithm_is_refused_by_name() {
+    let lines = problems(&format!("mode: agent\n{GOOD}"));
+    assert!(
+        lines[0].starts_with("ow.yaml:1:7: mode: \"agent\": this file is for opengslb-agent"),
+        "{lines:?}"
+    );
+    let lines =
+        problems(&GOOD.replace("routing_algorithm: failover", "routing_algorithm: fastest"));
+    assert!(
+        lines[0].contains("\"fastest\" is not one of round-robin (rr)"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn an_empty_gossip_bind_address_turns_gossip_off() {
+    let text = GOOD.replace(
+        "  geolocation:\n",
+        "  gossip:\n    bind_address: \"\"\n    encryption_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n  geolocation:\n",
+    );
+    let s = parse("ow.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.gossip.is_none());
+    assert!(
+        s.warnings.iter().any(|w| w.contains("gossip is off")),
+        "{:?}",
+        s.warnings
+    );
 }

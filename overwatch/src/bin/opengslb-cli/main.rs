@@ -70,6 +70,9 @@ fn validate(file: &std::path::Path) -> ExitCode {
                 s.regions.iter().map(|r| r.servers.len()).sum::<usize>(),
                 s.domains.len()
             ));
+            for warning in &s.warnings {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {

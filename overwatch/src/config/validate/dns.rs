@@ -37,11 +37,44 @@ pub(super) fn dns(c: &mut Collector, raw: &RawConfig) -> Dns {
         zones.push(apex);
     }
     if raw.dns.zones.is_empty() {
-        c.problems.push(Problem {
-            line: 1,
-            column: 1,
-            message: "dns.zones: at least one zone is needed".into(),
-        });
+        // As OpenGSLB allows: each domain's parent is a zone (the outermost of nested ones).
+        let mut parents: Vec<String> = raw
+            .domains
+            .iter()
+            .filter_map(|d| {
+                dns_name(
+                    &mut Collector {
+                        problems: Vec::new(),
+                        warnings: Vec::new(),
+                    },
+                    &d.name,
+                    "domains[].name",
+                )
+            })
+            .map(|name| {
+                name.split_once('.')
+                    .map_or(name.clone(), |(_, parent)| parent.to_owned())
+            })
+            .collect();
+        parents.sort_by_key(|z| (z.matches('.').count(), z.clone()));
+        for parent in parents {
+            if !zones.iter().any(|z| is_within(&parent, z)) {
+                zones.push(parent);
+            }
+        }
+        if zones.is_empty() {
+            c.problems.push(Problem {
+                line: 1,
+                column: 1,
+                message: "dns.zones: at least one zone is needed (or a domain to derive it from)"
+                    .into(),
+            });
+        } else {
+            c.warnings.push(format!(
+                "dns.zones is not set: authoritative for {} (each domain's parent); list the zones to be explicit",
+                zones.join(", ")
+            ));
+        }
     }
     let default_ttl = ttl(c, &raw.dns.default_ttl, "dns.default_ttl");
     let mut ns_names = Vec::new();

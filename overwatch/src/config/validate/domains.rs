@@ -72,15 +72,23 @@ fn domain_settings(
             ),
         );
     }
-    let algorithm = match domain.routing_algorithm.value.as_str() {
-        "round-robin" | "round_robin" | "roundrobin" => Some(Algorithm::RoundRobin),
-        "weighted" => Some(Algorithm::Weighted),
-        "failover" => Some(Algorithm::Failover),
-        "geolocation" => Some(Algorithm::Geolocation),
+    // OpenGSLB's names and aliases, in any case.
+    let algorithm = match domain
+        .routing_algorithm
+        .value
+        .trim()
+        .to_ascii_lowercase()
+        .replace('_', "-")
+        .as_str()
+    {
+        "round-robin" | "roundrobin" | "rr" => Some(Algorithm::RoundRobin),
+        "weighted" | "weight" => Some(Algorithm::Weighted),
+        "failover" | "active-standby" => Some(Algorithm::Failover),
+        "geolocation" | "geo" => Some(Algorithm::Geolocation),
         "latency" => Some(Algorithm::Latency),
-        "learned_latency" => Some(Algorithm::LearnedLatency),
-        other => {
-            c.at(&domain.routing_algorithm, format!("domains[{name}].routing_algorithm: {other:?} is not one of round-robin, weighted, failover, geolocation, latency, learned_latency"));
+        "learned-latency" => Some(Algorithm::LearnedLatency),
+        _ => {
+            c.at(&domain.routing_algorithm, format!("domains[{name}].routing_algorithm: {:?} is not one of round-robin (rr), weighted (weight), failover (active-standby), geolocation (geo), latency, learned_latency (learned-latency)", domain.routing_algorithm.value));
             None
         }
     };
@@ -150,6 +158,12 @@ fn domain_settings(
     };
     let (mut max_latency, mut min_samples) = (None, 3);
     if let Some(l) = &domain.latency_config {
+        if let Some(alpha) = &l.smoothing_factor {
+            c.warnings.push(format!(
+                "domains[{name}].latency_config.smoothing_factor ({}) is accepted and has no effect: OpenGSLB parses it and never uses it; RTTs are smoothed with a fixed EWMA",
+                alpha.value
+            ));
+        }
         if !matches!(
             algorithm,
             Some(Algorithm::Latency | Algorithm::LearnedLatency)

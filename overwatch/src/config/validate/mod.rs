@@ -29,6 +29,8 @@ const MAX_TTL: u32 = 2_147_483_647;
 
 struct Collector {
     problems: Vec<Problem>,
+    /// Keys accepted that change nothing (or assumptions made), each named with why.
+    warnings: Vec<String>,
 }
 
 impl Collector {
@@ -47,7 +49,30 @@ impl Collector {
 pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
     let mut c = Collector {
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
+    if let Some(mode) = &raw.mode
+        && mode.value.trim() != "overwatch"
+    {
+        c.at(
+            mode,
+            format!(
+                "mode: {:?}: this file is for opengslb-agent, not opengslb-overwatch (an overwatch file says mode: overwatch)",
+                mode.value
+            ),
+        );
+    }
+    if let Some(dnssec) = &raw.overwatch.dnssec {
+        let key_sync = if dnssec.key_sync.is_some() {
+            "; overwatch.dnssec.key_sync is unnecessary here (Raft replicates the cluster's state)"
+        } else {
+            ""
+        };
+        c.warnings.push(format!(
+            "overwatch.dnssec (enabled: {}) is accepted and has no effect yet: answers are not signed (OpenGSLB's were not either){key_sync}",
+            dnssec.enabled.unwrap_or(true)
+        ));
+    }
     let c = &mut c;
     let dns = dns::dns(c, raw);
     let (regions, region_index) = regions::regions(c, raw);
@@ -101,6 +126,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         metrics,
         logging,
         cluster,
+        warnings: std::mem::take(&mut c.warnings),
     })
 }
 

@@ -103,7 +103,16 @@ pub(super) fn overwatch(c: &mut Collector, raw: &RawConfig) -> Overwatch {
         ipv6: learning.ipv6_prefix.value,
     };
 
-    let gossip = raw.overwatch.gossip.as_ref().and_then(|g| {
+    // OpenGSLB turns gossip off with an empty bind address: no agents, only checks.
+    let gossip_off = raw
+        .overwatch
+        .gossip
+        .as_ref()
+        .is_some_and(|g| g.bind_address.value.trim().is_empty());
+    if gossip_off {
+        c.warnings.push("overwatch.gossip.bind_address is empty: gossip is off, no agent can report; backends are judged by validation checks alone".into());
+    }
+    let gossip = raw.overwatch.gossip.as_ref().filter(|_| !gossip_off).and_then(|g| {
         let key = match &g.encryption_key {
             None => {
                 c.problems.push(Problem { line: 0, column: 0, message: "overwatch.gossip.encryption_key is missing: gossip is always encrypted; generate one with `head -c 32 /dev/urandom | base64`".into() });

@@ -109,8 +109,9 @@ fn region_settings(
     let check = match (&region.health_check, validation_enabled) {
         (_, false) => None,
         (Some(hc), true) => check_settings(c, hc, name, default_interval, default_timeout),
+        // OpenGSLB's default check: HTTP GET /health.
         (None, true) => Some(CheckSettings {
-            kind: CheckKind::Tcp,
+            kind: CheckKind::Http,
             interval: default_interval,
             timeout: default_timeout,
             path: "/health".into(),
@@ -167,15 +168,24 @@ fn check_settings(
     default_interval: Duration,
     default_timeout: Duration,
 ) -> Option<CheckSettings> {
-    let kind = match hc.kind.value.as_str() {
-        "tcp" => CheckKind::Tcp,
-        "http" => CheckKind::Http,
-        "https" => CheckKind::Https,
-        other => {
-            c.at(
-                &hc.kind,
-                format!("regions[{region}].health_check.type: {other:?} is not http, https or tcp"),
-            );
+    let kind = match hc
+        .kind
+        .as_ref()
+        .map(|k| k.value.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("tcp") => CheckKind::Tcp,
+        None | Some("http") => CheckKind::Http,
+        Some("https") => CheckKind::Https,
+        Some(other) => {
+            if let Some(kind) = &hc.kind {
+                c.at(
+                    kind,
+                    format!(
+                        "regions[{region}].health_check.type: {other:?} is not http, https or tcp"
+                    ),
+                );
+            }
             return None;
         }
     };
@@ -196,13 +206,11 @@ fn check_settings(
                 format!("regions[{region}].health_check.timeout: must be more than 0"),
             );
         } else if t.value.0 > interval {
-            c.at(
-                t,
-                format!(
-                    "regions[{region}].health_check.timeout: {} is longer than the interval {:?}",
-                    t.value, interval
-                ),
-            );
+            // OpenGSLB's demos do this: a slow check delays the next one.
+            c.warnings.push(format!(
+                "regions[{region}].health_check.timeout {} is longer than its interval {:?}: a slow check delays the next one",
+                t.value, interval
+            ));
         }
     }
     if !hc.path.value.starts_with('/') {
