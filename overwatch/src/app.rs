@@ -152,11 +152,15 @@ pub async fn run(
     let (command_tx, command_rx) = mpsc::channel(4096);
     tracker.spawn(owner.run(report_rx, command_rx, shutdown.clone()));
     let mut checks = shutdown.child_token();
+    // Bumped by `POST /api/v1/overwatch/validate`: every check runs at once.
+    let (validate_now, validate_rx) = watch::channel(0u64);
+    let validate_now = Arc::new(validate_now);
     spawn_checks(
         check_targets(&settings),
         prober.clone(),
         settings.validation.max_concurrent,
         report_tx.clone(),
+        validate_rx.clone(),
         checks.clone(),
         &tracker,
     );
@@ -230,6 +234,7 @@ pub async fn run(
             trust_proxy_headers: api_settings.trust_proxy_headers,
             trusted_proxies: Arc::new(api_settings.trusted_proxies.clone()),
             max_overrides: api_settings.max_overrides,
+            validate_now: validate_now.clone(),
         };
         serve_http(
             "api",
@@ -243,21 +248,23 @@ pub async fn run(
     }
     if let Some(metrics_settings) = &settings.metrics {
         let render = metrics.clone();
-        let app = Router::new().route(
-            "/metrics",
-            get(move || {
-                let render = render.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        render.render(),
-                    )
-                }
-            }),
-        );
+        let app = Router::new()
+            .route("/health", get(|| async { "ok\n" }))
+            .route(
+                "/metrics",
+                get(move || {
+                    let render = render.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            render.render(),
+                        )
+                    }
+                }),
+            );
         let app = crate::listener::allow_networks(
             app,
             Arc::new(metrics_settings.allowed_networks.clone()),
@@ -312,7 +319,7 @@ pub async fn run(
                     }
                     checks.cancel();
                     checks = shutdown.child_token();
-                    spawn_checks(check_targets(&next.settings), prober.clone(), next.settings.validation.max_concurrent, report_tx.clone(), checks.clone(), &tracker);
+                    spawn_checks(check_targets(&next.settings), prober.clone(), next.settings.validation.max_concurrent, report_tx.clone(), validate_rx.clone(), checks.clone(), &tracker);
                     running = next.settings.clone();
                     if command_tx.send(Command::Reload(next.settings, next.geo)).await.is_err() {
                         break;
@@ -505,7 +512,18 @@ fn check_targets(settings: &Settings) -> Vec<CheckTarget> {
     backend_keys(settings)
         .into_iter()
         .filter_map(|(region, key, _)| {
-            let check = settings.regions[region].check.clone()?;
+            let mut check = settings.regions[region].check.clone()?;
+            // A server's own `host` (OpenGSLB's key) names it in its check.
+            if let Some(host) = settings.regions[region]
+                .servers
+                .iter()
+                .find(|s| {
+                    s.address == key.address && s.port == key.port && s.service == key.service
+                })
+                .and_then(|s| s.host.clone())
+            {
+                check.host = Some(host);
+            }
             Some(CheckTarget {
                 addr: SocketAddr::new(key.address, key.port),
                 key,

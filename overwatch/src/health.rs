@@ -126,16 +126,18 @@ pub fn spawn_checks(
     prober: Prober,
     max_concurrent: usize,
     reports: mpsc::Sender<CheckReport>,
+    now: tokio::sync::watch::Receiver<u64>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(max_concurrent));
     for target in targets {
-        let (prober, permits, reports, shutdown) = (
+        let (prober, permits, reports, shutdown, mut now) = (
             prober.clone(),
             permits.clone(),
             reports.clone(),
             shutdown.clone(),
+            now.clone(),
         );
         tracker.spawn(async move {
             let mut ticker = tokio::time::interval(target.check.interval);
@@ -145,6 +147,8 @@ pub fn spawn_checks(
                     biased;
                     () = shutdown.cancelled() => return,
                     _ = ticker.tick() => {}
+                    // `POST /api/v1/overwatch/validate`: every check runs now.
+                    Ok(()) = now.changed() => ticker.reset(),
                 }
                 let outcome = {
                     let Ok(_permit) = permits.acquire().await else { return };
@@ -161,6 +165,13 @@ pub fn spawn_checks(
                     };
                     let result = if outcome.is_ok() { "success" } else { "failure" };
                     metrics::counter!(telemetry::VALIDATION_CHECKS, "type" => kind, "result" => result).increment(1);
+                    metrics::counter!(
+                        telemetry::HEALTH_CHECK_RESULTS,
+                        "region" => target.key.region.clone(),
+                        "server" => target.addr.to_string(),
+                        "result" => if outcome.is_ok() { "healthy" } else { "unhealthy" },
+                    )
+                    .increment(1);
                     metrics::histogram!(telemetry::VALIDATION_CHECK_DURATION, "type" => kind)
                         .record(started.elapsed().as_secs_f64());
                     outcome

@@ -81,6 +81,17 @@ pub const CLUSTER_RPC_TLS: &str = "opengslb_cluster_rpc_tls";
 /// This node's last applied log index.
 pub const CLUSTER_LAST_APPLIED: &str = "opengslb_cluster_last_applied_index";
 
+/// OpenGSLB's name: servers in rotation per region (its dashboards and alerts use it).
+pub const HEALTHY_SERVERS: &str = "opengslb_healthy_servers";
+/// OpenGSLB's name: servers configured across all regions.
+pub const CONFIGURED_SERVERS: &str = "opengslb_configured_servers";
+/// OpenGSLB's name: domains configured.
+pub const CONFIGURED_DOMAINS: &str = "opengslb_configured_domains";
+/// OpenGSLB's name: 1, with the version as a label.
+pub const APP_INFO: &str = "opengslb_app_info";
+/// OpenGSLB's name: validation check results by region, server and result.
+pub const HEALTH_CHECK_RESULTS: &str = "opengslb_health_check_results_total";
+
 /// The gauges a published view sets: backends per service and per domain, agents
 /// registered and stale, overrides in force, and agent/validation disagreements.
 pub fn record_view(
@@ -132,6 +143,23 @@ pub fn record_view(
             .count() as f64,
     );
     metrics::gauge!(STALE_AGENTS).set(agents.iter().filter(|a| a.stale && !a.left).count() as f64);
+    // OpenGSLB's gauges, beside ours.
+    for (i, region) in settings.regions.iter().enumerate() {
+        let healthy = backends
+            .iter()
+            .filter(|b| b.region == i && b.effective.in_rotation())
+            .count();
+        metrics::gauge!(HEALTHY_SERVERS, "region" => region.name.clone()).set(healthy as f64);
+    }
+    metrics::gauge!(CONFIGURED_SERVERS).set(
+        settings
+            .regions
+            .iter()
+            .map(|r| r.servers.len())
+            .sum::<usize>() as f64,
+    );
+    metrics::gauge!(CONFIGURED_DOMAINS).set(settings.domains.len() as f64);
+    metrics::gauge!(APP_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,6 +405,36 @@ const ALL: &[Metric] = &[
         name: CLUSTER_LAST_APPLIED,
         kind: Gauge,
         help: "This node's last applied Raft log index.",
+        zero: NONE,
+    },
+    Metric {
+        name: HEALTHY_SERVERS,
+        kind: Gauge,
+        help: "Servers in rotation per region (OpenGSLB's name).",
+        zero: NONE,
+    },
+    Metric {
+        name: CONFIGURED_SERVERS,
+        kind: Gauge,
+        help: "Servers configured across all regions (OpenGSLB's name).",
+        zero: NONE,
+    },
+    Metric {
+        name: CONFIGURED_DOMAINS,
+        kind: Gauge,
+        help: "Domains configured (OpenGSLB's name).",
+        zero: NONE,
+    },
+    Metric {
+        name: APP_INFO,
+        kind: Gauge,
+        help: "1, with the version as a label (OpenGSLB's name).",
+        zero: NONE,
+    },
+    Metric {
+        name: HEALTH_CHECK_RESULTS,
+        kind: Counter,
+        help: "Validation check results by region, server (IP:PORT of a configured or announced server) and result: healthy or unhealthy (OpenGSLB's name).",
         zero: NONE,
     },
 ];

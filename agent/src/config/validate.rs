@@ -211,6 +211,11 @@ pub(super) fn validate(file: Raw) -> Result<AgentConfig, Vec<Problem>> {
         }
     };
     let bleed = "OpenGSLB parses it and never uses it; a threshold drains the host at once";
+    if let Some(missed) = raw.heartbeat._missed_threshold {
+        warnings.push(format!(
+            "heartbeat.missed_threshold ({missed}) is accepted and has no effect: overwatch's stale.threshold decides when a silent agent is stale"
+        ));
+    }
     if let Some(t) = &raw.predictive.cpu {
         unused(
             &mut warnings,

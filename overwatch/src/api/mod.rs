@@ -5,6 +5,7 @@
 //! token from `api.tokens`, whose name is the author, and are acknowledged only once
 //! committed through Raft), `page` is the status page. Only this module makes JSON.
 
+mod compat;
 mod explain;
 mod page;
 mod reads;
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub trusted_proxies: Arc<Vec<IpNet>>,
     /// `api.max_overrides`.
     pub max_overrides: usize,
+    /// Bumped to run every validation check now (`POST /api/v1/overwatch/validate`).
+    pub validate_now: Arc<watch::Sender<u64>>,
 }
 
 /// An override's reason, at most (bytes): it is replicated to every node and shown on
@@ -106,15 +109,29 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/cluster/status", get(cluster_status))
         .route("/api/v1/cluster/members", axum::routing::post(add_member))
         .route("/api/v1/cluster/members/{id}", delete(remove_member))
-        .route("/api/v1/ready", get(ready))
-        .route("/api/v1/live", get(live))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(
+        // OpenGSLB's paths, answering as its docs show.
+        .route("/api/v1/health/regions", get(compat::health_regions))
+        .route(
+            "/api/v1/overwatch/validate",
+            axum::routing::post(compat::validate),
+        )
+        .route(
+            "/api/v1/overwatch/backends/{service}/{address}/{port}/override",
+            axum::routing::post(compat::set_backend_override)
+                .delete(compat::clear_backend_override),
+        )
+        // Everything above is for `api.allowed_networks` only; the probes below answer
+        // anyone who reaches the listener (load balancers, orchestrators), as OpenGSLB's.
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             allow_networks,
         ))
+        .route("/api/v1/ready", get(ready))
+        .route("/api/v1/live", get(live))
+        .route("/api/v1/version", get(compat::version))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 

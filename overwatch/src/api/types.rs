@@ -521,3 +521,45 @@ pub struct TokenCheck {
     /// The `api.tokens` entry it matched (recorded as the author of changes).
     pub token_name: String,
 }
+
+/// `GET /api/v1/version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// The release.
+    pub version: String,
+    /// The program.
+    pub name: String,
+}
+
+/// `GET /api/v1/health/regions` (OpenGSLB's shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionHealthList {
+    /// Every configured region.
+    pub regions: Vec<RegionHealth>,
+    /// When computed (RFC 3339).
+    pub generated_at: String,
+}
+
+/// One region of [`RegionHealthList`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionHealth {
+    /// Region name.
+    pub name: String,
+    /// Servers in it (configured and announced).
+    pub total_servers: usize,
+    /// In rotation.
+    pub healthy_count: usize,
+    /// Out of rotation.
+    pub unhealthy_count: usize,
+    /// `healthy_count` of `total_servers`, in percent (two decimals).
+    pub health_percent: f64,
+}
+
+/// OpenGSLB's answer to an action: `{success, message}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// It was done.
+    pub success: bool,
+    /// What was done.
+    pub message: String,
+}

@@ -456,6 +456,9 @@ pub struct RawServer {
     /// Service name (default: the region name).
     #[serde(default)]
     pub service: Option<String>,
+    /// The name its HTTPS check sends (Host and SNI), OpenGSLB's `host`.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// `regions[].health_check`

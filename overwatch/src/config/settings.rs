@@ -197,6 +197,8 @@ pub struct ServerSettings {
     pub weight: u32,
     /// Service name.
     pub service: String,
+    /// Host and SNI name for its HTTP(S) check, over the region's `health_check.host`.
+    pub host: Option<String>,
 }
 
 /// Check protocol.

@@ -24,8 +24,8 @@ pub(crate) struct Cli {
     /// Bearer token for changes (a value from the server's api.tokens).
     #[arg(long, global = true, env = "OPENGSLB_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
-    /// Request timeout, e.g. 5s or 500ms.
-    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    /// Request timeout, e.g. 5s or 500ms; a bare number is seconds (OpenGSLB's CLI).
+    #[arg(long, global = true, default_value = "5s", value_parser = timeout)]
     pub(crate) timeout: Duration,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -35,6 +35,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Backends with every status layer.
     Servers {
+        /// `list` (OpenGSLB's spelling): the same table.
+        #[arg(value_parser = ["list"], hide = true)]
+        list: Option<String>,
         /// Only this effective status: healthy, unhealthy, stale, draining.
         #[arg(long)]
         status: Option<String>,
@@ -47,6 +50,8 @@ pub(crate) enum Command {
     },
     /// Counts of backends by status.
     Stats,
+    /// The node at a glance: alerts, the cluster, the backend counts.
+    Status,
     /// Load-balanced names and what they answer now.
     Domains,
     /// Exactly what the node answers a client for a name now, and why.
@@ -173,6 +178,19 @@ pub(crate) enum ConfigCommand {
     /// Check a file offline with the same checks the server runs.
     Validate {
         /// The file.
-        file: PathBuf,
+        #[arg(required_unless_present = "config")]
+        file: Option<PathBuf>,
+        /// The file, as OpenGSLB's CLI takes it (`-c FILE`).
+        #[arg(short = 'c', long = "config", conflicts_with = "file")]
+        config: Option<PathBuf>,
     },
+}
+
+/// `--timeout`: a duration (`5s`, `500ms`) or a number of seconds (`10`).
+fn timeout(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("--timeout must be more than 0".into()),
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => parse_duration(text),
+    }
 }

@@ -20,10 +20,13 @@ use client::{Client, segment, typed};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Config {
-        command: ConfigCommand::Validate { file },
+        command: ConfigCommand::Validate { file, config },
     } = &cli.command
     {
-        return validate(file);
+        // clap requires one of the two.
+        if let Some(file) = file.as_ref().or(config.as_ref()) {
+            return validate(file);
+        }
     }
     if let Command::Cluster {
         command: ClusterCommand::Certs { out, nodes, days },
@@ -127,6 +130,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
             status,
             service,
             region,
+            ..
         } => (
             "/api/v1/overwatch/backends",
             [("status", status), ("service", service), ("region", region)]
@@ -135,6 +139,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
                 .collect(),
         ),
         Command::Stats => ("/api/v1/overwatch/stats", Vec::new()),
+        Command::Status => return status(&client, cli.json).await,
         Command::Domains => ("/api/v1/domains", Vec::new()),
         Command::Explain {
             name,
@@ -172,6 +177,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
     Ok(match &cli.command {
         Command::Servers { .. } => render::servers(&typed(body, "servers")?),
         Command::Stats => render::stats(&typed(body, "stats")?),
+        Command::Status => String::new(),
         Command::Domains => render::domains(&typed(body, "domains")?),
         Command::Explain { .. } => render::explain(&typed(body, "explanation")?),
         Command::Agents { .. } => render::agents(&typed(body, "agents")?),
@@ -180,6 +186,37 @@ async fn run(cli: &Cli) -> Result<String, String> {
         Command::Cluster { .. } => render::cluster(&typed(body, "cluster status")?),
         Command::Config { .. } => String::new(),
     })
+}
+
+/// `status`: the alerts, the cluster and the backend counts, from three reads.
+async fn status(client: &Client, json: bool) -> Result<String, String> {
+    let alerts = client.get("/api/v1/overwatch/alerts", &[]).await?;
+    let cluster = client.get("/api/v1/cluster/status", &[]).await?;
+    let stats = client.get("/api/v1/overwatch/stats", &[]).await?;
+    if json {
+        let all =
+            serde_json::json!({ "alerts": alerts["alerts"], "cluster": cluster, "stats": stats });
+        return serde_json::to_string_pretty(&all)
+            .map(|text| format!("{text}\n"))
+            .map_err(|e| format!("cannot print the answer: {e}"));
+    }
+    let alerts: types::Alerts = typed(alerts, "alerts")?;
+    let mut out = String::new();
+    if alerts.alerts.is_empty() {
+        out.push_str("no alerts\n");
+    }
+    for alert in &alerts.alerts {
+        out.push_str(&format!(
+            "{}: {}\n",
+            alert.severity.to_uppercase(),
+            alert.message
+        ));
+    }
+    out.push('\n');
+    out.push_str(&render::cluster(&typed(cluster, "cluster status")?));
+    out.push('\n');
+    out.push_str(&render::stats(&typed(stats, "stats")?));
+    Ok(out)
 }
 
 /// The body of a change, typed as the API takes it.

@@ -19,7 +19,11 @@ pub(super) fn geolocation(
     };
     if let Some(g) = &raw.overwatch.geolocation {
         geo.ecs_enabled = g.ecs_enabled;
-        if let Some(path) = &g.database_path {
+        if let Some(path) = g
+            .database_path
+            .as_ref()
+            .filter(|p| !p.value.as_os_str().is_empty())
+        {
             if !path.value.is_file() {
                 c.at(
                     path,

@@ -112,6 +112,14 @@ pub(super) fn overwatch(c: &mut Collector, raw: &RawConfig) -> Overwatch {
     if gossip_off {
         c.warnings.push("overwatch.gossip.bind_address is empty: gossip is off, no agent can report; backends are judged by validation checks alone".into());
     }
+    if let Some(interval) = raw
+        .overwatch
+        .gossip
+        .as_ref()
+        .and_then(|g| g._gossip_interval.as_ref())
+    {
+        c.warnings.push(format!("overwatch.gossip.gossip_interval ({}) is accepted and has no effect: reports go to overwatch at once and membership gossip follows probe_interval", interval.value));
+    }
     let gossip = raw.overwatch.gossip.as_ref().filter(|_| !gossip_off).and_then(|g| {
         let key = match &g.encryption_key {
             None => {

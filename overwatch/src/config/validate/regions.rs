@@ -104,6 +104,7 @@ fn region_settings(
             port: server.port.value,
             weight: server.weight.value,
             service,
+            host: server.host.clone().filter(|h| !h.trim().is_empty()),
         });
     }
     let check = match (&region.health_check, validation_enabled) {

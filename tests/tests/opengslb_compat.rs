@@ -1,0 +1,249 @@
+//! Coming from OpenGSLB v1.1: its file shapes load in the built binaries (fixtures in
+//! tests/fixtures/opengslb, written by us in its documented shape), an agent and an
+//! overwatch configured that way put a backend in DNS, and the paths, commands and metric
+//! names its operators script against answer.
+
+use std::process::Command;
+use std::time::Duration;
+
+use opengslb_tests::overwatch::{Backend, Overwatch, cli_binary, http_get, http_request};
+use opengslb_tests::process::Spawned;
+use opengslb_tests::{TempDir, agent_binary, poll_until, workspace_root};
+
+fn fixture(name: &str) -> String {
+    let path = workspace_root().join("tests/fixtures/opengslb").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const TOKEN: &str = "ops-token-0123456789";
+
+#[test]
+fn opengslb_files_load_and_put_an_agents_backend_in_dns() {
+    let dir = TempDir::new("compat");
+    // `config validate -c`, OpenGSLB's spelling: valid, with each no-op key named.
+    let path = workspace_root().join("tests/fixtures/opengslb/overwatch.yaml");
+    let out = Command::new(cli_binary())
+        .args(["config", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .expect("cli");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("valid (1 zones, 2 regions, 3 servers, 6 domains)"),
+        "{stdout}"
+    );
+    for warned in [
+        "overwatch.dnssec",
+        "dns.zones is not set",
+        "timeout 10s is longer than its interval 5s",
+        "smoothing_factor",
+        "gossip_interval",
+    ] {
+        assert!(stderr.contains(warned), "{warned}: {stderr}");
+    }
+
+    let node = Overwatch::start(&dir, &fixture("overwatch.yaml"));
+    let output = node.process.output();
+    assert!(
+        output.contains("WARN") && output.contains("overwatch.dnssec (enabled: true) is accepted"),
+        "{output}"
+    );
+
+    // The agent, in OpenGSLB's shape: mode, agent: nesting, JSON logs, its metrics.
+    let backend = Backend::start("127.0.0.1");
+    let agent_yaml = fixture("agent.yaml")
+        .replace("@DIR@", &dir.path().display().to_string())
+        .replace("@BACKEND_PORT@", &backend.addr.port().to_string())
+        .replace("@OVERWATCH@", &node.gossip.expect("gossip").to_string())
+        // Ours only: loopback and a free port, beside the other tests.
+        .replace(
+            "    overwatch_nodes:",
+            "    bind_address: \"127.0.0.1:0\"\n    overwatch_nodes:",
+        );
+    let agent_file = dir.join("agent.yaml");
+    std::fs::write(&agent_file, agent_yaml).expect("write");
+    let mut command = Command::new(agent_binary());
+    command.arg("--config").arg(&agent_file);
+    let agent = Spawned::start("agent (OpenGSLB shape)", command);
+    let first = agent.wait_for_line("\"message\":\"agent identity\"", Duration::from_secs(10));
+    let line: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(
+        line["fields"]["agent_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("us-east-1-")),
+        "{line}"
+    );
+    let output = agent.output();
+    for warned in [
+        "predictive.check_interval (10s)",
+        "predictive.cpu.bleed_duration (30s)",
+        "heartbeat.missed_threshold (3)",
+    ] {
+        assert!(output.contains(warned), "{warned}: {output}");
+    }
+    agent.wait_for_line("overwatch hears this agent", Duration::from_secs(15));
+    poll_until(
+        Duration::from_secs(15),
+        "the agent's backend in DNS",
+        || (node.dig(&["webapp.gslb.example.com", "A"]).data("A") == ["127.0.0.1"]).then_some(()),
+    );
+
+    // Probes answer outside api.allowed_networks (10.0.0.0/8 here); the rest does not.
+    let api = node.api.expect("api");
+    for probe in ["/api/v1/ready", "/api/v1/live", "/api/v1/version"] {
+        let (status, body) = http_get(api, probe);
+        assert_eq!(status, 200, "{probe}: {body}");
+    }
+    let (_, version) = http_get(api, "/api/v1/version");
+    let version: serde_json::Value = serde_json::from_str(&version).expect("json");
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+    let (status, body) = http_get(api, "/api/v1/health/servers");
+    assert_eq!(status, 403, "{body}");
+    // The metrics port's health check, and OpenGSLB's metric names beside ours.
+    let metrics = node.metrics.expect("metrics");
+    assert_eq!(http_get(metrics, "/health"), (200, "ok\n".to_owned()));
+    let (_, text) = http_get(metrics, "/metrics");
+    for series in [
+        "opengslb_healthy_servers{region=\"us-east-1\"} 1",
+        "opengslb_configured_servers 3",
+        "opengslb_configured_domains 6",
+        "opengslb_app_info{version=",
+        "opengslb_health_check_results_total{region=\"us-east-1\",server=\"192.0.2.10:80\",result=\"unhealthy\"}",
+    ] {
+        assert!(text.contains(series), "{series} not in /metrics");
+    }
+}
+
+#[test]
+fn opengslb_paths_and_commands_answer_as_documented() {
+    let dir = TempDir::new("compat-api");
+    let backend = Backend::start("127.0.0.1");
+    backend.set_healthy(false);
+    let yaml = fixture("overwatch.yaml")
+        .replace("allowed_networks: [\"10.0.0.0/8\"]", "allowed_networks: [\"127.0.0.0/8\"]\n  tokens:\n    ops: ops-token-0123456789")
+        .replace(
+            "      - address: 192.0.2.20\n",
+            &format!(
+                "      - address: 127.0.0.1\n        port: {}\n        service: webapp.gslb.example.com\n      - address: 192.0.2.20\n",
+                backend.addr.port()
+            ),
+        )
+        .replace(
+            "      type: tcp\n      interval: 15s\n",
+            "      type: http\n      interval: 1h\n",
+        );
+    let node = Overwatch::start(&dir, &yaml);
+    let api = node.api.expect("api");
+    let url = format!("http://{api}");
+    let cli = |args: &[&str]| {
+        let out = Command::new(cli_binary())
+            .args(args)
+            .env("OPENGSLB_API", &url)
+            .env("OPENGSLB_TOKEN", TOKEN)
+            .output()
+            .expect("cli");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let server = format!("127.0.0.1:{}", backend.addr.port());
+    let status_of = || {
+        cli(&["servers", "list", "--timeout", "10"])
+            .lines()
+            .find(|l| l.contains(&server))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+    };
+    // The eu-west-1 check runs at start, then once an hour: the failing first result
+    // takes the backend out, and only `validate` brings it back soon (two passes: rise 2).
+    poll_until(Duration::from_secs(10), "out after the first check", || {
+        (status_of().as_deref() == Some("unhealthy")).then_some(())
+    });
+    backend.set_healthy(true);
+    poll_until(Duration::from_secs(10), "validated into rotation", || {
+        let (status, body) = http_request(api, "POST", "/api/v1/overwatch/validate", None, None);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"success\":true"), "{body}");
+        (status_of().as_deref() == Some("healthy")).then_some(())
+    });
+
+    let (status, body) = http_get(api, "/api/v1/health/regions");
+    assert_eq!(status, 200, "{body}");
+    let regions: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let eu = regions["regions"]
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["name"] == "eu-west-1"))
+        .cloned()
+        .expect("eu-west-1");
+    let (total, healthy) = (
+        eu["total_servers"].as_u64().expect("total"),
+        eu["healthy_count"].as_u64().expect("healthy"),
+    );
+    assert_eq!(total, 2, "{regions}");
+    assert!(healthy >= 1, "the validated backend counts: {regions}");
+    assert_eq!(eu["unhealthy_count"].as_u64(), Some(total - healthy));
+    assert_eq!(
+        eu["health_percent"].as_f64(),
+        Some(healthy as f64 * 100.0 / total as f64),
+        "{regions}"
+    );
+
+    // OpenGSLB's override path: a token is still needed; the answer is its shape.
+    let path = format!(
+        "/api/v1/overwatch/backends/webapp.gslb.example.com/127.0.0.1/{}/override",
+        backend.addr.port()
+    );
+    let (status, _) = http_request(
+        api,
+        "POST",
+        &path,
+        None,
+        Some(r#"{"healthy": false, "reason": "deploy"}"#),
+    );
+    assert_eq!(status, 401);
+    let (status, body) = http_request(
+        api,
+        "POST",
+        &path,
+        Some(TOKEN),
+        Some(r#"{"healthy": false, "reason": "deploy"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+        serde_json::json!({"success": true, "message": "Override set: backend marked as unhealthy"})
+    );
+    assert!(cli(&["overrides", "list"]).contains("deploy"));
+    let unknown = "/api/v1/overwatch/backends/webapp.gslb.example.com/192.0.2.99/80/override";
+    let (status, body) = http_request(
+        api,
+        "POST",
+        unknown,
+        Some(TOKEN),
+        Some(r#"{"healthy": true}"#),
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http_request(api, "DELETE", &path, Some(TOKEN), None);
+    assert_eq!(
+        (status, body.contains("Override cleared")),
+        (200, true),
+        "{body}"
+    );
+
+    // `status`, and `--timeout` in whole seconds as OpenGSLB's CLI takes it.
+    let status = cli(&["status", "--timeout", "10"]);
+    assert!(
+        status.contains("no alerts")
+            && status.contains("quorum true")
+            && status.contains("total_backends"),
+        "{status}"
+    );
+}
