@@ -134,8 +134,8 @@ OpenGSLB demo: 3 overwatch nodes, 3 agents, 3 backends (Ctrl-C stops everything)
   Drain a backend (out of every node's DNS and HAProxy at once):
     touch $state/drain-2        # ready again: rm $state/drain-2
   Override one (replicated; outranks the agent):
-    $bin/opengslb-cli overrides set app 127.0.0.3:18083 --healthy=false --reason "try it"
-    $bin/opengslb-cli overrides clear app 127.0.0.3:18083
+    $bin/opengslb-cli overrides set app.gslb.test 127.0.0.3:18083 --healthy=false --reason "try it"
+    $bin/opengslb-cli overrides clear app.gslb.test 127.0.0.3:18083
   Lose a node: kill -9 the leader's process (ps -ef | grep opengslb-overwatch);
     the others elect a new leader and keep answering and taking writes.
   The HAProxy face: bash -c 'cat < /dev/tcp/127.0.0.1/7771'   (7772, 7773)

@@ -101,9 +101,9 @@ pub fn record_view(
     active_overrides: usize,
 ) {
     for domain in &settings.domains {
-        let members = backends
-            .iter()
-            .filter(|b| domain.regions.contains(&b.region));
+        let members = backends.iter().filter(|b| {
+            settings.serves(domain, b.region, &b.key.service, b.key.address, b.key.port)
+        });
         let (total, healthy) = members.fold((0, 0), |(t, h), b| {
             (t + 1, h + usize::from(b.effective.in_rotation()))
         });

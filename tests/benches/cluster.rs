@@ -25,7 +25,7 @@ use opengslb_tests::cluster::TestCluster;
 use opengslb_tests::overwatch::http_request;
 use opengslb_tests::poll_until;
 
-const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n";
+const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n";
 
 fn write_ms(cluster: &TestCluster, node: usize, n: u64) -> (u16, f64) {
     let started = Instant::now();
@@ -127,7 +127,7 @@ fn main() {
         })
         .collect();
     let body = format!(
-        "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers:\n{servers}domains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    max_records: 8\n"
+        "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers:\n{servers}domains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n    max_records: 8\n"
     );
     let mut cluster = TestCluster::start("bench-raft-registry", &body, "");
     let leader = cluster.leader_among(&[0, 1, 2], Duration::from_secs(30));

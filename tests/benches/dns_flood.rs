@@ -24,7 +24,7 @@ use opengslb_tests::TempDir;
 use opengslb_tests::bench::knob;
 use opengslb_tests::overwatch::{Overwatch, query_packet, query_with_option};
 
-const CONFIG: &str = "overwatch:\n  validation: {enabled: false}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [demo.local]\n  rate_limit: {responses_per_second: 20, slip: 2}\nregions:\n  - name: dc1\n    servers: [{address: 127.0.0.21}, {address: 127.0.0.22}, {address: 127.0.0.23}]\ndomains:\n  - {name: app.demo.local, routing_algorithm: round-robin, regions: [dc1], ttl: 30}\napi: {address: \"127.0.0.1:0\"}\nmetrics: {address: \"127.0.0.1:0\"}\n";
+const CONFIG: &str = "overwatch:\n  validation: {enabled: false}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [demo.local]\n  rate_limit: {responses_per_second: 20, slip: 2}\nregions:\n  - name: dc1\n    servers: [{address: 127.0.0.21}, {address: 127.0.0.22}, {address: 127.0.0.23}]\ndomains:\n  - {services: [app], name: app.demo.local, routing_algorithm: round-robin, regions: [dc1], ttl: 30}\napi: {address: \"127.0.0.1:0\"}\nmetrics: {address: \"127.0.0.1:0\"}\n";
 
 /// A query for app.demo.local with an OPT carrying `cookie` (if any).
 fn query(id: u16, cookie: Option<&[u8]>) -> Vec<u8> {

@@ -163,7 +163,7 @@ fn dns_ratio(duration: Duration) {
     let key = cluster_key(4);
     let dir = TempDir::new("bench-latency");
     let yaml = format!(
-        "overwatch:\n  agent_tokens: {{app: {TOKEN}}}\n  validation: {{enabled: false}}\n  geolocation: {{default_region: a, ecs_enabled: true}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - {{name: a, servers: [{{address: 10.0.0.1, service: app}}]}}\n  - {{name: b, servers: [{{address: 10.0.0.2, service: app}}]}}\ndomains:\n  - {{name: rr.gslb.test, routing_algorithm: round-robin, regions: [a, b]}}\n  - {{name: lat.gslb.test, routing_algorithm: learned_latency, regions: [a, b], latency_config: {{min_samples: 1}}}}\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n"
+        "overwatch:\n  agent_tokens: {{app: {TOKEN}}}\n  validation: {{enabled: false}}\n  geolocation: {{default_region: a, ecs_enabled: true}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - {{name: a, servers: [{{address: 10.0.0.1, service: app}}]}}\n  - {{name: b, servers: [{{address: 10.0.0.2, service: app}}]}}\ndomains:\n  - {{services: [app], name: rr.gslb.test, routing_algorithm: round-robin, regions: [a, b]}}\n  - {{services: [app], name: lat.gslb.test, routing_algorithm: learned_latency, regions: [a, b], latency_config: {{min_samples: 1}}}}\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n"
     );
     let node = Overwatch::start(&dir, &yaml);
     let gossip = node.gossip.expect("gossip");

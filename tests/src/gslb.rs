@@ -109,7 +109,7 @@ pub fn overwatch_yaml(node: &str, key: &str, seeds: &[SocketAddr]) -> String {
 pub fn overwatch_yaml_defaults(node: &str, key: &str, seeds: &[SocketAddr]) -> String {
     let seeds: Vec<String> = seeds.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
-        "overwatch:\n  identity:\n    node_id: {node}\n  agent_tokens:\n    app: {TOKEN}\n  gossip:\n    bind_address: \"127.0.0.1:0\"\n    encryption_key: \"{key}\"\n    seeds: [{seeds}]\n  stale:\n    threshold: 30s\n    remove_after: 60s\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\napi:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\n",
+        "overwatch:\n  identity:\n    node_id: {node}\n  agent_tokens:\n    app: {TOKEN}\n  gossip:\n    bind_address: \"127.0.0.1:0\"\n    encryption_key: \"{key}\"\n    seeds: [{seeds}]\n  stale:\n    threshold: 30s\n    remove_after: 60s\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n    ttl: 1\napi:\n  address: 127.0.0.1:0\n  tokens:\n    ops: {API_TOKEN}\nmetrics:\n  address: 127.0.0.1:0\n",
         seeds = seeds.join(", ")
     )
 }

@@ -9,7 +9,7 @@ use opengslb_tests::gslb::API_TOKEN;
 use opengslb_tests::overwatch::{cli_binary, http_request};
 use opengslb_tests::poll_until;
 
-const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}, {address: 192.0.2.2, service: app}, {address: 192.0.2.3, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\n";
+const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}, {address: 192.0.2.2, service: app}, {address: 192.0.2.3, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n    ttl: 1\n";
 
 fn answers(cluster: &TestCluster, i: usize) -> BTreeSet<String> {
     cluster

@@ -10,7 +10,7 @@ use opengslb_tests::cluster::{TEST_TIMING, TestCluster};
 use opengslb_tests::overwatch::{Overwatch, http_get, query_packet, rcode, udp_exchange};
 use opengslb_tests::{TempDir, poll_until};
 
-const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\n";
+const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n    ttl: 1\n";
 
 /// Writes `count` overrides through node `via`; every one must be acknowledged. Returns
 /// what the cluster must keep.

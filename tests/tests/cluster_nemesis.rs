@@ -16,7 +16,7 @@ use opengslb_tests::gslb::API_TOKEN;
 use opengslb_tests::overwatch::http_request;
 use opengslb_tests::poll_until;
 
-const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\n";
+const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n    ttl: 1\n";
 
 /// Each node's API address while it runs (`None`: down).
 type Apis = Arc<Mutex<Vec<Option<SocketAddr>>>>;

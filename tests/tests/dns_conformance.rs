@@ -25,7 +25,7 @@ fn overwatch_config() -> String {
         .map(|i| format!("{{address: 192.0.2.{i}}}"))
         .collect();
     format!(
-        "overwatch:\n  validation: {{enabled: false}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [conf.test]\n  nameservers: [ns1.conf.test]\nregions:\n  - name: many\n    servers: [{}]\n  - name: one\n    servers: [{{address: 198.51.100.1}}]\n  - name: six\n    servers: [{{address: \"2001:db8::1\"}}]\ndomains:\n  - {{name: www.conf.test, routing_algorithm: round-robin, regions: [many], ttl: 30, max_records: {SERVERS}}}\n  - {{name: one.conf.test, routing_algorithm: round-robin, regions: [one], ttl: 30}}\n  - {{name: deep.sub.conf.test, routing_algorithm: round-robin, regions: [one], ttl: 30}}\n  - {{name: six.conf.test, routing_algorithm: round-robin, regions: [six], ttl: 30}}\napi: {{address: \"127.0.0.1:0\"}}\nmetrics: {{address: \"127.0.0.1:0\"}}\n",
+        "overwatch:\n  validation: {{enabled: false}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [conf.test]\n  nameservers: [ns1.conf.test]\nregions:\n  - name: many\n    servers: [{}]\n  - name: one\n    servers: [{{address: 198.51.100.1}}]\n  - name: six\n    servers: [{{address: \"2001:db8::1\"}}]\ndomains:\n  - {{services: [app], name: www.conf.test, routing_algorithm: round-robin, regions: [many], ttl: 30, max_records: {SERVERS}}}\n  - {{services: [app], name: one.conf.test, routing_algorithm: round-robin, regions: [one], ttl: 30}}\n  - {{services: [app], name: deep.sub.conf.test, routing_algorithm: round-robin, regions: [one], ttl: 30}}\n  - {{services: [app], name: six.conf.test, routing_algorithm: round-robin, regions: [six], ttl: 30}}\napi: {{address: \"127.0.0.1:0\"}}\nmetrics: {{address: \"127.0.0.1:0\"}}\n",
         servers.join(", ")
     )
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use opengslb_tests::cluster::{TEST_TIMING, TestCluster};
 use opengslb_tests::overwatch::Overwatch;
 
-const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\n  cookie_rotation: 2s\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\n";
+const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\n  cookie_rotation: 2s\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n    ttl: 1\n";
 
 /// The COOKIE dig printed (client and server cookie, hex), and whether the server said
 /// BADCOOKIE first.
@@ -110,7 +110,7 @@ fn rate_limiting_slips_and_drops_a_flood_but_not_cookies_or_other_sources() {
     let dir = opengslb_tests::TempDir::new("rrl");
     let config = |dry: bool| {
         format!(
-            "overwatch:\n  validation: {{enabled: false}}\n{}  rate_limit: {{responses_per_second: 20, slip: 2, dry_run: {dry}}}\nregions:\n  - name: eu\n    servers: [{{address: 192.0.2.1}}, {{address: 192.0.2.2}}, {{address: 192.0.2.3}}]\ndomains:\n  - {{name: app.gslb.test, routing_algorithm: round-robin, regions: [eu]}}\napi: {{address: \"127.0.0.1:0\"}}\nmetrics: {{address: \"127.0.0.1:0\"}}\n",
+            "overwatch:\n  validation: {{enabled: false}}\n{}  rate_limit: {{responses_per_second: 20, slip: 2, dry_run: {dry}}}\nregions:\n  - name: eu\n    servers: [{{address: 192.0.2.1}}, {{address: 192.0.2.2}}, {{address: 192.0.2.3}}]\ndomains:\n  - {{services: [app], name: app.gslb.test, routing_algorithm: round-robin, regions: [eu]}}\napi: {{address: \"127.0.0.1:0\"}}\nmetrics: {{address: \"127.0.0.1:0\"}}\n",
             "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\n"
         )
     };

@@ -331,7 +331,7 @@ fn learned_latency_claims_wider_than_the_configured_prefix_are_refused() {
     let dir = TempDir::new("trust-latency");
     let key = cluster_key(26);
     let yaml = format!(
-        "overwatch:\n  agent_tokens: {{app: {TOKEN}}}\n  validation: {{enabled: false}}\n  geolocation: {{default_region: b}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: a\n    servers: [{{address: 127.0.0.10, service: app}}]\n  - name: b\n    servers: [{{address: 127.0.0.20, service: app}}]\ndomains:\n  - name: lat.gslb.test\n    routing_algorithm: learned_latency\n    regions: [a, b]\n    ttl: 1\n    latency_config: {{min_samples: 3}}\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n"
+        "overwatch:\n  agent_tokens: {{app: {TOKEN}}}\n  validation: {{enabled: false}}\n  geolocation: {{default_region: b}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: a\n    servers: [{{address: 127.0.0.10, service: app}}]\n  - name: b\n    servers: [{{address: 127.0.0.20, service: app}}]\ndomains:\n  - name: lat.gslb.test\n    routing_algorithm: learned_latency\n    services: [app]\n    regions: [a, b]\n    ttl: 1\n    latency_config: {{min_samples: 3}}\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n"
     );
     let node = Overwatch::start(&dir, &yaml);
     let lat = |node: &Overwatch| a_set(node.dns, "lat.gslb.test");

@@ -200,7 +200,7 @@ fn learned_latency_routes_each_subnet_to_its_nearer_region() {
     let dir = TempDir::new("learned-latency");
     let key = cluster_key(3);
     let yaml = format!(
-        "overwatch:\n  agent_tokens: {{app: {TOKEN}}}\n  validation: {{enabled: false}}\n  geolocation: {{default_region: b, ecs_enabled: true}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: a\n  - name: b\ndomains:\n  - name: lat.gslb.test\n    routing_algorithm: learned_latency\n    regions: [a, b]\n    latency_config: {{min_samples: 3}}\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n"
+        "overwatch:\n  agent_tokens: {{app: {TOKEN}}}\n  validation: {{enabled: false}}\n  geolocation: {{default_region: b, ecs_enabled: true}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: a\n  - name: b\ndomains:\n  - name: lat.gslb.test\n    routing_algorithm: learned_latency\n    services: [app]\n    regions: [a, b]\n    latency_config: {{min_samples: 3}}\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n"
     );
     let mut ow = Overwatch::start_in(&dir, &yaml, Some(&srv.name));
     let gossip = ow.gossip.expect("gossip");

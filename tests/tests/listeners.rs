@@ -13,7 +13,7 @@ use opengslb_tests::gslb::API_TOKEN;
 use opengslb_tests::overwatch::{Overwatch, http_request};
 use opengslb_tests::{TempDir, poll_until};
 
-const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n    ttl: 1\n";
+const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n    ttl: 1\n";
 
 #[test]
 fn an_idle_connection_flood_is_capped_and_takes_nothing_else_down() {

@@ -31,23 +31,29 @@ regions:
 domains:
   - name: app.gslb.test
     routing_algorithm: round-robin
+    services: [app]
     regions: [r1, r2, r3]
   - name: lasthealthy.gslb.test
     routing_algorithm: round-robin
+    services: [app]
     regions: [r1, r2]
     when_all_unhealthy: return_last_healthy
   - name: all.gslb.test
     routing_algorithm: round-robin
+    services: [app]
     regions: [r1, r2]
     when_all_unhealthy: return_all
   - name: failfast.gslb.test
     routing_algorithm: round-robin
+    services: [app]
     regions: [r1, r2]
   - name: primary.gslb.test
     routing_algorithm: failover
+    services: [app]
     regions: [r2, r1]
   - name: deep.eu.gslb.test
     routing_algorithm: round-robin
+    services: [app]
     regions: [r3]
 {LISTENERS}"#,
         a1 = b[0].addr.ip(),
@@ -319,7 +325,7 @@ fn large_answers_truncate_over_udp_and_complete_over_tcp() {
     let node = Overwatch::start(
         &dir,
         &format!(
-            "overwatch:\n  validation:\n    enabled: false\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [big.test]\nregions:\n  - name: many\n    servers:\n{servers}domains:\n  - name: www.big.test\n    routing_algorithm: round-robin\n    regions: [many]\n    max_records: 60\n  - name: few.big.test\n    routing_algorithm: round-robin\n    regions: [many]\n    max_records: 4\n{LISTENERS}"
+            "overwatch:\n  validation:\n    enabled: false\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [big.test]\nregions:\n  - name: many\n    servers:\n{servers}domains:\n  - name: www.big.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [many]\n    max_records: 60\n  - name: few.big.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [many]\n    max_records: 4\n{LISTENERS}"
         ),
     );
     let udp = node.dig(&["www.big.test", "A", "+noedns"]);
@@ -373,7 +379,7 @@ fn malformed_packets_get_formerr_or_nothing_and_never_stop_the_server() {
     let node = Overwatch::start(
         &dir,
         &format!(
-            "overwatch:\n  validation:\n    enabled: false\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [m.test]\nregions:\n  - name: r\n    servers: [{{address: 127.0.0.9}}]\ndomains:\n  - name: a.m.test\n    routing_algorithm: round-robin\n    regions: [r]\n{LISTENERS}"
+            "overwatch:\n  validation:\n    enabled: false\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [m.test]\nregions:\n  - name: r\n    servers: [{{address: 127.0.0.9}}]\ndomains:\n  - name: a.m.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [r]\n{LISTENERS}"
         ),
     );
     let good = query_packet(7, "a.m.test", 1, false);
@@ -423,7 +429,7 @@ fn ipv6_backends_are_checked_and_answered_as_aaaa_with_the_domains_ttl() {
     let node = Overwatch::start(
         &dir,
         &format!(
-            "dns:\n  listen_address: \"[::1]:0\"\n  zones: [six.test]\nregions:\n  - name: r\n    servers: [{{address: \"::1\", port: {port}}}, {{address: 127.0.0.1, port: {port}}}]\n    health_check: {{type: http, path: /, interval: 200ms, timeout: 150ms, failure_threshold: 1, success_threshold: 1}}\ndomains:\n  - name: www.six.test\n    routing_algorithm: round-robin\n    regions: [r]\n    ttl: 7\n{LISTENERS}",
+            "dns:\n  listen_address: \"[::1]:0\"\n  zones: [six.test]\nregions:\n  - name: r\n    servers: [{{address: \"::1\", port: {port}}}, {{address: 127.0.0.1, port: {port}}}]\n    health_check: {{type: http, path: /, interval: 200ms, timeout: 150ms, failure_threshold: 1, success_threshold: 1}}\ndomains:\n  - name: www.six.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [r]\n    ttl: 7\n{LISTENERS}",
             port = v6.addr.port()
         ),
     );

@@ -24,7 +24,7 @@ fn ecs_from_two_subnets_reaches_two_regions_with_honest_scopes() {
     let node = Overwatch::start(
         &dir,
         &format!(
-            "overwatch:\n  validation:\n    enabled: false\n  geolocation:\n    database_path: {}\n    default_region: us\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [geo.test]\nregions:\n  - name: us\n    servers: [{{address: 127.0.0.11}}]\n    countries: [US]\n  - name: eu\n    servers: [{{address: 127.0.0.22}}]\n    continents: [EU]\ndomains:\n  - name: www.geo.test\n    routing_algorithm: geolocation\n    regions: [us, eu]\n  - name: rr.geo.test\n    routing_algorithm: round-robin\n    regions: [us, eu]\n{LISTENERS}",
+            "overwatch:\n  validation:\n    enabled: false\n  geolocation:\n    database_path: {}\n    default_region: us\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [geo.test]\nregions:\n  - name: us\n    servers: [{{address: 127.0.0.11}}]\n    countries: [US]\n  - name: eu\n    servers: [{{address: 127.0.0.22}}]\n    continents: [EU]\ndomains:\n  - name: www.geo.test\n    routing_algorithm: geolocation\n    services: [app]\n    regions: [us, eu]\n  - name: rr.geo.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [us, eu]\n{LISTENERS}",
             db.display()
         ),
     );
@@ -56,12 +56,12 @@ fn ecs_from_two_subnets_reaches_two_regions_with_honest_scopes() {
 
 fn reload_config(extra_domain: bool) -> String {
     let extra = if extra_domain {
-        "  - name: b.reload.test\n    routing_algorithm: round-robin\n    regions: [r]\n"
+        "  - name: b.reload.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [r]\n"
     } else {
         ""
     };
     format!(
-        "overwatch:\n  validation:\n    enabled: false\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [reload.test]\nregions:\n  - name: r\n    servers: [{{address: 127.0.0.5}}]\ndomains:\n  - name: a.reload.test\n    routing_algorithm: round-robin\n    regions: [r]\n{extra}{LISTENERS}"
+        "overwatch:\n  validation:\n    enabled: false\ndns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [reload.test]\nregions:\n  - name: r\n    servers: [{{address: 127.0.0.5}}]\ndomains:\n  - name: a.reload.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [r]\n{extra}{LISTENERS}"
     )
 }
 
@@ -162,7 +162,7 @@ fn node_with_a_sick_backend(dir: &TempDir) -> (Overwatch, [Backend; 3]) {
         )
     };
     let yaml = format!(
-        "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [ops.test]\nregions:\n  - name: east\n    servers: [{}, {}]\n    health_check: {{type: http, path: /health, interval: 200ms, timeout: 150ms}}\n  - name: west\n    servers: [{}]\n    health_check: {{type: tcp, interval: 200ms, timeout: 150ms}}\ndomains:\n  - name: app.ops.test\n    routing_algorithm: weighted\n    regions: [east, west]\n{LISTENERS}",
+        "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [ops.test]\nregions:\n  - name: east\n    servers: [{}, {}]\n    health_check: {{type: http, path: /health, interval: 200ms, timeout: 150ms}}\n  - name: west\n    servers: [{}]\n    health_check: {{type: tcp, interval: 200ms, timeout: 150ms}}\ndomains:\n  - name: app.ops.test\n    routing_algorithm: weighted\n    services: [web, api]\n    regions: [east, west]\n{LISTENERS}",
         server(&backends[0], "web"),
         server(&backends[1], "web"),
         server(&backends[2], "api"),

@@ -14,7 +14,7 @@ fn the_status_page_shows_the_cluster_follows_a_drain_and_sets_overrides() {
     let gossip = format!(
         "  agent_tokens: {{app: {TOKEN}}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\n"
     );
-    let body = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n";
+    let body = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n";
     let cluster = TestCluster::start_with("page", &gossip, body, TEST_TIMING);
     cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
     let seeds: Vec<_> = (0..3)
@@ -127,7 +127,7 @@ fn the_page_cannot_miss_an_alarm_checks_the_token_and_keeps_a_selection() {
     let gossip = format!(
         "  agent_tokens: {{app: {TOKEN}}}\n  gossip: {{bind_address: \"127.0.0.1:0\", encryption_key: \"{key}\"}}\n  stale: {{threshold: 2s, remove_after: 5m}}\n"
     );
-    let body = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    regions: [eu]\n";
+    let body = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n";
     let mut cluster = TestCluster::start_with("page-alarms", &gossip, body, TEST_TIMING);
     cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
     let seeds: Vec<_> = (0..3)

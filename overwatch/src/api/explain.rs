@@ -286,8 +286,12 @@ fn why(
             out.possible.len(),
             domain.max_records
         ),
+        Algorithm::Failover if domain.max_records == 1 => format!(
+            "failover (active/standby): the first server in rotation, regions in priority order ({answered_region}); the same for every client"
+        ),
         Algorithm::Failover => format!(
-            "failover: the servers in rotation of the first region in priority order that has one ({answered_region}); the same for every client"
+            "failover: up to {} servers in rotation of the first region in priority order that has one ({answered_region}); the same for every client",
+            domain.max_records
         ),
         Algorithm::Latency => {
             if out.possible.len() > out.answer.len() {

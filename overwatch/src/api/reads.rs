@@ -130,7 +130,10 @@ pub(super) async fn domains(State(state): State<ApiState>) -> Json<types::Domain
             let members: Vec<&BackendView> = view
                 .backends
                 .iter()
-                .filter(|b| d.regions.contains(&b.region))
+                .filter(|b| {
+                    view.settings
+                        .serves(d, b.region, &b.key.service, b.key.address, b.key.port)
+                })
                 .collect();
             let healthy: Vec<IpAddr> = members
                 .iter()

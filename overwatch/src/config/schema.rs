@@ -501,6 +501,10 @@ pub struct RawDomain {
     pub routing_algorithm: Spanned<String>,
     /// Regions whose servers answer for this name, in priority order.
     pub regions: Vec<Spanned<String>>,
+    /// The services whose servers answer for this name (default: the name itself, as
+    /// OpenGSLB 1.1's ADR-016 has it). Ours: list several to share servers, explicitly.
+    #[serde(default)]
+    pub services: Option<Vec<Spanned<String>>>,
     /// Answer TTL (default `dns.default_ttl`).
     #[serde(default)]
     pub ttl: Option<Spanned<u32>>,

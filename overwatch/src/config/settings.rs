@@ -49,6 +49,28 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
 }
 
+impl Settings {
+    /// Whether `domain` answers the server `(service, address, port)` of region `region`:
+    /// the region is one of the domain's, and its service is one the domain answers (its
+    /// own name by default, OpenGSLB 1.1's rule), or the file gave it no service.
+    pub fn serves(
+        &self,
+        domain: &DomainSettings,
+        region: usize,
+        service: &str,
+        address: std::net::IpAddr,
+        port: u16,
+    ) -> bool {
+        domain.regions.contains(&region)
+            && (domain.services.iter().any(|s| s == service)
+                || self.regions.get(region).is_some_and(|r| {
+                    r.servers.iter().any(|s| {
+                        !s.named && s.service == service && s.address == address && s.port == port
+                    })
+                }))
+    }
+}
+
 /// `cluster`
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSettings {
@@ -199,6 +221,9 @@ pub struct ServerSettings {
     pub service: String,
     /// Host and SNI name for its HTTP(S) check, over the region's `health_check.host`.
     pub host: Option<String>,
+    /// The file named its service; without one (OpenGSLB 1.0 files), `service` is the
+    /// region's name and the server answers for every domain listing its region.
+    pub named: bool,
 }
 
 /// Check protocol.
@@ -292,6 +317,9 @@ impl AllDownPolicy {
 pub struct DomainSettings {
     /// Lower case, no trailing dot.
     pub name: String,
+    /// The services whose servers answer for it: its own name unless `services` says
+    /// otherwise (servers with no service answer for every domain of their region).
+    pub services: Vec<String>,
     /// Index into `dns.zones`.
     pub zone: usize,
     /// How answers are chosen.

@@ -475,7 +475,72 @@ fn opengslb_v1_shapes_load_with_their_no_op_keys_warned_by_name() {
     ] {
         assert!(warnings.contains(needle), "{needle}: {warnings}");
     }
-    assert!(parse("ow.yaml", GOOD).expect("good").warnings.is_empty());
+    let good = parse("ow.yaml", GOOD).expect("good").warnings;
+    assert!(
+        good.iter()
+            .all(|w| w.contains("have no service: they answer for every domain")),
+        "only servers without a service are worth a word: {good:?}"
+    );
+}
+
+#[test]
+fn a_domain_answers_its_own_service_unless_it_shares_explicitly() {
+    let text = r#"
+dns:
+  listen_address: "127.0.0.1:0"
+  zones: [gslb.example.com]
+regions:
+  - name: east
+    servers:
+      - {address: 192.0.2.1, service: webapp.gslb.example.com}
+      - {address: 192.0.2.2, service: api.gslb.example.com}
+      - {address: 192.0.2.3}
+domains:
+  - {name: webapp.gslb.example.com, routing_algorithm: round-robin, regions: [east]}
+  - {name: api.gslb.example.com, routing_algorithm: failover, regions: [east]}
+  - name: both.gslb.example.com
+    routing_algorithm: round-robin
+    regions: [east]
+    services: [webapp.gslb.example.com, api.gslb.example.com]
+api:
+  address: 127.0.0.1:0
+metrics:
+  enabled: false
+"#;
+    let s = parse("ow.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    let answered = |d: usize| -> Vec<String> {
+        let domain = &s.domains[d];
+        s.regions[0]
+            .servers
+            .iter()
+            .filter(|x| s.serves(domain, 0, &x.service, x.address, x.port))
+            .map(|x| x.address.to_string())
+            .collect()
+    };
+    assert_eq!(
+        answered(0),
+        ["192.0.2.1", "192.0.2.3"],
+        "its own, and the unnamed one"
+    );
+    assert_eq!(answered(1), ["192.0.2.2", "192.0.2.3"]);
+    assert_eq!(
+        answered(2),
+        ["192.0.2.1", "192.0.2.2", "192.0.2.3"],
+        "shared, explicitly"
+    );
+    assert_eq!(
+        s.domains[1].max_records, 1,
+        "failover is active/standby: one record"
+    );
+    assert_eq!(s.domains[0].max_records, 8);
+    let lines = problems(&text.replace(
+        "    services: [webapp.gslb.example.com, api.gslb.example.com]",
+        "    services: []",
+    ));
+    assert!(
+        lines[0].contains("an empty list answers nothing"),
+        "{lines:?}"
+    );
 }
 
 #[test]

@@ -128,16 +128,30 @@ impl DnsSnapshot {
             (None, None) => true,
             _ => false,
         };
-        let answered = |b: &crate::model::view::BackendView| {
+        // The service and port decide which domains a backend answers for.
+        fn answered(
+            b: &crate::model::view::BackendView,
+        ) -> (
+            IpAddr,
+            u16,
+            &str,
+            usize,
+            bool,
+            u32,
+            Option<std::time::Duration>,
+            u32,
+        ) {
             (
                 b.key.address,
+                b.key.port,
+                b.key.service.as_str(),
                 b.region,
                 b.effective.in_rotation(),
                 b.weight,
                 b.check.srtt,
                 b.check.samples,
             )
-        };
+        }
         Arc::ptr_eq(&built_from.settings, &next.settings)
             && built_from.synced == next.synced
             && same_geo
@@ -213,7 +227,16 @@ impl DnsSnapshot {
             let (mut v4, mut v6) = (Family::default(), Family::default());
             // Region by region in the domain's priority order: routing relies on it.
             for (region_pos, region) in domain.regions.iter().enumerate() {
-                for b in view.backends.iter().filter(|b| b.region == *region) {
+                for b in view.backends.iter().filter(|b| {
+                    b.region == *region
+                        && settings.serves(
+                            domain,
+                            b.region,
+                            &b.key.service,
+                            b.key.address,
+                            b.key.port,
+                        )
+                }) {
                     let family = if b.key.address.is_ipv4() {
                         &mut v4
                     } else {

@@ -182,7 +182,10 @@ pub fn update_last_healthy(
     for domain in &settings.domains {
         let healthy: Vec<IpAddr> = backends
             .iter()
-            .filter(|b| domain.regions.contains(&b.region) && b.effective.in_rotation())
+            .filter(|b| {
+                b.effective.in_rotation()
+                    && settings.serves(domain, b.region, &b.key.service, b.key.address, b.key.port)
+            })
             .map(|b| b.key.address)
             .collect();
         if !healthy.is_empty() {

@@ -141,7 +141,30 @@ fn domain_settings(
             1
         }
         Some(m) => m.value,
+        // OpenGSLB's failover is active/standby: one record. Ask for more explicitly.
+        None if algorithm == Some(Algorithm::Failover) => 1,
         None => DEFAULT_MAX_RECORDS,
+    };
+    let services = match &domain.services {
+        None => vec![name.clone()],
+        Some(list) => {
+            let mut services = Vec::new();
+            for s in list {
+                let service = s.value.trim();
+                if service.is_empty() {
+                    c.at(
+                        s,
+                        format!("domains[{name}].services: a service name must not be empty"),
+                    );
+                } else if !services.iter().any(|x: &String| x == service) {
+                    services.push(service.to_owned());
+                }
+            }
+            if list.is_empty() {
+                c.at(&domain.name, format!("domains[{name}].services: an empty list answers nothing; leave it out to answer the servers of service {name:?}"));
+            }
+            services
+        }
     };
     let when_all_unhealthy = match &domain.when_all_unhealthy {
         Some(p) => match p.value.as_str() {
@@ -193,6 +216,7 @@ fn domain_settings(
         }
     }
     Some(DomainSettings {
+        services,
         name,
         zone: zone?,
         algorithm: algorithm?,

@@ -2,7 +2,7 @@
 //! defaults checks take from validation.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::Collector;
@@ -95,7 +95,15 @@ fn region_settings(
                 format!("regions[{name}].servers[].port: must be 1 to 65535"),
             );
         }
-        let service = server.service.clone().unwrap_or_else(|| name.to_owned());
+        let named = server
+            .service
+            .as_ref()
+            .is_some_and(|s| !s.trim().is_empty());
+        let service = server
+            .service
+            .clone()
+            .filter(|_| named)
+            .unwrap_or_else(|| name.to_owned());
         if !seen_servers.insert((address, server.port.value, service.clone())) {
             c.at(&server.address, format!("regions[{name}].servers: {address} port {} of service {service:?} is listed twice", server.port.value));
         }
@@ -105,7 +113,19 @@ fn region_settings(
             weight: server.weight.value,
             service,
             host: server.host.clone().filter(|h| !h.trim().is_empty()),
+            named,
         });
+    }
+    let unnamed: Vec<String> = servers
+        .iter()
+        .filter(|s| !s.named)
+        .map(|s| SocketAddr::new(s.address, s.port).to_string())
+        .collect();
+    if !unnamed.is_empty() {
+        c.warnings.push(format!(
+            "regions[{name}].servers {} have no service: they answer for every domain listing region {name} (OpenGSLB 1.0's rule); set service: <domain name> to tie each to its domain",
+            unnamed.join(", ")
+        ));
     }
     let check = match (&region.health_check, validation_enabled) {
         (_, false) => None,
