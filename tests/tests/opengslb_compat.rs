@@ -247,3 +247,87 @@ fn opengslb_paths_and_commands_answer_as_documented() {
         "{status}"
     );
 }
+
+/// An agent file in OpenGSLB's shape for `service` beside `backend`.
+fn opengslb_agent(
+    dir: &TempDir,
+    name: &str,
+    service: &str,
+    backend: &Backend,
+    seed: std::net::SocketAddr,
+) -> Spawned {
+    let yaml = format!(
+        "mode: agent\nagent:\n  identity:\n    service_token: demo-token-0123456789\n    region: us-east-1\n    cert_path: {d}/{name}.crt\n    key_path: {d}/{name}.key\n  backends:\n    - service: {service}\n      address: {ip}\n      port: {port}\n      health_check:\n        type: http\n        path: /health\n        interval: 300ms\n        timeout: 250ms\n        failure_threshold: 1\n        success_threshold: 1\n  gossip:\n    encryption_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n    overwatch_nodes: [\"{seed}\"]\n    bind_address: \"127.0.0.1:0\"\n  heartbeat:\n    interval: 1s\nlogging:\n  level: info\n  format: text\n",
+        d = dir.path().display(),
+        ip = backend.addr.ip(),
+        port = backend.addr.port(),
+    );
+    let file = dir.join(&format!("{name}.yaml"));
+    std::fs::write(&file, yaml).expect("write");
+    let mut command = Command::new(agent_binary());
+    command.arg("--config").arg(&file);
+    Spawned::start(&format!("agent {name}"), command)
+}
+
+#[test]
+fn three_agents_of_one_service_behind_one_overwatch_answer_by_opengslbs_rules() {
+    // The seed's Demo 2, with OpenGSLB's key names: agents report `service: app.demo.local`,
+    // and a domain answers the servers of its own service only.
+    let dir = TempDir::new("compat-demo2");
+    let overwatch = "mode: overwatch\noverwatch:\n  identity:\n    node_id: overwatch-1\n  agent_tokens:\n    app.demo.local: demo-token-0123456789\n    api.demo.local: demo-token-0123456789\n  gossip:\n    bind_address: \"127.0.0.1:0\"\n    encryption_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n  validation:\n    enabled: false\n  stale:\n    threshold: 10s\n    remove_after: 5m\ndns:\n  listen_address: \"127.0.0.1:0\"\n  default_ttl: 5\nregions:\n  - name: us-east-1\ndomains:\n  - name: app.demo.local\n    routing_algorithm: round-robin\n    regions: [us-east-1]\n  - name: api.demo.local\n    routing_algorithm: round-robin\n    regions: [us-east-1]\n  - name: primary.demo.local\n    routing_algorithm: active-standby\n    regions: [us-east-1]\n    services: [app.demo.local]\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n";
+    let node = Overwatch::start(&dir, overwatch);
+    let seed = node.gossip.expect("gossip");
+    let app = [
+        Backend::start("127.0.0.1"),
+        Backend::start("127.0.0.2"),
+        Backend::start("127.0.0.3"),
+    ];
+    let api = Backend::start("127.0.0.4");
+    let _agents: Vec<Spawned> = app
+        .iter()
+        .enumerate()
+        .map(|(i, b)| opengslb_agent(&dir, &format!("app{i}"), "app.demo.local", b, seed))
+        .chain(std::iter::once(opengslb_agent(
+            &dir,
+            "api",
+            "api.demo.local",
+            &api,
+            seed,
+        )))
+        .collect();
+    let answer = |name: &str| node.dig(&[name, "A"]).data("A");
+    poll_until(
+        Duration::from_secs(20),
+        "three app servers, one api server",
+        || {
+            (answer("app.demo.local") == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+                && answer("api.demo.local") == ["127.0.0.4"])
+            .then_some(())
+        },
+    );
+    // Active/standby: one record, the first in rotation, for a domain that shares app's
+    // servers because its file says so.
+    let primary = answer("primary.demo.local");
+    assert_eq!(primary.len(), 1, "{primary:?}");
+    assert!(["127.0.0.1", "127.0.0.2", "127.0.0.3"].contains(&primary[0].as_str()));
+    // The active server fails: the standby answers, and app.demo.local loses it.
+    let active: usize = primary[0]
+        .rsplit('.')
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("ip")
+        - 1;
+    app[active].set_healthy(false);
+    poll_until(Duration::from_secs(10), "the standby answers", || {
+        let now = answer("primary.demo.local");
+        (now.len() == 1 && now != primary).then_some(())
+    });
+    poll_until(Duration::from_secs(10), "two app servers left", || {
+        (answer("app.demo.local").len() == 2).then_some(())
+    });
+    assert_eq!(
+        answer("api.demo.local"),
+        ["127.0.0.4"],
+        "api never answers app's servers"
+    );
+}
