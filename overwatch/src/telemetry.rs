@@ -91,6 +91,14 @@ pub const CONFIGURED_DOMAINS: &str = "opengslb_configured_domains";
 pub const APP_INFO: &str = "opengslb_app_info";
 /// OpenGSLB's name: validation check results by region, server and result.
 pub const HEALTH_CHECK_RESULTS: &str = "opengslb_health_check_results_total";
+/// OpenGSLB's overwatch names (gauges, its `_total` included), beside ours.
+pub const OW_STALE_AGENTS_TOTAL: &str = "opengslb_overwatch_stale_agents_total";
+/// See [`OW_STALE_AGENTS_TOTAL`].
+pub const OW_BACKENDS_TOTAL: &str = "opengslb_overwatch_backends_total";
+/// See [`OW_STALE_AGENTS_TOTAL`].
+pub const OW_BACKENDS_HEALTHY: &str = "opengslb_overwatch_backends_healthy";
+/// See [`OW_STALE_AGENTS_TOTAL`].
+pub const OW_AGENT_CERTS_PINNED: &str = "opengslb_overwatch_agent_certs_pinned";
 
 /// The gauges a published view sets: backends per service and per domain, agents
 /// registered and stale, overrides in force, and agent/validation disagreements.
@@ -160,6 +168,16 @@ pub fn record_view(
     );
     metrics::gauge!(CONFIGURED_DOMAINS).set(settings.domains.len() as f64);
     metrics::gauge!(APP_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let stale = agents.iter().filter(|a| a.stale && !a.left).count();
+    metrics::gauge!(OW_STALE_AGENTS_TOTAL).set(stale as f64);
+    metrics::gauge!(OW_BACKENDS_TOTAL).set(backends.len() as f64);
+    metrics::gauge!(OW_BACKENDS_HEALTHY).set(
+        backends
+            .iter()
+            .filter(|b| b.effective.in_rotation())
+            .count() as f64,
+    );
+    metrics::gauge!(OW_AGENT_CERTS_PINNED).set(agents.len() as f64);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,6 +447,30 @@ const ALL: &[Metric] = &[
         name: APP_INFO,
         kind: Gauge,
         help: "1, with the version as a label (OpenGSLB's name).",
+        zero: NONE,
+    },
+    Metric {
+        name: OW_STALE_AGENTS_TOTAL,
+        kind: Gauge,
+        help: "Pinned agents that are stale, now (OpenGSLB's name: a gauge despite _total).",
+        zero: NONE,
+    },
+    Metric {
+        name: OW_BACKENDS_TOTAL,
+        kind: Gauge,
+        help: "Backends this node knows (OpenGSLB's name).",
+        zero: NONE,
+    },
+    Metric {
+        name: OW_BACKENDS_HEALTHY,
+        kind: Gauge,
+        help: "Backends in rotation (OpenGSLB's name).",
+        zero: NONE,
+    },
+    Metric {
+        name: OW_AGENT_CERTS_PINNED,
+        kind: Gauge,
+        help: "Pinned agent certificates (OpenGSLB's name).",
         zero: NONE,
     },
     Metric {

@@ -114,6 +114,10 @@ fn opengslb_files_load_and_put_an_agents_backend_in_dns() {
         "opengslb_configured_servers 3",
         "opengslb_configured_domains 6",
         "opengslb_app_info{version=",
+        "opengslb_overwatch_stale_agents_total 0",
+        "opengslb_overwatch_backends_total 4",
+        "opengslb_overwatch_backends_healthy 1",
+        "opengslb_overwatch_agent_certs_pinned 1",
         "opengslb_health_check_results_total{region=\"us-east-1\",server=\"192.0.2.10:80\",result=\"unhealthy\"}",
     ] {
         assert!(text.contains(series), "{series} not in /metrics");
