@@ -56,6 +56,7 @@ pub fn prepare(path: &Path) -> Result<Prepared, ConfigError> {
                 column: 0,
                 message: format!("overwatch.geolocation.database_path: {e}"),
             }],
+            included: Vec::new(),
         })?)),
         None => None,
     };

@@ -335,3 +335,73 @@ fn three_agents_of_one_service_behind_one_overwatch_answer_by_opengslbs_rules() 
         "api never answers app's servers"
     );
 }
+
+#[test]
+fn includes_merge_other_files_and_their_problems_name_them() {
+    let dir = TempDir::new("compat-includes");
+    let source = workspace_root().join("tests/fixtures/opengslb/includes");
+    for file in [
+        "overwatch.yaml",
+        "regions/us.yaml",
+        "regions/eu.yaml",
+        "domains/www.yaml",
+        "domains/eu/geo.yaml",
+    ] {
+        let to = dir.join(file);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("dirs");
+        std::fs::copy(source.join(file), &to).expect("copy");
+    }
+    let validate = || {
+        let out = Command::new(cli_binary())
+            .args(["config", "validate", "-c"])
+            .arg(dir.join("overwatch.yaml"))
+            .output()
+            .expect("cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = validate();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("(1 zones, 2 regions, 2 servers, 2 domains)"),
+        "{stdout}"
+    );
+
+    // The merged file answers: both included regions' servers for www.
+    let node = Overwatch::start(
+        &dir,
+        &std::fs::read_to_string(dir.join("overwatch.yaml")).expect("read"),
+    );
+    assert_eq!(
+        node.dig(&["www.split.example", "A"]).data("A"),
+        ["192.0.2.1", "192.0.2.2"]
+    );
+    drop(node);
+
+    // A problem in an included file names that file and its own line.
+    std::fs::write(
+        dir.join("domains/www.yaml"),
+        "domains:\n  - name: www.split.example\n    routing_algorithm: round-robin\n    regions: [us, nowhere]\n",
+    )
+    .expect("write");
+    let (code, _, stderr) = validate();
+    assert_eq!(code, Some(2), "{stderr}");
+    let www = dir.join("domains/www.yaml").display().to_string();
+    assert!(
+        stderr.starts_with(&format!(
+            "{www}:4:19: domains[www.split.example].regions: no region named \"nowhere\""
+        )),
+        "{stderr}"
+    );
+    // Keys only the main file may set are refused in an included one, by name.
+    std::fs::write(dir.join("domains/www.yaml"), "dns:\n  default_ttl: 5\n").expect("write");
+    let (code, _, stderr) = validate();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{www}:1:1: unknown field `dns`")),
+        "{stderr}"
+    );
+}

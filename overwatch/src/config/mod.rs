@@ -1,6 +1,7 @@
 //! Configuration: the YAML file (`schema`), its checks (`validate`) and the result (`settings`).
 
 mod duration;
+mod includes;
 mod schema;
 mod settings;
 mod validate;
@@ -9,6 +10,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use duration::{HumanDuration, parse_duration};
+pub use includes::Included;
 pub use schema::RawConfig;
 pub use settings::*;
 pub(crate) use validate::is_within;
@@ -32,6 +34,20 @@ pub struct ConfigError {
     pub file: String,
     /// Its problems, in file order.
     pub problems: Vec<Problem>,
+    /// Files `includes` merged in: a problem on their lines is shown in them.
+    pub included: Vec<includes::Included>,
+}
+
+impl ConfigError {
+    /// The file and line a problem is at, included files resolved.
+    fn place(&self, line: u64) -> (&str, u64) {
+        self.included
+            .iter()
+            .find(|i| (i.first..=i.last).contains(&line))
+            .map_or((self.file.as_str(), line), |i| {
+                (i.file.as_str(), line - i.first + 1)
+            })
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -40,7 +56,8 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+            let (file, line) = self.place(p.line);
+            write!(f, "{file}:{line}:{}: {}", p.column, p.message)?;
         }
         Ok(())
     }
@@ -57,18 +74,29 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
             column: 0,
             message: format!("cannot read the file: {e}"),
         }],
+        included: Vec::new(),
     })?;
-    parse(&path.display().to_string(), &text)
+    parse_at(path, &text)
 }
 
-/// Parses and validates config text; `file` names it in errors.
+/// Parses and validates config text; `file` names it in errors. `includes` are read
+/// relative to the current directory.
 pub fn parse(file: &str, text: &str) -> Result<Settings, ConfigError> {
-    let fail = |problems| ConfigError {
-        file: file.to_owned(),
+    parse_at(Path::new(file), text)
+}
+
+fn parse_at(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+    let mut included = Vec::new();
+    let fail = |problems, included: &mut Vec<includes::Included>| ConfigError {
+        file: path.display().to_string(),
         problems,
+        included: std::mem::take(included),
     };
-    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| fail(vec![yaml_problem(&e)]))?;
-    validate::validate(&raw).map_err(fail)
+    let mut raw: RawConfig =
+        serde_saphyr::from_str(text).map_err(|e| fail(vec![yaml_problem(&e)], &mut Vec::new()))?;
+    includes::merge(&mut raw, path, text.lines().count() as u64, &mut included)
+        .map_err(|problems| fail(problems, &mut included))?;
+    validate::validate(&raw).map_err(|problems| fail(problems, &mut included))
 }
 
 /// A serde-saphyr error as a problem: its location, and its message without the

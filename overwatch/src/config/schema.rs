@@ -17,6 +17,10 @@ pub struct RawConfig {
     /// OpenGSLB v1.1: `overwatch` (checked against the binary).
     #[serde(default)]
     pub mode: Option<Spanned<String>>,
+    /// OpenGSLB's `includes`: globs of files holding more regions, domains, agent tokens
+    /// and custom mappings (relative to this file).
+    #[serde(default)]
+    pub includes: Vec<Spanned<String>>,
     /// Node identity, validation checks, geolocation, data directory.
     #[serde(default)]
     pub overwatch: RawOverwatch,
