@@ -48,19 +48,21 @@ pub(crate) fn servers(list: &BackendList) -> String {
     )
 }
 
+/// Addresses joined by `separator`, or `-` for none.
+fn addresses(ips: &[std::net::IpAddr], separator: &str) -> String {
+    if ips.is_empty() {
+        return "-".to_owned();
+    }
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
 /// `opengslb-cli domains`: what DNS answers now, per region where it depends on the
 /// client.
 pub(crate) fn domains(list: &DomainList) -> String {
-    let join = |ips: &[std::net::IpAddr]| {
-        if ips.is_empty() {
-            "-".to_owned()
-        } else {
-            ips.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        }
-    };
+    let join = |ips: &[std::net::IpAddr]| addresses(ips, ",");
     let rows: Vec<Vec<String>> = list
         .domains
         .iter()
@@ -89,16 +91,7 @@ pub(crate) fn domains(list: &DomainList) -> String {
 
 /// `opengslb-cli explain NAME`.
 pub(crate) fn explain(e: &Explanation) -> String {
-    let ips = |ips: &[std::net::IpAddr]| {
-        if ips.is_empty() {
-            "-".to_owned()
-        } else {
-            ips.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" ")
-        }
-    };
+    let ips = |ips: &[std::net::IpAddr]| addresses(ips, " ");
     let mut out = format!(
         "{} {} for client {}{}: {}\n",
         e.name,
