@@ -301,8 +301,13 @@ pub async fn run(
     let mut outcome = Ok(());
     let raft_stopped = cluster.stopped();
     tokio::pin!(raft_stopped);
+    // Servers given by host name are resolved again this often; a change is applied as a
+    // reload would apply it.
+    let mut resolve_again = tokio::time::interval(RESOLVE_EVERY);
+    resolve_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resolve_again.reset();
     loop {
-        tokio::select! {
+        let reloaded = tokio::select! {
             why = &mut raft_stopped => {
                 tracing::error!(error = %why, "the Raft core stopped: exiting so the supervisor restarts this node");
                 outcome = Err(RunError::RaftStopped(format!("cluster: the Raft core stopped: {why}")));
@@ -310,29 +315,54 @@ pub async fn run(
             }
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break; }
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); break; }
-            _ = sighup.recv() => match prepare(&config_path) {
-                Ok(mut next) => {
-                    next.settings = with_data_dir(next.settings);
-                    log_warnings(&config_path, &next.settings);
-                    warn_restart_needed(&running, &next.settings);
-                    if let Err(err) = rekey_gossip(gossip_commands.as_ref(), &running, &next.settings).await {
-                        tracing::error!(error = %err, "gossip keys not reloaded");
-                    }
-                    checks.cancel();
-                    checks = shutdown.child_token();
-                    spawn_checks(check_targets(&next.settings), prober.clone(), next.settings.validation.max_concurrent, report_tx.clone(), validate_rx.clone(), checks.clone(), &tracker);
-                    running = next.settings.clone();
-                    if command_tx.send(Command::Reload(next.settings, next.geo)).await.is_err() {
-                        break;
-                    }
-                    metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "success").increment(1);
-                    tracing::info!(file = %config_path.display(), "configuration reloaded");
+            _ = sighup.recv() => prepare(&config_path),
+            _ = resolve_again.tick(), if running.resolves_hostnames => match prepare(&config_path) {
+                Ok(next) if servers(&next.settings) != servers(&running) => {
+                    tracing::info!("a server's host name resolves differently now: applying it");
+                    Ok(next)
                 }
-                Err(err) => {
-                    metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "failure").increment(1);
-                    tracing::error!("configuration reload failed; the running configuration stays:\n{err}");
-                }
+                // Unchanged, or the file no longer loads (SIGHUP reports that).
+                _ => continue,
             },
+        };
+        match reloaded {
+            Ok(mut next) => {
+                next.settings = with_data_dir(next.settings);
+                log_warnings(&config_path, &next.settings);
+                warn_restart_needed(&running, &next.settings);
+                if let Err(err) =
+                    rekey_gossip(gossip_commands.as_ref(), &running, &next.settings).await
+                {
+                    tracing::error!(error = %err, "gossip keys not reloaded");
+                }
+                checks.cancel();
+                checks = shutdown.child_token();
+                spawn_checks(
+                    check_targets(&next.settings),
+                    prober.clone(),
+                    next.settings.validation.max_concurrent,
+                    report_tx.clone(),
+                    validate_rx.clone(),
+                    checks.clone(),
+                    &tracker,
+                );
+                running = next.settings.clone();
+                if command_tx
+                    .send(Command::Reload(next.settings, next.geo))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "success").increment(1);
+                tracing::info!(file = %config_path.display(), "configuration reloaded");
+            }
+            Err(err) => {
+                metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "failure").increment(1);
+                tracing::error!(
+                    "configuration reload failed; the running configuration stays:\n{err}"
+                );
+            }
         }
     }
     shutdown.cancel();
@@ -500,6 +530,19 @@ async fn publish_snapshots(
             }
         }
     }
+}
+
+/// How often servers given by host name are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Every configured server's address and port, per region: what a host name's
+/// resolution can change.
+fn servers(settings: &Settings) -> Vec<Vec<(std::net::IpAddr, u16)>> {
+    settings
+        .regions
+        .iter()
+        .map(|r| r.servers.iter().map(|s| (s.address, s.port)).collect())
+        .collect()
 }
 
 /// What the file holds that changes nothing here, or that was assumed: one WARN each.

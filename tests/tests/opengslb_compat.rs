@@ -405,3 +405,40 @@ fn includes_merge_other_files_and_their_problems_name_them() {
         "{stderr}"
     );
 }
+
+#[test]
+fn servers_named_by_host_name_are_resolved_and_an_unresolvable_one_is_not_fatal() {
+    let dir = TempDir::new("compat-hostnames");
+    let backend = Backend::start("127.0.0.1");
+    let yaml = format!(
+        "mode: overwatch\noverwatch:\n  validation: {{enabled: false}}\ndns:\n  listen_address: \"127.0.0.1:0\"\nregions:\n  - name: r\n    servers:\n      - {{address: localhost, port: {port}, service: app.names.test}}\n      - {{address: no-such-host.invalid, port: 80, service: app.names.test}}\ndomains:\n  - name: app.names.test\n    routing_algorithm: rr\n    regions: [r]\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n",
+        port = backend.addr.port()
+    );
+    let node = Overwatch::start(&dir, &yaml);
+    assert_eq!(node.dig(&["app.names.test", "A"]).data("A"), ["127.0.0.1"]);
+    let output = node.process.output();
+    assert!(
+        output.contains(
+            "no-such-host.invalid: does not resolve now; left out of answers until it does"
+        ),
+        "{output}"
+    );
+    // Not a host name either: a clear error, exit 2.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        yaml.replace("address: localhost", "address: \"not a host!\""),
+    )
+    .expect("write");
+    let out = Command::new(cli_binary())
+        .args(["config", "validate"])
+        .arg(&bad)
+        .output()
+        .expect("cli");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not an IP address or a host name"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -15,6 +15,8 @@ pub struct Settings {
     /// Keys accepted that change nothing here, and assumptions made (derived zones), each
     /// named with why: logged at WARN at start and on reload.
     pub warnings: Vec<String>,
+    /// Some server is given by host name: the file is resolved again every 30 s.
+    pub resolves_hostnames: bool,
     /// Durable state directory.
     pub data_dir: PathBuf,
     /// Validation health checks.

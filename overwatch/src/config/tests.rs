@@ -206,7 +206,7 @@ fn names_outside_the_zones_and_duplicates_are_rejected() {
 fn addresses_and_networks_are_checked() {
     let p = problems(&GOOD.replace("address: 127.0.0.2", "address: 127.0.0.300"));
     assert!(
-        p[0].contains("\"127.0.0.300\" is not an IPv4 or IPv6 address"),
+        p[0].contains("\"127.0.0.300\" is not an IP address or a host name"),
         "{p:?}"
     );
     let p = problems(&GOOD.replace(

@@ -42,14 +42,8 @@ pub(super) fn dns(c: &mut Collector, raw: &RawConfig) -> Dns {
             .domains
             .iter()
             .filter_map(|d| {
-                dns_name(
-                    &mut Collector {
-                        problems: Vec::new(),
-                        warnings: Vec::new(),
-                    },
-                    &d.name,
-                    "domains[].name",
-                )
+                // Bad names are reported by the domains room.
+                dns_name(&mut Collector::default(), &d.name, "domains[].name")
             })
             .map(|name| {
                 name.split_once('.')

@@ -27,10 +27,13 @@ const MIN_CLUSTER_SECRET_LEN: usize = 16;
 /// Largest TTL allowed by RFC 2181 (2^31 - 1).
 const MAX_TTL: u32 = 2_147_483_647;
 
+#[derive(Default)]
 struct Collector {
     problems: Vec<Problem>,
     /// Keys accepted that change nothing (or assumptions made), each named with why.
     warnings: Vec<String>,
+    /// Some server is given by host name.
+    hostnames: bool,
 }
 
 impl Collector {
@@ -47,10 +50,7 @@ impl Collector {
 /// Each YAML section has its own room; they run in file order so the sections after
 /// `dns` and `regions` can check names against them.
 pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
-    let mut c = Collector {
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut c = Collector::default();
     if let Some(mode) = &raw.mode
         && mode.value.trim() != "overwatch"
     {
@@ -127,6 +127,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         logging,
         cluster,
         warnings: std::mem::take(&mut c.warnings),
+        resolves_hostnames: c.hostnames,
     })
 }
 

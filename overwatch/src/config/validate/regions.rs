@@ -76,45 +76,60 @@ fn region_settings(
 ) -> RegionSettings {
     let mut servers = Vec::new();
     for server in &region.servers {
-        let address = match server.address.value.trim().parse::<IpAddr>() {
-            Ok(ip) => ip,
+        let text = server.address.value.trim();
+        let addresses: Vec<IpAddr> = match text.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            // A host name, as OpenGSLB allows: resolved now, on every reload, and every
+            // 30 s after (app.rs); one that does not resolve is left out until it does.
+            Err(_) if is_hostname(text) => {
+                c.hostnames = true;
+                let resolved = resolve(text, server.port.value);
+                if resolved.is_empty() {
+                    c.warnings.push(format!(
+                        "regions[{name}].servers[].address {text}: does not resolve now; left out of answers until it does (resolved again every 30 s)"
+                    ));
+                }
+                resolved
+            }
             Err(_) => {
                 c.at(
                     &server.address,
                     format!(
-                        "regions[{name}].servers[].address: {:?} is not an IPv4 or IPv6 address",
+                        "regions[{name}].servers[].address: {:?} is not an IP address or a host name",
                         server.address.value
                     ),
                 );
                 continue;
             }
         };
-        if server.port.value == 0 {
-            c.at(
-                &server.port,
-                format!("regions[{name}].servers[].port: must be 1 to 65535"),
-            );
+        for address in addresses {
+            if server.port.value == 0 {
+                c.at(
+                    &server.port,
+                    format!("regions[{name}].servers[].port: must be 1 to 65535"),
+                );
+            }
+            let named = server
+                .service
+                .as_ref()
+                .is_some_and(|s| !s.trim().is_empty());
+            let service = server
+                .service
+                .clone()
+                .filter(|_| named)
+                .unwrap_or_else(|| name.to_owned());
+            if !seen_servers.insert((address, server.port.value, service.clone())) {
+                c.at(&server.address, format!("regions[{name}].servers: {address} port {} of service {service:?} is listed twice", server.port.value));
+            }
+            servers.push(ServerSettings {
+                address,
+                port: server.port.value,
+                weight: server.weight.value,
+                service,
+                host: server.host.clone().filter(|h| !h.trim().is_empty()),
+                named,
+            });
         }
-        let named = server
-            .service
-            .as_ref()
-            .is_some_and(|s| !s.trim().is_empty());
-        let service = server
-            .service
-            .clone()
-            .filter(|_| named)
-            .unwrap_or_else(|| name.to_owned());
-        if !seen_servers.insert((address, server.port.value, service.clone())) {
-            c.at(&server.address, format!("regions[{name}].servers: {address} port {} of service {service:?} is listed twice", server.port.value));
-        }
-        servers.push(ServerSettings {
-            address,
-            port: server.port.value,
-            weight: server.weight.value,
-            service,
-            host: server.host.clone().filter(|h| !h.trim().is_empty()),
-            named,
-        });
     }
     let unnamed: Vec<String> = servers
         .iter()
@@ -264,4 +279,29 @@ fn check_settings(
         rise: hc.success_threshold.value,
         tls_skip_verify: hc.tls_skip_verify,
     })
+}
+
+/// Whether `text` is a DNS host name (letters, digits and hyphens in dot-separated labels).
+fn is_hostname(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        && !text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// The addresses `host` resolves to now, in the order the resolver gave, without repeats.
+fn resolve(host: &str, port: u16) -> Vec<IpAddr> {
+    let mut found: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+        .unwrap_or_default();
+    let mut seen = HashSet::new();
+    found.retain(|ip| seen.insert(*ip));
+    found
 }
