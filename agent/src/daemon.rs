@@ -101,9 +101,15 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     let monitor_task = tokio::spawn(monitor.run(Some(outcome_rx), shutdown.clone()));
 
     let gossip_stop = CancellationToken::new();
+    // Host names are resolved now and every 30 s (`follow_overwatch_nodes`); one that does
+    // not resolve yet is not fatal.
+    let (seeds, unresolved) = config::resolve_overwatch_nodes(&cfg.overwatch_nodes);
+    for node in &unresolved {
+        tracing::warn!(node = %node, "gossip.overwatch_nodes entry does not resolve now; retried every 30 s");
+    }
     let mut settings = GossipSettings::lan(
         cfg.gossip_bind,
-        cfg.overwatch_nodes.clone(),
+        seeds.clone(),
         keys,
         Role::Agent,
         identity.agent_id().to_owned(),
@@ -140,6 +146,12 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
         cfg.heartbeat,
     );
     let events = std::mem::replace(&mut gossip.events, mpsc::channel(1).1);
+    let resolver_task = tokio::spawn(follow_overwatch_nodes(
+        cfg.overwatch_nodes.clone(),
+        seeds,
+        gossip.commands.clone(),
+        shutdown.clone(),
+    ));
     let hearing_task = tokio::spawn(hearing.run(events, shutdown.clone()));
     let publisher = tokio::spawn(publish_reports(
         snapshots.clone(),
@@ -239,11 +251,46 @@ pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
     }
     let _ = monitor_task.await;
     let _ = hearing_task.await;
+    let _ = resolver_task.await;
     if let Some(task) = metrics {
         let _ = task.await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often `gossip.overwatch_nodes` are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Resolves the overwatch nodes every [`RESOLVE_EVERY`] and hands the member the new
+/// addresses when they change (a host name that resolves now, or differently).
+async fn follow_overwatch_nodes(
+    nodes: Vec<String>,
+    mut current: Vec<SocketAddr>,
+    member: mpsc::Sender<Command>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(RESOLVE_EVERY);
+    tick.reset();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let lookup = nodes.clone();
+        let Ok((seeds, _)) =
+            tokio::task::spawn_blocking(move || config::resolve_overwatch_nodes(&lookup)).await
+        else {
+            continue;
+        };
+        if seeds != current && !seeds.is_empty() {
+            tracing::info!(overwatch = ?seeds, "gossip.overwatch_nodes resolve to new addresses");
+            if member.send(Command::Seeds(seeds.clone())).await.is_err() {
+                return;
+            }
+            current = seeds;
+        }
+    }
 }
 
 /// The configured cluster keys (the first seals, all open).

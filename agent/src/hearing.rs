@@ -90,7 +90,8 @@ struct Node {
 #[derive(Debug)]
 pub struct Hearing {
     agent_id: String,
-    seeds: Vec<SocketAddr>,
+    /// `gossip.overwatch_nodes` as configured, for the log.
+    seeds: Vec<String>,
     /// A verdict or notice older than this no longer counts.
     window: Duration,
     started: Instant,
@@ -108,7 +109,7 @@ impl Hearing {
     /// answer within three heartbeats is a problem.
     pub fn new(
         agent_id: String,
-        seeds: Vec<SocketAddr>,
+        seeds: Vec<String>,
         heartbeat: Duration,
     ) -> (Hearing, watch::Receiver<&'static str>) {
         let (words, rx) = watch::channel("waiting");
@@ -263,12 +264,7 @@ impl Hearing {
     }
 
     fn log(&self, problem: &Problem) {
-        let seeds = self
-            .seeds
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let seeds = self.seeds.join(", ");
         match problem {
             Problem::Rejected(cause) => tracing::warn!(
                 cause = cause.label(),
@@ -315,7 +311,7 @@ mod tests {
     fn hearing() -> Hearing {
         Hearing::new(
             "eu-abc".into(),
-            vec!["127.0.0.1:7946".parse().expect("addr")],
+            vec!["127.0.0.1:7946".to_owned()],
             Duration::from_secs(1),
         )
         .0

@@ -258,7 +258,7 @@ fn opengslb_agent(
     name: &str,
     service: &str,
     backend: &Backend,
-    seed: std::net::SocketAddr,
+    seed: &str,
 ) -> Spawned {
     let yaml = format!(
         "mode: agent\nagent:\n  identity:\n    service_token: demo-token-0123456789\n    region: us-east-1\n    cert_path: {d}/{name}.crt\n    key_path: {d}/{name}.key\n  backends:\n    - service: {service}\n      address: {ip}\n      port: {port}\n      health_check:\n        type: http\n        path: /health\n        interval: 300ms\n        timeout: 250ms\n        failure_threshold: 1\n        success_threshold: 1\n  gossip:\n    encryption_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n    overwatch_nodes: [\"{seed}\"]\n    bind_address: \"127.0.0.1:0\"\n  heartbeat:\n    interval: 1s\nlogging:\n  level: info\n  format: text\n",
@@ -280,7 +280,7 @@ fn three_agents_of_one_service_behind_one_overwatch_answer_by_opengslbs_rules() 
     let dir = TempDir::new("compat-demo2");
     let overwatch = "mode: overwatch\noverwatch:\n  identity:\n    node_id: overwatch-1\n  agent_tokens:\n    app.demo.local: demo-token-0123456789\n    api.demo.local: demo-token-0123456789\n  gossip:\n    bind_address: \"127.0.0.1:0\"\n    encryption_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n  validation:\n    enabled: false\n  stale:\n    threshold: 10s\n    remove_after: 5m\ndns:\n  listen_address: \"127.0.0.1:0\"\n  default_ttl: 5\nregions:\n  - name: us-east-1\ndomains:\n  - name: app.demo.local\n    routing_algorithm: round-robin\n    regions: [us-east-1]\n  - name: api.demo.local\n    routing_algorithm: round-robin\n    regions: [us-east-1]\n  - name: primary.demo.local\n    routing_algorithm: active-standby\n    regions: [us-east-1]\n    services: [app.demo.local]\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n";
     let node = Overwatch::start(&dir, overwatch);
-    let seed = node.gossip.expect("gossip");
+    let seed = node.gossip.expect("gossip").to_string();
     let app = [
         Backend::start("127.0.0.1"),
         Backend::start("127.0.0.2"),
@@ -290,13 +290,13 @@ fn three_agents_of_one_service_behind_one_overwatch_answer_by_opengslbs_rules() 
     let _agents: Vec<Spawned> = app
         .iter()
         .enumerate()
-        .map(|(i, b)| opengslb_agent(&dir, &format!("app{i}"), "app.demo.local", b, seed))
+        .map(|(i, b)| opengslb_agent(&dir, &format!("app{i}"), "app.demo.local", b, &seed))
         .chain(std::iter::once(opengslb_agent(
             &dir,
             "api",
             "api.demo.local",
             &api,
-            seed,
+            &seed,
         )))
         .collect();
     let answer = |name: &str| node.dig(&[name, "A"]).data("A");
@@ -441,4 +441,40 @@ fn servers_named_by_host_name_are_resolved_and_an_unresolvable_one_is_not_fatal(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn overwatch_nodes_by_host_name_are_resolved_when_used_and_never_fatal() {
+    let dir = TempDir::new("compat-agent-names");
+    let overwatch = "mode: overwatch\noverwatch:\n  agent_tokens:\n    app.demo.local: demo-token-0123456789\n  gossip:\n    bind_address: \"127.0.0.1:0\"\n    encryption_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n  validation:\n    enabled: false\ndns:\n  listen_address: \"127.0.0.1:0\"\nregions:\n  - name: us-east-1\ndomains:\n  - name: app.demo.local\n    routing_algorithm: rr\n    regions: [us-east-1]\napi:\n  address: 127.0.0.1:0\nmetrics:\n  address: 127.0.0.1:0\n";
+    let node = Overwatch::start(&dir, overwatch);
+    let port = node.gossip.expect("gossip").port();
+    let backend = Backend::start("127.0.0.1");
+    // `localhost:PORT`, as OpenGSLB files name overwatch nodes by host name.
+    let named = opengslb_agent(
+        &dir,
+        "named",
+        "app.demo.local",
+        &backend,
+        &format!("localhost:{port}"),
+    );
+    named.wait_for_line("overwatch hears this agent", Duration::from_secs(15));
+    poll_until(Duration::from_secs(10), "its backend in DNS", || {
+        (node.dig(&["app.demo.local", "A"]).data("A") == ["127.0.0.1"]).then_some(())
+    });
+    // A name that does not resolve: the agent runs, says so, and keeps trying.
+    let other = Backend::start("127.0.0.2");
+    let lost = opengslb_agent(
+        &dir,
+        "lost",
+        "app.demo.local",
+        &other,
+        "no-such-host.invalid:7946",
+    );
+    let line = lost.wait_for_line("does not resolve now", Duration::from_secs(10));
+    assert!(
+        line.contains("WARN") && line.contains("no-such-host.invalid:7946"),
+        "{line}"
+    );
+    lost.wait_for_line("cause=\"unreachable\"", Duration::from_secs(15));
 }

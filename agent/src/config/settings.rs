@@ -84,7 +84,7 @@ pub struct AgentConfig {
     /// SIGHUP.
     pub encryption_key: Option<opengslb_proto::seal::KeyText>,
     /// Overwatch nodes.
-    pub overwatch_nodes: Vec<SocketAddr>,
+    pub overwatch_nodes: Vec<String>,
     /// Gossip bind address.
     pub gossip_bind: SocketAddr,
     /// Address announced to the cluster.
@@ -142,4 +142,28 @@ pub struct LatencyLearning {
     pub min_samples: u32,
     /// Between reports of the changed subnets.
     pub report_interval: Duration,
+}
+
+/// `gossip.overwatch_nodes` resolved now: the addresses, and the entries that did not
+/// resolve (retried later).
+pub fn resolve_overwatch_nodes(nodes: &[String]) -> (Vec<SocketAddr>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut unresolved = Vec::new();
+    for node in nodes {
+        match std::net::ToSocketAddrs::to_socket_addrs(node.as_str()) {
+            Ok(addrs) => {
+                let before = found.len();
+                for addr in addrs {
+                    if !found.contains(&addr) {
+                        found.push(addr);
+                    }
+                }
+                if found.len() == before {
+                    unresolved.push(node.clone());
+                }
+            }
+            Err(_) => unresolved.push(node.clone()),
+        }
+    }
+    (found, unresolved)
 }

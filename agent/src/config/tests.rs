@@ -35,10 +35,7 @@ fn a_good_file_is_read_with_defaults() {
         ),
         (Some(90.0), Some(85.0), None)
     );
-    assert_eq!(
-        c.overwatch_nodes,
-        ["127.0.0.1:7946".parse::<SocketAddr>().expect("addr")]
-    );
+    assert_eq!(c.overwatch_nodes, ["127.0.0.1:7946"]);
     assert_eq!(c.heartbeat, Duration::from_secs(2));
     assert_eq!(c.agent_check, Some("127.0.0.1:7777".parse().expect("addr")));
     assert_eq!(c.timeframe, Duration::from_millis(500));

@@ -1,7 +1,7 @@
 //! `Raw` → `AgentConfig`: every check serde cannot make, every default applied, every
 //! problem collected with its line and column.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
@@ -277,13 +277,22 @@ pub(super) fn validate(file: Raw) -> Result<AgentConfig, Vec<Problem>> {
         }
     }
     let mut overwatch_nodes = Vec::new();
+    // HOST:PORT as written: a host name is resolved when gossip uses it (at start and
+    // every 30 s), so one that does not resolve yet is not fatal here.
     for node in &gossip.overwatch_nodes {
-        match node.value.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(addr)) => overwatch_nodes.push(addr),
-            _ => c.at(
+        let text = node.value.trim();
+        let port = text
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty())
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .filter(|p| *p > 0);
+        if port.is_some() {
+            overwatch_nodes.push(text.to_owned());
+        } else {
+            c.at(
                 node,
                 format!("gossip.overwatch_nodes: {:?} is not HOST:PORT", node.value),
-            ),
+            );
         }
     }
     if gossip.overwatch_nodes.is_empty() {

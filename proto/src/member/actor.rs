@@ -122,6 +122,10 @@ impl<T: Transport> Member<T> {
                         self.trust.set_tokens(tokens);
                     }
                     Command::Ack(ack) => self.send_ack(&ack).await,
+                    Command::Seeds(seeds) => {
+                        self.seeds = seeds;
+                        self.announce_to_seeds().await;
+                    }
                 },
                 received = self.transport.recv_from(&mut buf) => match received {
                     Ok((n, from)) => self.receive(&buf[..n], from),

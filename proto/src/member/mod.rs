@@ -152,6 +152,8 @@ pub enum Command {
     Rekey(Vec<ClusterKey>, BTreeMap<String, String>),
     /// Overwatch: send this verdict to the agent member it names (if it is a member).
     Ack(Ack),
+    /// The seeds' addresses changed (host names resolved again): use these.
+    Seeds(Vec<SocketAddr>),
 }
 
 /// What the member learned (overwatch consumes these).
