@@ -1,7 +1,5 @@
 //! The agent's config files as operators write them, good and bad.
 
-use std::net::SocketAddr;
-
 use super::*;
 
 const GOOD: &str = "identity:\n  service_token: app-token-0123456789\n  region: eu-west\n  cert_path: /tmp/a.crt\n  key_path: /tmp/a.key\nbackends:\n  - service: app\n    address: 127.0.0.1\n    port: 8080\n    health_check:\n      type: http\n      path: /healthz\n      interval: 1s\n      timeout: 500ms\n      failure_threshold: 2\n      success_threshold: 1\npredictive:\n  enabled: true\n  cpu:\n    threshold: 90\n  memory:\n    threshold: 85\ngossip:\n  encryption_key: AAAA\n  overwatch_nodes: [\"127.0.0.1:7946\"]\n  bind_address: \"127.0.0.1:0\"\nheartbeat:\n  interval: 2s\nagent_check:\n  listen: \"127.0.0.1:7777\"\n  drain_file: /tmp/drain\n  timeframe: 500ms\n";
