@@ -42,6 +42,7 @@ fn opengslb_files_load_and_put_an_agents_backend_in_dns() {
         "timeout 10s is longer than its interval 5s",
         "smoothing_factor",
         "gossip_interval",
+        "overwatch.identity.region (us-east-1)",
     ] {
         assert!(stderr.contains(warned), "{warned}: {stderr}");
     }

@@ -35,6 +35,16 @@ pub(super) fn overwatch(c: &mut Collector, raw: &RawConfig) -> Overwatch {
         Some(identity) => identity.node_id.value.trim().to_owned(),
         None => "overwatch".to_owned(),
     };
+    if let Some(region) = raw
+        .overwatch
+        .identity
+        .as_ref()
+        .and_then(|i| i.region.as_deref())
+    {
+        c.warnings.push(format!(
+            "overwatch.identity.region ({region}) is accepted and has no effect: every node answers for every region"
+        ));
+    }
 
     let mut agent_tokens = BTreeMap::new();
     for (service, token) in &raw.overwatch.agent_tokens {
