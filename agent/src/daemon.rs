@@ -337,15 +337,63 @@ async fn reload(path: &Path, args: &Args, running: &AgentConfig, member: &mpsc::
     {
         tracing::info!(file = %path.display(), keys = count, "configuration reloaded: gossip keys applied (the first seals, all open)");
     }
-    let unchanged = AgentConfig {
-        encryption_key: running.encryption_key.clone(),
-        ..next
-    };
-    if &unchanged != running {
+    let waiting = needs_restart(running, &next);
+    if !waiting.is_empty() {
         tracing::warn!(
-            "settings other than gossip.encryption_key changed in the file; they take effect after a restart"
+            changed = %waiting.join(", "),
+            "these settings changed in the file and take effect after a restart (gossip.encryption_key applies now)"
         );
     }
+    for warning in &next.warnings {
+        tracing::warn!(file = %path.display(), "{warning}");
+    }
+}
+
+/// The keys whose new values a running agent cannot take: everything but the gossip keys.
+fn needs_restart(running: &AgentConfig, next: &AgentConfig) -> Vec<&'static str> {
+    let checks: [(&'static str, bool); 15] = [
+        (
+            "identity.service_token",
+            running.service_token != next.service_token,
+        ),
+        ("identity.region", running.region != next.region),
+        (
+            "identity.cert_path/key_path",
+            running.cert_path != next.cert_path || running.key_path != next.key_path,
+        ),
+        ("backends", running.backends != next.backends),
+        ("predictive", running.predictive != next.predictive),
+        (
+            "gossip.overwatch_nodes",
+            running.overwatch_nodes != next.overwatch_nodes,
+        ),
+        (
+            "gossip.bind_address/advertise_address",
+            running.gossip_bind != next.gossip_bind
+                || running.gossip_advertise != next.gossip_advertise,
+        ),
+        ("heartbeat.interval", running.heartbeat != next.heartbeat),
+        (
+            "agent_check.listen/port",
+            running.agent_check != next.agent_check,
+        ),
+        (
+            "agent_check.drain_file/maint_file",
+            running.drain_file != next.drain_file || running.maint_file != next.maint_file,
+        ),
+        ("agent_check.timeframe", running.timeframe != next.timeframe),
+        (
+            "agent_check.log_requests",
+            running.log_requests != next.log_requests,
+        ),
+        ("latency_learning", running.latency != next.latency),
+        ("metrics", running.metrics != next.metrics),
+        ("logging", running.logging != next.logging),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
 }
 
 /// Flags given with `--config` override its agent-check settings.
@@ -479,6 +527,29 @@ mod tests {
             health: Health::Up,
         };
         Snapshot::new(status, backends, None)
+    }
+
+    #[test]
+    fn a_reload_names_every_setting_that_waits_for_a_restart() {
+        let text = "identity:\n  service_token: app-token-0123456789\n  region: eu\nbackends:\n  - {service: app, address: 127.0.0.1, port: 80}\ngossip:\n  encryption_key: AAAA\n  overwatch_nodes: [\"127.0.0.1:7946\"]\n";
+        let running = config::parse("a.yaml", text).expect("valid");
+        let keys_only = config::parse("a.yaml", &text.replace("AAAA", "BBBB")).expect("valid");
+        assert!(
+            needs_restart(&running, &keys_only).is_empty(),
+            "keys apply now"
+        );
+        let more = config::parse(
+            "a.yaml",
+            &format!(
+                "{}heartbeat:\n  interval: 3s\nmetrics:\n  enabled: true\n",
+                text.replace("port: 80", "port: 81")
+            ),
+        )
+        .expect("valid");
+        assert_eq!(
+            needs_restart(&running, &more),
+            ["backends", "heartbeat.interval", "metrics"]
+        );
     }
 
     #[test]

@@ -89,6 +89,15 @@ fn opengslb_files_load_and_put_an_agents_backend_in_dns() {
         assert!(output.contains(warned), "{warned}: {output}");
     }
     agent.wait_for_line("overwatch hears this agent", Duration::from_secs(15));
+    // SIGHUP: the agent reloads, names what waits for a restart, and keeps running.
+    let reloaded = std::fs::read_to_string(&agent_file).expect("read").replace(
+        "    interval: 1s\n    missed_threshold",
+        "    interval: 2s\n    missed_threshold",
+    );
+    std::fs::write(&agent_file, reloaded).expect("write");
+    agent.signal(libc::SIGHUP);
+    let line = agent.wait_for_line("take effect after a restart", Duration::from_secs(10));
+    assert!(line.contains("heartbeat.interval"), "{line}");
     poll_until(
         Duration::from_secs(15),
         "the agent's backend in DNS",
