@@ -92,12 +92,19 @@ fn init_logging(logging: &LoggingSettings) {
 /// openraft's events that repeat on every retry to a peer that is down or slow: its
 /// replication task's errors, the progress and heartbeat warnings they cause, a failed
 /// vote request (the event with a `target` field in the core), and a late vote reply.
+/// Also its ERROR "Can not initialize" (fields `last_log_id` and `vote`), which founders
+/// starting together hit when another founder's entry arrived first: `node.rs` expects
+/// that answer and carries on.
 fn is_raft_retry_noise(meta: &tracing::Metadata<'_>) -> bool {
     let target = meta.target();
     if !target.starts_with("openraft") || !meta.is_event() {
         return false;
     }
-    target.starts_with("openraft::replication")
+    let fields = meta.fields();
+    (target == "openraft::engine::engine_impl"
+        && fields.field("last_log_id").is_some()
+        && fields.field("vote").is_some())
+        || target.starts_with("openraft::replication")
         || target.starts_with("openraft::engine::handler::replication_handler")
         || (target == "openraft::core::raft_core"
             && (meta.fields().field("target").is_some() || *meta.level() == tracing::Level::WARN))
