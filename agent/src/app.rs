@@ -44,9 +44,15 @@ impl RunError {
 }
 
 /// Runs the agent as the flags say; returns when it is done (one-shot) or stopped (signal).
-pub async fn run(args: Args) -> Result<(), RunError> {
-    if let Some(path) = &args.config {
-        return Ok(crate::daemon::run(path, &args).await?);
+/// `config` is the daemon's file as already loaded from `args.config` (read once, for
+/// logging too).
+pub async fn run(
+    args: Args,
+    config: Option<Result<crate::config::AgentConfig, crate::config::ConfigError>>,
+) -> Result<(), RunError> {
+    if let (Some(path), Some(loaded)) = (&args.config, config) {
+        let loaded = loaded.map_err(crate::daemon::DaemonError::from)?;
+        return Ok(crate::daemon::run(path, loaded, &args).await?);
     }
     let monitor_config = MonitorConfig::flags(args.timeframe(), args.admin_files());
     let listener = match args.mode() {

@@ -57,8 +57,7 @@ impl DaemonError {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
-pub async fn run(path: &Path, args: &Args) -> Result<(), DaemonError> {
-    let mut cfg = config::load(path)?;
+pub async fn run(path: &Path, mut cfg: AgentConfig, args: &Args) -> Result<(), DaemonError> {
     for warning in &cfg.warnings {
         tracing::warn!(file = %path.display(), "{warning}");
     }

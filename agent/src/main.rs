@@ -11,13 +11,13 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(err) => err.exit(), // usage errors: message on stderr, exit 2; --help: exit 0
     };
-    // The daemon's file says how to log; it is read again (and its problems reported)
-    // when the daemon starts.
-    let logging = args
-        .config
-        .as_deref()
-        .and_then(|path| opengslb_agent::config::load(path).ok())
-        .map(|c| c.logging)
+    // The daemon's file, read once: it says how to log, and the daemon runs with it (its
+    // problems are reported once logging is set up).
+    let config = args.config.as_deref().map(opengslb_agent::config::load);
+    let logging = config
+        .as_ref()
+        .and_then(|loaded| loaded.as_ref().ok())
+        .map(|c| c.logging.clone())
         .unwrap_or_default();
     init_logging(&logging);
     // One thread is plenty for one line per connection, and keeps the sidecar small.
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(args)) {
+    match runtime.block_on(app::run(args, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("opengslb-agent: {err}");

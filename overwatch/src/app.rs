@@ -315,10 +315,10 @@ pub async fn run(
             }
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break; }
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); break; }
-            _ = sighup.recv() => prepare(&config_path),
-            _ = resolve_again.tick(), if running.resolves_hostnames => match prepare(&config_path) {
+            _ = sighup.recv() => prepare_off_runtime(&config_path).await,
+            _ = resolve_again.tick(), if running.resolves_hostnames => match prepare_off_runtime(&config_path).await {
                 Ok(next) if servers(&next.settings) != servers(&running) => {
-                    tracing::info!("a server's host name resolves differently now: applying it");
+                    tracing::info!("a server's host name resolves differently now: reloading the file, as SIGHUP would");
                     Ok(next)
                 }
                 // Unchanged, or the file no longer loads (SIGHUP reports that).
@@ -530,6 +530,25 @@ async fn publish_snapshots(
             }
         }
     }
+}
+
+/// [`prepare`] on the blocking pool: it reads files and resolves host names, which must
+/// not stall the runtime's threads (DNS among them).
+async fn prepare_off_runtime(path: &Path) -> Result<Prepared, ConfigError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || prepare(&owned))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConfigError {
+                file: path.display().to_string(),
+                problems: vec![Problem {
+                    line: 0,
+                    column: 0,
+                    message: format!("the configuration could not be read: {e}"),
+                }],
+                included: Vec::new(),
+            })
+        })
 }
 
 /// How often servers given by host name are resolved again.

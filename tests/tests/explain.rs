@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use opengslb_tests::overwatch::{
     Backend, Overwatch, cli_binary, http_get, query_packet, udp_exchange,
 };
-use opengslb_tests::{TempDir, poll_until};
+use opengslb_tests::{TempDir, poll_until, poll_until_explained};
 
 fn config(a1: &Backend, a2: &Backend, b: &Backend) -> String {
     let server = |backend: &Backend| {
@@ -62,8 +62,8 @@ fn dug(node: &Overwatch, name: &str, client: Option<&str>) -> BTreeSet<String> {
 /// Polls until explain and dig agree for this question (health and RTT move between two
 /// questions); returns the explanation they agreed on.
 fn agreeing(node: &Overwatch, name: &str, client: Option<&str>) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = format!("explain and dig to agree on {name} for {client:?}");
+    poll_until_explained(Duration::from_secs(10), &what, || {
         let e = explain(node, name, client);
         let got = dug(node, name, client);
         let possible = ips(&e["possible"]);
@@ -75,14 +75,11 @@ fn agreeing(node: &Overwatch, name: &str, client: Option<&str>) -> serde_json::V
             _ => got == answer && answer == possible,
         };
         if agrees {
-            return e;
+            Ok(e)
+        } else {
+            Err(format!("dig {got:?}, explain {e:#}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{name} {client:?}: dig {got:?}, explain {e:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 #[test]
