@@ -185,6 +185,11 @@ pub async fn run(
     let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsSnapshot::build(&view_rx.borrow())));
     metrics::counter!(telemetry::DNS_SNAPSHOT_BUILDS).increment(1);
     tracker.spawn(publish_snapshots(view_rx.clone(), dns_tx, shutdown.clone()));
+    tracker.spawn(manage_keys(
+        cluster.clone(),
+        view_rx.clone(),
+        shutdown.clone(),
+    ));
 
     let udp_workers = settings
         .dns
@@ -503,15 +508,24 @@ fn replication(
     }
 }
 
-/// Rebuilds the DNS snapshot whenever the view changes what DNS answers.
+/// Rebuilds the DNS snapshot whenever the view changes what DNS answers, and when
+/// signatures near their end.
 async fn publish_snapshots(
     mut view_rx: ViewRx,
     dns_tx: watch::Sender<Arc<DnsSnapshot>>,
     shutdown: CancellationToken,
 ) {
     let mut built_from = view_rx.borrow_and_update().clone();
+    let mut signing = Some(Signing::default());
     loop {
-        tokio::select! {
+        let refresh = signing
+            .as_ref()
+            .and_then(|s| s.cache.next_refresh())
+            .map(|at| {
+                let wait = u64::from(at.saturating_sub(handler_now()));
+                tokio::time::Instant::now() + Duration::from_secs(wait)
+            });
+        let view = tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
             changed = view_rx.changed() => {
@@ -524,12 +538,156 @@ async fn publish_snapshots(
                 if built_from.generation > 0 && DnsSnapshot::same_inputs(&built_from, &view) {
                     continue;
                 }
-                dns_tx.send_replace(Arc::new(DnsSnapshot::build(&view)));
-                metrics::counter!(telemetry::DNS_SNAPSHOT_BUILDS).increment(1);
-                built_from = view;
+                view
+            }
+            () = sleep_until_opt(refresh) => built_from.clone(),
+        };
+        // Signing can take a while (every core, the first time): off the runtime.
+        let state = signing.take().unwrap_or_default();
+        let job_view = view.clone();
+        let (snapshot, state) = match tokio::task::spawn_blocking(move || {
+            build_snapshot(&job_view, state)
+        })
+        .await
+        {
+            Ok((snapshot, state)) => (snapshot, Some(state)),
+            Err(e) => {
+                tracing::error!(error = %e, "the DNS snapshot build failed: answering unsigned");
+                (DnsSnapshot::build(&view), None)
+            }
+        };
+        signing = state.or_else(|| Some(Signing::default()));
+        dns_tx.send_replace(Arc::new(snapshot));
+        metrics::counter!(telemetry::DNS_SNAPSHOT_BUILDS).increment(1);
+        built_from = view;
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn handler_now() -> u32 {
+    crate::dns::handler::unix_now()
+}
+
+/// What signing keeps between snapshots: the keys as last read, and the signatures.
+#[derive(Default)]
+struct Signing {
+    keys: std::collections::BTreeMap<u32, crate::model::machine::DnssecKey>,
+    keyring: Arc<crate::dns::dnssec::keys::Keyring>,
+    cache: crate::dns::dnssec::sign::SignatureCache,
+}
+
+/// Builds one snapshot, signed when DNSSEC is on and the cluster has keys.
+fn build_snapshot(view: &crate::model::view::View, mut signing: Signing) -> (DnsSnapshot, Signing) {
+    let started = std::time::Instant::now();
+    if !view.settings.dnssec.enabled {
+        return (DnsSnapshot::build(view), Signing::default());
+    }
+    if view.replicated.dnssec_keys != signing.keys {
+        let (keyring, problems) =
+            crate::dns::dnssec::keys::Keyring::read(&view.replicated.dnssec_keys);
+        for problem in problems {
+            tracing::error!(problem = %problem, "a replicated DNSSEC key cannot be used");
+        }
+        signing.keys = view.replicated.dnssec_keys.clone();
+        signing.keyring = Arc::new(keyring);
+    }
+    let (snapshot, signed) =
+        DnsSnapshot::build_signed(view, &signing.keyring, &mut signing.cache, handler_now());
+    match signed {
+        Ok(signed) => {
+            metrics::counter!(telemetry::DNSSEC_SIGNATURES).increment(signed.made);
+            metrics::gauge!(telemetry::DNSSEC_RRSIGS).set(signed.rrsigs as f64);
+            if signed.made > 0 {
+                tracing::debug!(
+                    made = signed.made,
+                    rrsigs = signed.rrsigs,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "dns snapshot signed"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "DNSSEC signing failed: this snapshot answers unsigned")
+        }
+    }
+    metrics::gauge!(telemetry::DNS_SNAPSHOT_BUILD_SECONDS).set(started.elapsed().as_secs_f64());
+    (snapshot, signing)
+}
+
+/// While this node leads: makes the cluster's first DNSSEC keys and moves ZSK rollovers
+/// along (design.md: keys generated by the cluster, replicated by Raft).
+async fn manage_keys(cluster: Cluster, view_rx: ViewRx, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let machine = cluster.machine();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !cluster.is_leader() {
+            continue;
+        }
+        let settings = view_rx.borrow().settings.clone();
+        let keys = machine.borrow().dnssec_keys.clone();
+        let wait = crate::dns::dnssec::lifecycle::MARGIN_MS + u64::from(max_ttl(&settings)) * 1000;
+        let now = crate::model::view::wall_ms(std::time::SystemTime::now());
+        let step =
+            match crate::dns::dnssec::lifecycle::next_step(&keys, &settings.dnssec, wait, now) {
+                Ok(Some(step)) => step,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot make DNSSEC keys");
+                    continue;
+                }
+            };
+        let what = describe_step(&step);
+        match cluster.write(Write::Request(Request::V1(step))).await {
+            Ok(written) if written.response == crate::model::machine::Response::Applied => {
+                tracing::info!(step = what, "DNSSEC keys: {what}");
+            }
+            Ok(written) => {
+                tracing::debug!(response = ?written.response, "DNSSEC key step not applied")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, step = what, "DNSSEC key step not written; retried in a second")
             }
         }
     }
+}
+
+fn describe_step(step: &RequestV1) -> &'static str {
+    match step {
+        RequestV1::Batch(parts)
+            if parts
+                .iter()
+                .all(|p| matches!(p, RequestV1::AddDnssecKey { .. })) =>
+        {
+            "made the first keys"
+        }
+        RequestV1::Batch(_) => "the new ZSK signs now; the old one is retired",
+        RequestV1::RemoveDnssecKey { .. } => "removed the retired ZSK",
+        _ => "key change",
+    }
+}
+
+/// The largest TTL the zones answer with: how long a cache may hold what a rollover
+/// step replaces.
+pub fn max_ttl(settings: &Settings) -> u32 {
+    settings
+        .dns
+        .zones
+        .iter()
+        .map(|z| z.ttl)
+        .chain(settings.domains.iter().map(|d| d.ttl))
+        .max()
+        .unwrap_or(0)
 }
 
 /// [`prepare`] on the blocking pool: it reads files and resolves host names, which must

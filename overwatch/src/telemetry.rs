@@ -22,6 +22,14 @@ pub const DNS_QUERY_DURATION: &str = "opengslb_dns_query_duration_seconds";
 pub const DNS_FAST_PATH_DECLINED: &str = "opengslb_dns_fast_path_declined_total";
 /// DNS snapshots built.
 pub const DNS_SNAPSHOT_BUILDS: &str = "opengslb_dns_snapshot_builds_total";
+/// DNSSEC signatures made while building snapshots (the rest come from the cache).
+pub const DNSSEC_SIGNATURES: &str = "opengslb_dnssec_signatures_made_total";
+/// DNSSEC signatures made on the query path (a set not signed ahead): zero normally.
+pub const DNSSEC_ONLINE_SIGNATURES: &str = "opengslb_dnssec_online_signatures_total";
+/// Signatures the current snapshot holds.
+pub const DNSSEC_RRSIGS: &str = "opengslb_dnssec_rrsigs";
+/// Seconds the last snapshot build took (signing included).
+pub const DNS_SNAPSHOT_BUILD_SECONDS: &str = "opengslb_dns_snapshot_build_seconds";
 /// Routing decisions by `domain`, `algorithm` and `outcome`.
 pub const ROUTING_DECISIONS: &str = "opengslb_routing_decisions_total";
 /// Validation checks by `type` and `result`.
@@ -225,6 +233,30 @@ const ALL: &[Metric] = &[
         name: DNS_SNAPSHOT_BUILDS,
         kind: Counter,
         help: "DNS answer snapshots built: one per change to what DNS answers.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: DNSSEC_SIGNATURES,
+        kind: Counter,
+        help: "DNSSEC signatures made while building answer snapshots; the rest are reused by canonical content.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: DNSSEC_ONLINE_SIGNATURES,
+        kind: Counter,
+        help: "DNSSEC signatures made on the query path because a set of servers was not signed ahead (should stay 0).",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: DNSSEC_RRSIGS,
+        kind: Gauge,
+        help: "RRSIG records the current answer snapshot holds.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: DNS_SNAPSHOT_BUILD_SECONDS,
+        kind: Gauge,
+        help: "Seconds the last answer snapshot took to build, signing included.",
         zero: UNLABELLED,
     },
     Metric {

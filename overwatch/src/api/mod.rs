@@ -6,6 +6,7 @@
 //! committed through Raft), `page` is the status page. Only this module makes JSON.
 
 mod compat;
+mod dnssec;
 mod explain;
 mod page;
 mod reads;
@@ -105,6 +106,12 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/overrides/{service}/{address}",
             get(get_override).put(put_override).delete(delete_override),
+        )
+        .route("/api/v1/dnssec/status", get(dnssec::status))
+        .route("/api/v1/dnssec/ds", get(dnssec::status))
+        .route(
+            "/api/v1/dnssec/rollover",
+            axum::routing::post(dnssec::rollover),
         )
         .route("/api/v1/cluster/status", get(cluster_status))
         .route("/api/v1/cluster/members", axum::routing::post(add_member))

@@ -563,3 +563,63 @@ pub struct Done {
     /// What was done.
     pub message: String,
 }
+
+/// `GET /api/v1/dnssec/status`: the cluster's keys (never their private halves), what
+/// the parent needs, and what this node's answers carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnssecStatus {
+    /// `overwatch.dnssec.enabled`.
+    pub enabled: bool,
+    /// Algorithm new keys get.
+    pub algorithm: String,
+    /// This node's answers to DO=1 queries carry signatures now.
+    pub signing: bool,
+    /// RRSIGs in this node's current snapshot.
+    pub rrsigs: usize,
+    /// Every key.
+    pub keys: Vec<DnssecKeyStatus>,
+    /// Per zone: the DS and DNSKEY records to give the parent (or a resolver's trust
+    /// anchor).
+    pub zones: Vec<DnssecZone>,
+}
+
+/// One key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnssecKeyStatus {
+    /// Cluster id.
+    pub id: u32,
+    /// `KSK` or `ZSK`.
+    pub role: String,
+    /// `pending`, `published`, `active`, `retired`.
+    pub state: String,
+    /// Key tag.
+    pub tag: u16,
+    /// Algorithm number.
+    pub algorithm: u8,
+    /// Since (RFC 3339).
+    pub since: String,
+    /// What happens next, in words.
+    pub next: String,
+}
+
+/// One zone's records for the parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnssecZone {
+    /// Apex.
+    pub zone: String,
+    /// DS records (SHA-256), presentation form.
+    pub ds: Vec<String>,
+    /// DNSKEY records of the same keys, presentation form.
+    pub dnskey: Vec<String>,
+}
+
+/// `POST /api/v1/dnssec/rollover` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloverRequest {
+    /// `zsk` or `ksk`.
+    pub key: String,
+    /// KSK only: the parent publishes the new DS; the new KSK takes over.
+    #[serde(default)]
+    pub complete: bool,
+}

@@ -61,7 +61,7 @@ pub(super) async fn check_token(
 }
 
 /// The name of the `api.tokens` entry whose token the request carries.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
     if state.tokens.is_empty() {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -97,7 +97,7 @@ fn write_error(e: WriteError) -> ApiError {
 
 /// Commits `request` and waits (briefly) until this node has applied it, so the caller's
 /// next read here sees it.
-async fn commit(state: &ApiState, request: RequestV1) -> Result<RaftResponse, ApiError> {
+pub(super) async fn commit(state: &ApiState, request: RequestV1) -> Result<RaftResponse, ApiError> {
     let written = state
         .cluster
         .write(Write::Request(RaftRequest::V1(request)))
@@ -119,7 +119,7 @@ async fn commit(state: &ApiState, request: RequestV1) -> Result<RaftResponse, Ap
     }
 }
 
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     // 413 for a body over the limit; 400 for anything else wrong with it.
     body.map(|Json(b)| b).map_err(|e| {
         let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -137,8 +137,7 @@ pub struct RawOverwatch {
     /// When an agent that stopped reporting is stale, and when its backends go.
     #[serde(default)]
     pub stale: RawStale,
-    /// OpenGSLB's DNSSEC keys: accepted and warned (OpenGSLB never signed an answer;
-    /// ours does not sign yet either).
+    /// DNSSEC: on by default, as in OpenGSLB's schema.
     #[serde(default)]
     pub dnssec: Option<RawDnssec>,
 }
@@ -147,9 +146,9 @@ pub struct RawOverwatch {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDnssec {
-    /// Default true in OpenGSLB.
+    /// Default true, as in OpenGSLB.
     #[serde(default)]
-    pub enabled: Option<bool>,
+    pub enabled: Option<Spanned<bool>>,
     /// `ECDSAP256SHA256`.
     #[serde(default)]
     pub algorithm: Option<Spanned<String>>,

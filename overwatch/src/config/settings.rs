@@ -49,6 +49,26 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// The Raft cluster (`None`: a cluster of one, no RPC listener).
     pub cluster: Option<ClusterSettings>,
+    /// DNSSEC signing.
+    pub dnssec: DnssecSettings,
+}
+
+/// `overwatch.dnssec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnssecSettings {
+    /// Answers to DO=1 queries are signed (default true).
+    pub enabled: bool,
+    /// Algorithm of keys the cluster generates: 13 (ECDSA P-256) or 15 (Ed25519).
+    pub algorithm: u8,
+}
+
+impl Default for DnssecSettings {
+    fn default() -> Self {
+        DnssecSettings {
+            enabled: true,
+            algorithm: crate::dns::dnssec::keys::ECDSAP256SHA256,
+        }
+    }
 }
 
 impl Settings {

@@ -469,12 +469,18 @@ fn opengslb_v1_shapes_load_with_their_no_op_keys_warned_by_name() {
     let warnings = s.warnings.join("\n");
     for needle in [
         "dns.zones is not set: authoritative for gslb.example.com",
-        "overwatch.dnssec (enabled: true) is accepted and has no effect yet",
-        "key_sync is unnecessary here (Raft replicates",
+        "overwatch.dnssec.key_sync is accepted and unnecessary: the cluster generates the keys and Raft replicates them",
         "regions[us-east].health_check.timeout 3s is longer than its interval",
     ] {
         assert!(warnings.contains(needle), "{needle}: {warnings}");
     }
+    assert_eq!(
+        s.dnssec,
+        DnssecSettings {
+            enabled: true,
+            algorithm: 13
+        }
+    );
     let good = parse("ow.yaml", GOOD).expect("good").warnings;
     assert!(
         good.iter()
@@ -571,4 +577,41 @@ fn an_empty_gossip_bind_address_turns_gossip_off() {
         "{:?}",
         s.warnings
     );
+}
+
+#[test]
+fn dnssec_is_on_by_default_and_off_only_with_an_acknowledgment() {
+    let with = |dnssec: &str| {
+        GOOD.replace(
+            "  geolocation:\n",
+            &format!("  dnssec:\n{dnssec}  geolocation:\n"),
+        )
+    };
+    assert_eq!(
+        parse("ow.yaml", GOOD).expect("good").dnssec,
+        DnssecSettings::default()
+    );
+    assert!(DnssecSettings::default().enabled);
+    let ed = parse("ow.yaml", &with("    algorithm: ED25519\n")).expect("ed25519");
+    assert_eq!(ed.dnssec.algorithm, 15);
+    let err = parse("ow.yaml", &with("    algorithm: RSASHA1\n")).expect_err("rsa");
+    assert!(
+        err.to_string().contains(
+            "overwatch.dnssec.algorithm: \"RSASHA1\" is not supported: use ECDSAP256SHA256"
+        ),
+        "{err}"
+    );
+    let err = parse("ow.yaml", &with("    enabled: false\n")).expect_err("unacknowledged");
+    assert!(
+        err.to_string().contains(
+            "overwatch.dnssec.enabled: false needs overwatch.dnssec.security_acknowledgment"
+        ),
+        "{err}"
+    );
+    let off = parse(
+        "ow.yaml",
+        &with("    enabled: false\n    security_acknowledgment: \"no parent DS; resolvers here do not validate\"\n"),
+    )
+    .expect("acknowledged");
+    assert!(!off.dnssec.enabled);
 }

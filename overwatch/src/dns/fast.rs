@@ -22,7 +22,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use super::cookie::{self, OPTION_COOKIE, Secrets, Verdict};
 use super::handler::{self, Client, EDNS_PAYLOAD, Label, Outcome, Placement, Section};
-use super::snapshot::{DnsSnapshot, DomainAnswers, NameKind, Zone};
+use super::snapshot::{DnsSnapshot, DomainAnswers, Family, NameKind, Zone};
 use crate::model::routing::INLINE_PICKS;
 
 /// The largest response the fast path writes: the EDNS payload we advertise.
@@ -120,15 +120,43 @@ fn pointers_in(bytes: &[u8], count: usize) -> Vec<u16> {
 }
 
 /// One address family of a domain: the owner name and each server's record without it.
-/// The first record of an answer carries the name, the others point at it.
+/// The first record of an answer carries the name, the others point at it. When signed,
+/// the RRSIG of each set of servers, also without its name (it points at the first).
 #[derive(Debug)]
 struct FamilyWire {
     owner: Box<[u8]>,
     rest: Vec<Box<[u8]>>,
+    signatures: HashMap<Box<[u16]>, Box<[u8]>>,
 }
 
 impl FamilyWire {
-    fn render(records: &[Record]) -> Option<FamilyWire> {
+    fn render(family: &Family) -> Option<FamilyWire> {
+        let mut wire = FamilyWire::render_records(&family.records)?;
+        for (set, rrsig) in &family.signatures {
+            // As an answer carries it after the first record: a pointer to its name.
+            let bytes = Piece::render(&[&family.records[0], rrsig])?.bytes;
+            let first_end = wire.owner.len() + wire.rest[0].len();
+            if bytes.get(first_end..first_end + 2)? != [0xC0, 0x00] {
+                return None;
+            }
+            wire.signatures
+                .insert(set.clone(), bytes[first_end + 2..].into());
+        }
+        Some(wire)
+    }
+
+    /// The RRSIG (without its name) over `chosen`, in any order.
+    fn signature(&self, chosen: &[usize]) -> Option<&[u8]> {
+        let mut key = [0u16; INLINE_PICKS];
+        for (k, &i) in key.iter_mut().zip(chosen) {
+            *k = i as u16;
+        }
+        let key = &mut key[..chosen.len().min(INLINE_PICKS)];
+        key.sort_unstable();
+        self.signatures.get(&*key).map(|b| &**b)
+    }
+
+    fn render_records(records: &[Record]) -> Option<FamilyWire> {
         if records.is_empty() || records.len() > INLINE_PICKS {
             return None;
         }
@@ -154,17 +182,20 @@ impl FamilyWire {
         Some(FamilyWire {
             owner: bytes[..name_end].into(),
             rest,
+            signatures: HashMap::new(),
         })
     }
 }
 
 /// One zone: its apex (lower case, wire form), its SOA and its NS set (`None`: could
-/// not be rendered; the hickory path answers).
+/// not be rendered; the hickory path answers); when signed, each with its RRSIG.
 #[derive(Debug)]
 struct ZoneWire {
     apex: Box<[u8]>,
     soa: Option<Piece>,
     ns: Option<Piece>,
+    soa_signed: Option<Piece>,
+    ns_signed: Option<Piece>,
 }
 
 /// Per snapshot: everything the fast path needs besides the snapshot's routing data.
@@ -197,21 +228,23 @@ impl FastTables {
                 .iter()
                 .map(|z| {
                     let ns: Vec<&Record> = z.ns.iter().collect();
+                    let signed = z.signed.as_ref();
                     ZoneWire {
                         apex: wire(&z.apex),
                         soa: Piece::render(&[&z.soa]),
                         ns: Piece::render(&ns),
+                        soa_signed: signed.and_then(|s| Piece::render(&[&z.soa, &s.soa_sig])),
+                        ns_signed: signed.and_then(|s| {
+                            let mut all = ns.clone();
+                            all.push(&s.ns_sig);
+                            Piece::render(&all)
+                        }),
                     }
                 })
                 .collect(),
             families: domains
                 .iter()
-                .map(|d| {
-                    [
-                        FamilyWire::render(&d.v4.records),
-                        FamilyWire::render(&d.v6.records),
-                    ]
-                })
+                .map(|d| [FamilyWire::render(&d.v4), FamilyWire::render(&d.v6)])
                 .collect(),
         }
     }
@@ -471,7 +504,9 @@ pub fn answer(
         DNSClass::IN,
         client,
         entropy,
+        parsed.dnssec_ok,
     );
+    let signed = resolved.signed;
 
     // What does not fit is declined: the hickory path truncates it.
     let limit = out.len().min(parsed.limit);
@@ -480,18 +515,32 @@ pub fn answer(
     out.get_mut(..base)?.copy_from_slice(&query[..base]);
     let (mut end, answers, authority) = match &resolved.section {
         Section::Nothing => (base, 0, 0),
+        // A signed denial names the query's neighbours in the NSEC chain: the hickory
+        // path finds them.
+        Section::Negative(_) if signed => return None,
         Section::Negative(z) => {
             let soa = tables.zones[*z].soa.as_ref()?;
             (soa.write(out, base)?, 0, soa.records)
         }
         Section::Soa(z) => {
-            let soa = tables.zones[*z].soa.as_ref()?;
+            let zone = &tables.zones[*z];
+            let soa = if signed {
+                zone.soa_signed.as_ref()
+            } else {
+                zone.soa.as_ref()
+            }?;
             (soa.write(out, base)?, soa.records, 0)
         }
         Section::Ns(z) => {
-            let ns = tables.zones[*z].ns.as_ref()?;
+            let zone = &tables.zones[*z];
+            let ns = if signed {
+                zone.ns_signed.as_ref()
+            } else {
+                zone.ns.as_ref()
+            }?;
             (ns.write(out, base)?, ns.records, 0)
         }
+        Section::Keys(..) | Section::Nsec(..) => return None,
         Section::Records { domain, v6, chosen } => {
             let family = tables.families[*domain][usize::from(*v6)].as_ref()?;
             let mut end = put(out, base, &family.owner)?;
@@ -501,7 +550,15 @@ pub fn answer(
                 }
                 end = put(out, end, &family.rest[i])?;
             }
-            (end, chosen.len() as u16, 0)
+            let mut count = chosen.len() as u16;
+            if signed {
+                // Not signed ahead: the hickory path signs it (and counts it).
+                let rrsig = family.signature(chosen)?;
+                end = put(out, end, &(0xC000 | base as u16).to_be_bytes())?;
+                end = put(out, end, rrsig)?;
+                count += 1;
+            }
+            (end, count, 0)
         }
     };
     if let Some(request_ecs) = parsed.edns {

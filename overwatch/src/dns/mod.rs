@@ -2,6 +2,7 @@
 //! handler (`handler`) on UDP and TCP (`serve`).
 
 pub mod cookie;
+pub mod dnssec;
 pub mod fast;
 pub mod handler;
 pub mod rrl;

@@ -44,6 +44,8 @@ pub struct Zone {
     pub soa: Record,
     /// NS records at the apex.
     pub ns: Vec<Record>,
+    /// Signatures, keys and the NSEC chain, when the zone is signed.
+    pub signed: Option<super::dnssec::ZoneSigned>,
 }
 
 /// One address family of a domain.
@@ -57,6 +59,25 @@ pub struct Family {
     pub healthy: Vec<usize>,
     /// Indexes of the servers that were in rotation most recently.
     pub last_healthy: Vec<usize>,
+    /// When signed: the RRSIG of every set of servers routing can answer with, by the
+    /// set's indexes, sorted.
+    pub signatures: HashMap<Box<[u16]>, Arc<Record>>,
+}
+
+impl Family {
+    /// The RRSIG over the records `chosen` (in any order), if signed.
+    pub fn signature(&self, chosen: &[usize]) -> Option<&Record> {
+        if self.signatures.is_empty() || chosen.len() > crate::model::routing::INLINE_PICKS {
+            return None;
+        }
+        let mut key = [0u16; crate::model::routing::INLINE_PICKS];
+        for (k, &i) in key.iter_mut().zip(chosen) {
+            *k = i as u16;
+        }
+        let key = &mut key[..chosen.len()];
+        key.sort_unstable();
+        self.signatures.get(&*key).map(|r| &**r)
+    }
 }
 
 /// One domain, ready to answer.
@@ -113,6 +134,8 @@ pub struct DnsSnapshot {
     /// The node holds the cluster's state; when false every in-zone query gets SERVFAIL
     /// (see `View::synced`).
     pub synced: bool,
+    /// The keys that signed this snapshot (for a set of servers not signed ahead).
+    pub keyring: Option<Arc<super::dnssec::keys::Keyring>>,
 }
 
 impl DnsSnapshot {
@@ -154,6 +177,7 @@ impl DnsSnapshot {
         }
         Arc::ptr_eq(&built_from.settings, &next.settings)
             && built_from.synced == next.synced
+            && built_from.replicated.dnssec_keys == next.replicated.dnssec_keys
             && same_geo
             && Arc::ptr_eq(&built_from.latency, &next.latency)
             && built_from.last_healthy == next.last_healthy
@@ -165,8 +189,58 @@ impl DnsSnapshot {
                 .all(|(a, b)| answered(a) == answered(b))
     }
 
-    /// Builds the snapshot for a view.
+    /// Builds the snapshot for a view, unsigned.
     pub fn build(view: &View) -> DnsSnapshot {
+        let mut snapshot = DnsSnapshot::build_unrendered(view);
+        snapshot.render();
+        snapshot
+    }
+
+    /// Builds the snapshot for a view, signed with `keyring` (when it has active keys)
+    /// through `cache` at `now` (Unix seconds). A signing failure leaves the snapshot
+    /// unsigned and is returned beside it.
+    pub fn build_signed(
+        view: &View,
+        keyring: &Arc<super::dnssec::keys::Keyring>,
+        cache: &mut super::dnssec::sign::SignatureCache,
+        now: u32,
+    ) -> (DnsSnapshot, Result<super::dnssec::Signed, String>) {
+        let mut snapshot = DnsSnapshot::build_unrendered(view);
+        let signed = if view.synced {
+            super::dnssec::sign_snapshot(&mut snapshot, keyring, cache, now)
+        } else {
+            Ok(super::dnssec::Signed::default())
+        };
+        if signed.is_ok() {
+            snapshot.keyring = Some(keyring.clone());
+        } else {
+            for zone in &mut snapshot.zones {
+                zone.signed = None;
+            }
+            for domain in &mut snapshot.domains {
+                domain.v4.signatures.clear();
+                domain.v6.signatures.clear();
+            }
+        }
+        snapshot.render();
+        (snapshot, signed)
+    }
+
+    /// Renders the fast path's tables (after signing: they carry the signatures).
+    fn render(&mut self) {
+        // Not synced: nothing for the fast path, every query goes to the path that
+        // answers SERVFAIL.
+        if self.synced {
+            self.fast = super::fast::FastTables::build(&self.zones, &self.names, &self.domains);
+        }
+    }
+
+    /// Whether answers to DO=1 queries in zone `z` carry signatures.
+    pub fn signed(&self, z: usize) -> bool {
+        self.zones.get(z).is_some_and(|zone| zone.signed.is_some())
+    }
+
+    fn build_unrendered(view: &View) -> DnsSnapshot {
         let settings = &view.settings;
         let serial = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -197,6 +271,7 @@ impl DnsSnapshot {
                         .into_iter()
                         .map(|n| Record::from_rdata(apex.clone(), z.ttl, RData::NS(NS(n))))
                         .collect(),
+                    signed: None,
                 };
                 (i, zone)
             })
@@ -277,13 +352,8 @@ impl DnsSnapshot {
         zones.sort_by_key(|(_, z)| std::cmp::Reverse(z.apex.num_labels()));
         let zones: Vec<Zone> = zones.into_iter().map(|(_, z)| z).collect();
         DnsSnapshot {
-            // Not synced: nothing for the fast path, every query goes to the path that
-            // answers SERVFAIL.
-            fast: if view.synced {
-                super::fast::FastTables::build(&zones, &names, &domains)
-            } else {
-                super::fast::FastTables::default()
-            },
+            fast: super::fast::FastTables::default(),
+            keyring: None,
             synced: view.synced,
             zones,
             names,

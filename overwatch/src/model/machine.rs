@@ -127,6 +127,84 @@ pub enum RequestV1 {
     },
     /// Several changes in one entry (the leader's registry and pin reconciliation).
     Batch(Vec<RequestV1>),
+    /// Add a DNSSEC key the leader generated. Refused when the id is taken, or when the
+    /// key would be a second active key of its role (two leaders racing to make the first
+    /// keys: the first entry wins everywhere).
+    AddDnssecKey {
+        /// The key.
+        key: DnssecKey,
+    },
+    /// Move a DNSSEC key to another state of its rollover.
+    SetDnssecKeyState {
+        /// Key id.
+        id: u32,
+        /// New state.
+        state: KeyState,
+        /// When (ms since the epoch, stamped by the leader).
+        at_ms: u64,
+    },
+    /// Remove a DNSSEC key at the end of its rollover.
+    RemoveDnssecKey {
+        /// Key id.
+        id: u32,
+    },
+}
+
+/// What a DNSSEC key signs (design.md, "DNS": a KSK/ZSK split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum KeyRole {
+    /// Key-signing key: signs the DNSKEY RRset; the parent's DS names it.
+    Ksk,
+    /// Zone-signing key: signs every other RRset.
+    Zsk,
+}
+
+/// Where a DNSSEC key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum KeyState {
+    /// A new KSK whose DS the parent must publish first (double-DS): in CDS and CDNSKEY
+    /// and in `dnssec ds`, not yet in the DNSKEY RRset.
+    Pending,
+    /// A new ZSK in the DNSKEY RRset, not signing yet (pre-publish): resolvers learn it
+    /// before any signature needs it.
+    Published,
+    /// Signing.
+    Active,
+    /// An old ZSK still in the DNSKEY RRset, no longer signing, until every signature
+    /// it made has expired from caches.
+    Retired,
+}
+
+/// One DNSSEC key as the cluster holds it. The private half is replicated through Raft,
+/// so every node signs with the same keys and a node that loses its disk gets them back;
+/// it never reaches a log line or the API.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnssecKey {
+    /// Cluster-wide id (not the key tag, which can collide).
+    pub id: u32,
+    /// KSK or ZSK.
+    pub role: KeyRole,
+    /// DNSSEC algorithm number: 13 (ECDSA P-256 SHA-256) or 15 (Ed25519).
+    pub algorithm: u8,
+    /// The private key, PKCS#8 (as ring reads it).
+    pub pkcs8: Vec<u8>,
+    /// Rollover state.
+    pub state: KeyState,
+    /// When it entered that state (ms since the epoch).
+    pub since_ms: u64,
+}
+
+impl std::fmt::Debug for DnssecKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnssecKey")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("algorithm", &self.algorithm)
+            .field("pkcs8", &"<redacted>")
+            .field("state", &self.state)
+            .field("since_ms", &self.since_ms)
+            .finish()
+    }
 }
 
 /// What applying a request did.
@@ -149,12 +227,23 @@ pub struct Machine {
     pub pins: BTreeMap<String, PinRecord>,
     /// Backend registry.
     pub backends: BTreeMap<RegistryKey, RegistryRecord>,
+    /// DNSSEC keys, by id.
+    pub dnssec_keys: BTreeMap<u32, DnssecKey>,
 }
 
-/// Snapshot encoding, versioned like the log.
+/// The machine as version 1 snapshots hold it (before DNSSEC keys).
+#[derive(Serialize, Deserialize)]
+struct MachineV1 {
+    overrides: BTreeMap<OverrideKey, Override>,
+    pins: BTreeMap<String, PinRecord>,
+    backends: BTreeMap<RegistryKey, RegistryRecord>,
+}
+
+/// Snapshot encoding, versioned like the log. Only the newest version is written.
 #[derive(Serialize, Deserialize)]
 enum Snapshot {
-    V1(Machine),
+    V1(MachineV1),
+    V2(Machine),
 }
 
 /// Why a snapshot could not be restored.
@@ -206,6 +295,35 @@ impl Machine {
                 Response::Applied
             }
             RequestV1::RemoveBackend { key } => removed(self.backends.remove(key).is_some()),
+            RequestV1::AddDnssecKey { key } => {
+                if self.dnssec_keys.contains_key(&key.id) {
+                    return Response::Conflict(format!("DNSSEC key {} exists", key.id));
+                }
+                if key.state == KeyState::Active
+                    && self
+                        .dnssec_keys
+                        .values()
+                        .any(|k| k.role == key.role && k.state == KeyState::Active)
+                {
+                    return Response::Conflict(format!(
+                        "an active {:?} exists; a new one starts a rollover",
+                        key.role
+                    ));
+                }
+                self.dnssec_keys.insert(key.id, key.clone());
+                Response::Applied
+            }
+            RequestV1::SetDnssecKeyState { id, state, at_ms } => {
+                match self.dnssec_keys.get_mut(id) {
+                    Some(key) => {
+                        key.state = *state;
+                        key.since_ms = *at_ms;
+                        Response::Applied
+                    }
+                    None => Response::NotFound,
+                }
+            }
+            RequestV1::RemoveDnssecKey { id } => removed(self.dnssec_keys.remove(id).is_some()),
         }
     }
 
@@ -218,14 +336,20 @@ impl Machine {
     pub fn snapshot(&self) -> Vec<u8> {
         // Maps and sets of derived structs and strings: every length is known, nothing
         // custom can fail, so postcard into a Vec cannot.
-        postcard::to_allocvec(&Snapshot::V1(self.clone()))
+        postcard::to_allocvec(&Snapshot::V2(self.clone()))
             .expect("postcard encodes the derived machine types into a Vec")
     }
 
     /// Decodes a snapshot.
     pub fn restore(bytes: &[u8]) -> Result<Machine, SnapshotError> {
         match postcard::from_bytes::<Snapshot>(bytes) {
-            Ok(Snapshot::V1(machine)) => Ok(machine),
+            Ok(Snapshot::V1(old)) => Ok(Machine {
+                overrides: old.overrides,
+                pins: old.pins,
+                backends: old.backends,
+                dnssec_keys: BTreeMap::new(),
+            }),
+            Ok(Snapshot::V2(machine)) => Ok(machine),
             Err(e) => Err(SnapshotError(e.to_string())),
         }
     }
@@ -358,6 +482,46 @@ mod tests {
             })),
             Response::NotFound
         );
+    }
+
+    #[test]
+    fn a_snapshot_from_before_dnssec_keys_restores_without_them() {
+        let mut m = Machine::default();
+        m.apply(&set(key("app", "10.0.0.1:80"), false, None));
+        let old = postcard::to_allocvec(&Snapshot::V1(MachineV1 {
+            overrides: m.overrides.clone(),
+            pins: m.pins.clone(),
+            backends: m.backends.clone(),
+        }))
+        .expect("encode");
+        let restored = Machine::restore(&old).expect("restore a version 1 snapshot");
+        assert_eq!(restored, m);
+        assert!(restored.dnssec_keys.is_empty());
+    }
+
+    #[test]
+    fn dnssec_keys_replicate_without_showing_their_private_half() {
+        let mut m = Machine::default();
+        let key = DnssecKey {
+            id: 1,
+            role: KeyRole::Zsk,
+            algorithm: 13,
+            pkcs8: vec![0xA5; 40],
+            state: KeyState::Active,
+            since_ms: 5,
+        };
+        let add = Request::V1(RequestV1::AddDnssecKey { key: key.clone() });
+        assert_eq!(m.apply(&add), Response::Applied);
+        assert!(
+            matches!(m.apply(&add), Response::Conflict(_)),
+            "the id is taken"
+        );
+        assert!(
+            !format!("{m:?}").contains("165"),
+            "Debug redacts the key: {m:?}"
+        );
+        let restored = Machine::restore(&m.snapshot()).expect("restore");
+        assert_eq!(restored.dnssec_keys[&1], key);
     }
 
     #[test]

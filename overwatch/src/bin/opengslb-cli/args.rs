@@ -84,6 +84,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: OverridesCommand,
     },
+    /// DNSSEC: the cluster's keys, the DS records for the parent, rollovers.
+    Dnssec {
+        #[command(subcommand)]
+        command: DnssecCommand,
+    },
     /// The Raft cluster of overwatch nodes.
     Cluster {
         #[command(subcommand)]
@@ -93,6 +98,29 @@ pub(crate) enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DnssecCommand {
+    /// Keys, their states and what happens next; whether answers are signed.
+    Status,
+    /// The DS records to give the parent zone, one per line (also the DNSKEYs with
+    /// --dnskey, for a resolver's trust anchor).
+    Ds {
+        /// Print the DNSKEY records instead.
+        #[arg(long)]
+        dnskey: bool,
+    },
+    /// Roll a key: `zsk` (pre-publish; finishes on its own) or `ksk` (double-DS: give the
+    /// parent the new DS, then run again with --complete).
+    Rollover {
+        /// zsk or ksk.
+        #[arg(value_parser = ["zsk", "ksk"])]
+        key: String,
+        /// KSK: the parent publishes the new DS now; the new KSK takes over.
+        #[arg(long)]
+        complete: bool,
     },
 }
 

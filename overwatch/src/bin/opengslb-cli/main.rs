@@ -14,7 +14,9 @@ use opengslb_overwatch::api::types::{self, MemberBody, OverrideBody, Ttl};
 use opengslb_overwatch::app;
 use reqwest::Method;
 
-use args::{AgentsCommand, Cli, ClusterCommand, Command, ConfigCommand, OverridesCommand};
+use args::{
+    AgentsCommand, Cli, ClusterCommand, Command, ConfigCommand, DnssecCommand, OverridesCommand,
+};
 use client::{Client, segment, typed};
 
 fn main() -> ExitCode {
@@ -108,6 +110,9 @@ fn certs(out: &std::path::Path, nodes: &[u64], days: u32) -> ExitCode {
 
 async fn run(cli: &Cli) -> Result<String, String> {
     let client = Client::new(&cli.api, cli.timeout)?;
+    if let Command::Dnssec { command } = &cli.command {
+        return dnssec(&client, cli, command).await;
+    }
     if let Some(change) = change(cli) {
         let Change {
             method,
@@ -167,6 +172,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
         }
         | Command::Config { .. } => return Err("config and certs commands run offline".into()),
         Command::Cluster { .. } => ("/api/v1/cluster/status", Vec::new()),
+        Command::Dnssec { .. } => return Err("dnssec commands are answered above".into()),
     };
     let body = client.get(path, &query).await?;
     if cli.json {
@@ -184,11 +190,65 @@ async fn run(cli: &Cli) -> Result<String, String> {
         Command::Overrides { .. } => render::overrides(&typed(body, "overrides")?),
         Command::Latency { .. } => render::latency(&typed(body, "latency")?),
         Command::Cluster { .. } => render::cluster(&typed(body, "cluster status")?),
-        Command::Config { .. } => String::new(),
+        Command::Config { .. } | Command::Dnssec { .. } => String::new(),
     })
 }
 
 /// `status`: the alerts, the cluster and the backend counts, from three reads.
+async fn dnssec(client: &Client, cli: &Cli, command: &DnssecCommand) -> Result<String, String> {
+    let body = match command {
+        DnssecCommand::Status | DnssecCommand::Ds { .. } => {
+            client.get("/api/v1/dnssec/status", &[]).await?
+        }
+        DnssecCommand::Rollover { key, complete } => {
+            let token = cli.token.as_deref().ok_or(
+                "a change needs a token: --token TOKEN or $OPENGSLB_TOKEN (a value from api.tokens)",
+            )?;
+            let request = types::RolloverRequest {
+                key: key.clone(),
+                complete: *complete,
+            };
+            client
+                .change(
+                    Method::POST,
+                    "/api/v1/dnssec/rollover",
+                    Some(&request),
+                    token,
+                )
+                .await?
+        }
+    };
+    if cli.json {
+        return serde_json::to_string_pretty(&body)
+            .map(|text| format!("{text}\n"))
+            .map_err(|e| format!("cannot print the answer: {e}"));
+    }
+    let status: types::DnssecStatus = typed(body, "dnssec status")?;
+    Ok(match command {
+        DnssecCommand::Status => render::dnssec(&status),
+        DnssecCommand::Ds { dnskey } => status
+            .zones
+            .iter()
+            .flat_map(|z| if *dnskey { &z.dnskey } else { &z.ds })
+            .map(|line| format!("{line}\n"))
+            .collect(),
+        DnssecCommand::Rollover { key, complete } => {
+            let said = match (key.as_str(), complete) {
+                ("ksk", false) => {
+                    "KSK rollover started: give the parent the new DS below (keep the old one until --complete)"
+                }
+                ("ksk", true) => {
+                    "KSK rollover complete: the new KSK signs the DNSKEY RRset; the parent may drop the old DS"
+                }
+                _ => {
+                    "ZSK rollover started: the new ZSK is published now and signs once every cache can know it"
+                }
+            };
+            format!("{said}\n\n{}", render::dnssec(&status))
+        }
+    })
+}
+
 async fn status(client: &Client, json: bool) -> Result<String, String> {
     let alerts = client.get("/api/v1/overwatch/alerts", &[]).await?;
     let cluster = client.get("/api/v1/cluster/status", &[]).await?;

@@ -262,6 +262,43 @@ pub(crate) fn overrides(list: &OverrideList) -> String {
     )
 }
 
+/// `opengslb-cli dnssec status`.
+pub(crate) fn dnssec(status: &opengslb_overwatch::api::types::DnssecStatus) -> String {
+    let mut out = format!(
+        "DNSSEC {}, {}; answers to DO=1 queries are {} ({} RRSIGs)\n\n",
+        if status.enabled { "on" } else { "off" },
+        status.algorithm,
+        if status.signing { "signed" } else { "unsigned" },
+        status.rrsigs
+    );
+    let rows: Vec<Vec<String>> = status
+        .keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.id.to_string(),
+                k.role.clone(),
+                k.state.clone(),
+                k.tag.to_string(),
+                k.algorithm.to_string(),
+                k.since.clone(),
+                k.next.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["ID", "ROLE", "STATE", "TAG", "ALG", "SINCE", "NEXT"],
+        &rows,
+    ));
+    for zone in &status.zones {
+        out.push_str(&format!("\nDS for the parent of {}:\n", zone.zone));
+        for ds in &zone.ds {
+            out.push_str(&format!("  {ds}\n"));
+        }
+    }
+    out
+}
+
 /// `opengslb-cli cluster status`.
 pub(crate) fn cluster(status: &ClusterStatus) -> String {
     let mut out = format!(

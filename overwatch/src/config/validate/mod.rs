@@ -62,17 +62,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
             ),
         );
     }
-    if let Some(dnssec) = &raw.overwatch.dnssec {
-        let key_sync = if dnssec.key_sync.is_some() {
-            "; overwatch.dnssec.key_sync is unnecessary here (Raft replicates the cluster's state)"
-        } else {
-            ""
-        };
-        c.warnings.push(format!(
-            "overwatch.dnssec (enabled: {}) is accepted and has no effect yet: answers are not signed (OpenGSLB's were not either){key_sync}",
-            dnssec.enabled.unwrap_or(true)
-        ));
-    }
+    let dnssec = dnssec_settings(&mut c, raw.overwatch.dnssec.as_ref());
     let c = &mut c;
     let dns = dns::dns(c, raw);
     let (regions, region_index) = regions::regions(c, raw);
@@ -126,9 +116,53 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<Problem>> {
         metrics,
         logging,
         cluster,
+        dnssec,
         warnings: std::mem::take(&mut c.warnings),
         resolves_hostnames: c.hostnames,
     })
+}
+
+/// `overwatch.dnssec`: OpenGSLB's keys with their meaning. On unless turned off, and
+/// turning it off needs `security_acknowledgment` (as in OpenGSLB).
+fn dnssec_settings(
+    c: &mut Collector,
+    raw: Option<&super::schema::RawDnssec>,
+) -> super::settings::DnssecSettings {
+    let mut settings = super::settings::DnssecSettings::default();
+    let Some(raw) = raw else {
+        return settings;
+    };
+    if raw.key_sync.is_some() {
+        c.warnings.push(
+            "overwatch.dnssec.key_sync is accepted and unnecessary: the cluster generates the keys and Raft replicates them to every node".to_owned(),
+        );
+    }
+    if let Some(algorithm) = &raw.algorithm {
+        match crate::dns::dnssec::keys::algorithm_number(&algorithm.value) {
+            Some(number) => settings.algorithm = number,
+            None => c.at(
+                algorithm,
+                format!(
+                    "overwatch.dnssec.algorithm: {:?} is not supported: use ECDSAP256SHA256 (13, the default) or ED25519 (15)",
+                    algorithm.value
+                ),
+            ),
+        }
+    }
+    if let Some(enabled) = &raw.enabled {
+        settings.enabled = enabled.value;
+        let acknowledged = raw
+            .security_acknowledgment
+            .as_deref()
+            .is_some_and(|a| !a.trim().is_empty());
+        if !enabled.value && !acknowledged {
+            c.at(
+                enabled,
+                "overwatch.dnssec.enabled: false needs overwatch.dnssec.security_acknowledgment (any text saying why): answers would go unsigned, and a zone whose parent holds our DS would fail to validate",
+            );
+        }
+    }
+    settings
 }
 
 /// A duration that must be more than 0; `default` when absent (or after reporting a zero).

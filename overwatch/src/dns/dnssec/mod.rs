@@ -1,0 +1,529 @@
+//! DNSSEC for GSLB answers, signed ahead (design.md, "DNS").
+//!
+//! When a snapshot is built, every RRset it can answer is signed: each set of servers a
+//! domain's routing can put in one answer (`routing::answer_sets`), the SOA, NS, DNSKEY,
+//! CDS and CDNSKEY RRsets, and an NSEC chain over the zone's names. Signatures come from
+//! a cache keyed by canonical content ([`sign::SignatureCache`]), so a health change signs
+//! only the new sets; queries only copy signatures.
+//!
+//! Denial of existence is a plain NSEC chain (RFC 4034), not online "black lies": a
+//! zone's names change only when the configuration does, so the whole chain is signed
+//! ahead like everything else, NXDOMAIN stays NXDOMAIN, and resolvers can cache the
+//! denial aggressively (RFC 8198). The chain shows only names that already answer.
+
+pub mod keys;
+pub mod lifecycle;
+pub mod sign;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::NULL;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use self::keys::{Keyring, ZoneKey, canonical_name};
+use self::sign::{Job, Rrset, SignatureCache};
+use super::snapshot::{DnsSnapshot, NameKind};
+use crate::config::{Algorithm, AllDownPolicy};
+use crate::model::machine::KeyRole;
+use crate::model::routing::{Picks, Query, decide_among};
+
+/// Weighted draws for DO=1 queries use this many entropy values, so the sets they can
+/// produce are known and signed ahead (answers without DO draw as before). Each server
+/// still appears in proportion to its weight, over 64 draws instead of 2^64.
+pub const SIGNED_DRAWS: u64 = 64;
+
+/// Every set of servers (candidate indexes, sorted) that routing can put in one answer
+/// for this family now: the same `decide_among` the query path runs, over every entropy
+/// and region it can be given, and the all-down policy's set when nothing is healthy.
+pub fn answer_sets(
+    domain: &super::snapshot::DomainAnswers,
+    family: &super::snapshot::Family,
+) -> Vec<Picks> {
+    let rotations = family.healthy.len().max(1) as u64;
+    let (draws, by_region) = match domain.algorithm {
+        Algorithm::RoundRobin | Algorithm::Latency => (rotations, false),
+        Algorithm::Weighted => (SIGNED_DRAWS.max(rotations), false),
+        Algorithm::Failover => (1, false),
+        Algorithm::Geolocation | Algorithm::LearnedLatency => (1, true),
+    };
+    let regions = if by_region { domain.regions.len() } else { 0 };
+    let mut sets = std::collections::BTreeSet::new();
+    for region in std::iter::once(None).chain((0..regions).map(Some)) {
+        for entropy in 0..draws {
+            let query = Query {
+                max_records: domain.max_records,
+                entropy,
+                client_region: region,
+                client_prefix: 0,
+                max_latency: domain.max_latency,
+                min_samples: domain.min_samples,
+                learned_region: region,
+                learned_prefix: 0,
+            };
+            let decision = decide_among(
+                domain.algorithm,
+                &family.candidates,
+                &family.healthy,
+                &query,
+            );
+            let mut set = decision.chosen;
+            set.sort_unstable();
+            if !set.is_empty() {
+                sets.insert(set);
+            }
+        }
+    }
+    if family.healthy.is_empty() {
+        let mut fallback: Picks = match domain.policy {
+            AllDownPolicy::ServFail => Picks::new(),
+            AllDownPolicy::ReturnLastHealthy => family
+                .last_healthy
+                .iter()
+                .copied()
+                .take(domain.max_records)
+                .collect(),
+            AllDownPolicy::ReturnAll => {
+                (0..family.records.len()).take(domain.max_records).collect()
+            }
+        };
+        fallback.sort_unstable();
+        if !fallback.is_empty() {
+            sets.insert(fallback);
+        }
+    }
+    sets.into_iter().collect()
+}
+
+/// What a zone answers when signed, besides the RRSIGs of its domains' answers.
+#[derive(Debug)]
+pub struct ZoneSigned {
+    /// RRSIG over the SOA.
+    pub soa_sig: Arc<Record>,
+    /// RRSIG over the NS RRset.
+    pub ns_sig: Arc<Record>,
+    /// The DNSKEY RRset and its RRSIG (by the KSK).
+    pub dnskey: Vec<Record>,
+    /// RRSIG over the DNSKEY RRset.
+    pub dnskey_sig: Arc<Record>,
+    /// CDS RRset (RFC 7344): the DS records the parent should hold.
+    pub cds: Vec<Record>,
+    /// RRSIG over the CDS RRset (by the KSK).
+    pub cds_sig: Arc<Record>,
+    /// CDNSKEY RRset.
+    pub cdnskey: Vec<Record>,
+    /// RRSIG over the CDNSKEY RRset (by the KSK).
+    pub cdnskey_sig: Arc<Record>,
+    /// The NSEC chain, in canonical order (the apex first).
+    pub chain: Vec<Link>,
+}
+
+/// One NSEC record of a chain and its signature.
+#[derive(Debug)]
+pub struct Link {
+    /// Owner.
+    pub owner: Name,
+    /// The NSEC record.
+    pub nsec: Record,
+    /// Its RRSIG.
+    pub sig: Arc<Record>,
+}
+
+/// Which of the apex's key RRsets a query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySet {
+    /// DNSKEY.
+    Dnskey,
+    /// CDS.
+    Cds,
+    /// CDNSKEY.
+    Cdnskey,
+}
+
+impl ZoneSigned {
+    /// The records and signature of one of the apex's key RRsets.
+    pub fn key_set(&self, set: KeySet) -> (&[Record], &Record) {
+        match set {
+            KeySet::Dnskey => (&self.dnskey, &self.dnskey_sig),
+            KeySet::Cds => (&self.cds, &self.cds_sig),
+            KeySet::Cdnskey => (&self.cdnskey, &self.cdnskey_sig),
+        }
+    }
+
+    /// The link whose owner is `name`.
+    pub fn at(&self, name: &Name) -> Option<usize> {
+        self.chain.binary_search_by(|l| l.owner.cmp(name)).ok()
+    }
+
+    /// The link that covers `name`: the last owner at or before it in canonical order.
+    /// The apex comes first and sorts before every name in the zone.
+    pub fn covering(&self, name: &Name) -> usize {
+        self.chain
+            .partition_point(|l| l.owner <= *name)
+            .saturating_sub(1)
+    }
+
+    /// The NSEC links proving a negative answer for `name` (RFC 4035 §3.1.3): NODATA at
+    /// an existing name is its own NSEC; at an empty non-terminal, the NSEC covering it;
+    /// NXDOMAIN, the NSEC covering the name and the one covering the wildcard at its
+    /// closest encloser.
+    pub fn denial(
+        &self,
+        names: &HashMap<LowerName, NameKind>,
+        name: &Name,
+        kind: Option<NameKind>,
+    ) -> smallvec::SmallVec<[usize; 2]> {
+        let mut links = smallvec::SmallVec::new();
+        match kind {
+            Some(NameKind::Apex(_) | NameKind::Domain(..)) => {
+                links.extend(self.at(name).or_else(|| Some(self.covering(name))));
+            }
+            Some(NameKind::EmptyNonTerminal(_)) => links.push(self.covering(name)),
+            None => {
+                links.push(self.covering(name));
+                let mut encloser = name.base_name();
+                while !encloser.is_root() && !names.contains_key(&LowerName::from(&encloser)) {
+                    encloser = encloser.base_name();
+                }
+                if let Ok(wildcard) = encloser.prepend_label("*") {
+                    let covering = self.covering(&wildcard);
+                    if !links.contains(&covering) {
+                        links.push(covering);
+                    }
+                }
+            }
+        }
+        links
+    }
+}
+
+/// The NSEC type bitmap for `types` (RFC 4034 §4.1.2), window by window.
+fn type_bitmap(types: &[RecordType]) -> Vec<u8> {
+    let mut codes: Vec<u16> = types.iter().map(|t| u16::from(*t)).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let mut out = Vec::new();
+    let mut window = 0u16;
+    let mut bits: Vec<u8> = Vec::new();
+    let flush = |window: u16, bits: &mut Vec<u8>, out: &mut Vec<u8>| {
+        if !bits.is_empty() {
+            out.push(window as u8);
+            out.push(bits.len() as u8);
+            out.append(bits);
+        }
+    };
+    for code in codes {
+        let (w, low) = (code >> 8, (code & 0xFF) as usize);
+        if w != window {
+            flush(window, &mut bits, &mut out);
+            window = w;
+        }
+        if bits.len() <= low / 8 {
+            bits.resize(low / 8 + 1, 0);
+        }
+        bits[low / 8] |= 0x80 >> (low % 8);
+    }
+    flush(window, &mut bits, &mut out);
+    out
+}
+
+/// What signing a snapshot did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Signed {
+    /// RRSIGs the snapshot holds.
+    pub rrsigs: usize,
+    /// Of those, made for this snapshot (the rest came from the cache).
+    pub made: u64,
+}
+
+enum Dest {
+    Soa(usize),
+    Ns(usize),
+    Keys(usize, KeySet),
+    Link(usize, usize),
+    Answer(usize, bool, Box<[u16]>),
+}
+
+/// Signs `snapshot` with `keyring` at `now` (Unix seconds). Unless the keyring has an
+/// active KSK and ZSK, nothing is signed and DO=1 queries get unsigned answers (an
+/// insecure zone: no parent can hold a DS for keys that never existed).
+pub fn sign_snapshot(
+    snapshot: &mut DnsSnapshot,
+    keyring: &Keyring,
+    cache: &mut SignatureCache,
+    now: u32,
+) -> Result<Signed, String> {
+    let (Some(ksk), Some(zsk)) = (keyring.active(KeyRole::Ksk), keyring.active(KeyRole::Zsk))
+    else {
+        return Ok(Signed::default());
+    };
+    let apexes: Vec<Name> = snapshot.zones.iter().map(|z| Name::from(&z.apex)).collect();
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    let mut dests: Vec<Dest> = Vec::new();
+    fn push<'a>(
+        jobs: &mut Vec<Job<'a>>,
+        dests: &mut Vec<Dest>,
+        dest: Dest,
+        key: &'a ZoneKey,
+        rrset: Rrset,
+        signer: &'a Name,
+    ) {
+        jobs.push(Job { key, rrset, signer });
+        dests.push(dest);
+    }
+
+    // Per zone: SOA, NS, the key RRsets, and the NSEC chain.
+    let mut key_sets: Vec<[Vec<Record>; 3]> = Vec::new();
+    let mut chains: Vec<Vec<(Name, Record)>> = Vec::new();
+    let mut types: Vec<BTreeMap<Name, Vec<RecordType>>> =
+        vec![BTreeMap::new(); snapshot.zones.len()];
+    for (name, kind) in &snapshot.names {
+        let owned = match kind {
+            NameKind::Apex(_) => vec![
+                RecordType::SOA,
+                RecordType::NS,
+                RecordType::DNSKEY,
+                RecordType::CDS,
+                RecordType::CDNSKEY,
+            ],
+            NameKind::Domain(d, _) => {
+                let domain = &snapshot.domains[*d];
+                let mut t = Vec::new();
+                if !domain.v4.records.is_empty() {
+                    t.push(RecordType::A);
+                }
+                if !domain.v6.records.is_empty() {
+                    t.push(RecordType::AAAA);
+                }
+                t
+            }
+            NameKind::EmptyNonTerminal(_) => continue,
+        };
+        if let Some(z) = snapshot.zone_of(name) {
+            types[z].entry(Name::from(name)).or_default().extend(owned);
+        }
+    }
+    for (z, zone) in snapshot.zones.iter().enumerate() {
+        let apex = &apexes[z];
+        let ttl = zone.soa.ttl;
+        let rrset = |records: &[&Record]| {
+            Rrset::of(records.iter().copied())
+                .ok_or_else(|| format!("zone {apex}: a record could not be encoded"))
+        };
+        push(
+            &mut jobs,
+            &mut dests,
+            Dest::Soa(z),
+            zsk,
+            rrset(&[&zone.soa])?,
+            apex,
+        );
+        let ns: Vec<&Record> = zone.ns.iter().collect();
+        push(&mut jobs, &mut dests, Dest::Ns(z), zsk, rrset(&ns)?, apex);
+        let raw = |rtype, rdatas: Vec<Vec<u8>>| -> (Vec<Record>, Rrset) {
+            let rrset = Rrset::raw(apex.clone(), rtype, ttl, rdatas);
+            let records = rrset
+                .rdatas
+                .iter()
+                .map(|r| unknown(apex.clone(), ttl, rtype, r.clone()))
+                .collect();
+            (records, rrset)
+        };
+        let (dnskey, dnskey_set) = raw(
+            RecordType::DNSKEY,
+            keyring.published().map(|k| k.dnskey.clone()).collect(),
+        );
+        let (cds, cds_set) = raw(
+            RecordType::CDS,
+            keyring.for_parent().map(|k| k.ds(apex)).collect(),
+        );
+        let (cdnskey, cdnskey_set) = raw(
+            RecordType::CDNSKEY,
+            keyring.for_parent().map(|k| k.dnskey.clone()).collect(),
+        );
+        push(
+            &mut jobs,
+            &mut dests,
+            Dest::Keys(z, KeySet::Dnskey),
+            ksk,
+            dnskey_set,
+            apex,
+        );
+        push(
+            &mut jobs,
+            &mut dests,
+            Dest::Keys(z, KeySet::Cds),
+            ksk,
+            cds_set,
+            apex,
+        );
+        push(
+            &mut jobs,
+            &mut dests,
+            Dest::Keys(z, KeySet::Cdnskey),
+            ksk,
+            cdnskey_set,
+            apex,
+        );
+        key_sets.push([dnskey, cds, cdnskey]);
+
+        // The chain: every name with records, in canonical order, the last pointing back
+        // to the apex. NSEC TTL: the SOA's minimum, which is its TTL here (RFC 9077).
+        let owners: Vec<(&Name, &Vec<RecordType>)> = types[z].iter().collect();
+        let mut chain = Vec::with_capacity(owners.len());
+        for (i, (owner, owned)) in owners.iter().enumerate() {
+            let next = owners.get(i + 1).map_or(apex, |(n, _)| *n);
+            let mut t = (*owned).clone();
+            t.extend([RecordType::RRSIG, RecordType::NSEC]);
+            let mut rdata = canonical_name(next);
+            rdata.extend_from_slice(&type_bitmap(&t));
+            let nsec = unknown((*owner).clone(), ttl, RecordType::NSEC, rdata.clone());
+            let set = Rrset::raw((*owner).clone(), RecordType::NSEC, ttl, vec![rdata]);
+            push(&mut jobs, &mut dests, Dest::Link(z, i), zsk, set, apex);
+            chain.push(((*owner).clone(), nsec));
+        }
+        chains.push(chain);
+    }
+
+    // Per domain and family: every set of servers routing can answer with.
+    for (d, domain) in snapshot.domains.iter().enumerate() {
+        let Some(z) = snapshot.zone_of(&LowerName::from(domain_owner(domain))) else {
+            continue;
+        };
+        for v6 in [false, true] {
+            let family = domain.family(v6);
+            if family.records.is_empty() {
+                continue;
+            }
+            for set in answer_sets(domain, family) {
+                let records: Vec<&Record> = set.iter().map(|&i| &family.records[i]).collect();
+                let rrset = Rrset::of(records.iter().copied()).ok_or_else(|| {
+                    format!("domain {}: a record could not be encoded", domain.label)
+                })?;
+                let key: Box<[u16]> = set.iter().map(|&i| i as u16).collect();
+                push(
+                    &mut jobs,
+                    &mut dests,
+                    Dest::Answer(d, v6, key),
+                    zsk,
+                    rrset,
+                    &apexes[z],
+                );
+            }
+        }
+    }
+
+    let made_before = cache.made;
+    let sigs = cache.sign_all(jobs, now)?;
+    let rrsigs = sigs.len();
+    let mut signed: Vec<Partial> = (0..snapshot.zones.len())
+        .map(|_| Partial::default())
+        .collect();
+    for (dest, sig) in dests.into_iter().zip(sigs) {
+        match dest {
+            Dest::Soa(z) => signed[z].soa = Some(sig),
+            Dest::Ns(z) => signed[z].ns = Some(sig),
+            Dest::Keys(z, set) => signed[z].keys[set as usize] = Some(sig),
+            Dest::Link(z, i) => signed[z].links.push((i, sig)),
+            Dest::Answer(d, v6, key) => {
+                let domain = &mut snapshot.domains[d];
+                let family = if v6 { &mut domain.v6 } else { &mut domain.v4 };
+                family.signatures.insert(key, sig);
+            }
+        }
+    }
+    for (((zone, partial), [dnskey, cds, cdnskey]), chain) in snapshot
+        .zones
+        .iter_mut()
+        .zip(signed)
+        .zip(key_sets)
+        .zip(chains)
+    {
+        let missing = || format!("zone {}: a signature is missing", zone.apex);
+        let mut sigs: HashMap<usize, Arc<Record>> = partial.links.into_iter().collect();
+        let [dnskey_sig, cds_sig, cdnskey_sig] = partial.keys;
+        zone.signed = Some(ZoneSigned {
+            soa_sig: partial.soa.ok_or_else(missing)?,
+            ns_sig: partial.ns.ok_or_else(missing)?,
+            dnskey,
+            dnskey_sig: dnskey_sig.ok_or_else(missing)?,
+            cds,
+            cds_sig: cds_sig.ok_or_else(missing)?,
+            cdnskey,
+            cdnskey_sig: cdnskey_sig.ok_or_else(missing)?,
+            chain: chain
+                .into_iter()
+                .enumerate()
+                .map(|(i, (owner, nsec))| {
+                    Ok(Link {
+                        owner,
+                        nsec,
+                        sig: sigs.remove(&i).ok_or_else(missing)?,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        });
+    }
+    Ok(Signed {
+        rrsigs,
+        made: cache.made - made_before,
+    })
+}
+
+#[derive(Default)]
+struct Partial {
+    soa: Option<Arc<Record>>,
+    ns: Option<Arc<Record>>,
+    keys: [Option<Arc<Record>>; 3],
+    links: Vec<(usize, Arc<Record>)>,
+}
+
+fn domain_owner(domain: &super::snapshot::DomainAnswers) -> Name {
+    domain
+        .v4
+        .records
+        .first()
+        .or(domain.v6.records.first())
+        .map_or_else(Name::root, |r| r.name.clone())
+}
+
+/// A record of a type hickory is not asked to understand, from its wire RDATA.
+fn unknown(owner: Name, ttl: u32, rtype: RecordType, rdata: Vec<u8>) -> Record {
+    Record::from_rdata(
+        owner,
+        ttl,
+        RData::Unknown {
+            code: rtype,
+            rdata: NULL::with(rdata),
+        },
+    )
+}
+
+/// The keys a zone's parent needs, in presentation form.
+pub fn ds_records<'k>(keyring: &'k Keyring, apex: &Name) -> Vec<(&'k ZoneKey, String, String)> {
+    keyring
+        .for_parent()
+        .map(|k| (k, k.ds_text(apex), k.dnskey_text(apex)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_bitmaps_follow_rfc_4034() {
+        // RFC 4034 §4.3: A MX RRSIG NSEC TYPE1234.
+        let bitmap = type_bitmap(&[
+            RecordType::A,
+            RecordType::MX,
+            RecordType::RRSIG,
+            RecordType::NSEC,
+            RecordType::Unknown(1234),
+        ]);
+        let mut expected = vec![0x00, 0x06, 0x40, 0x01, 0x00, 0x00, 0x00, 0x03, 0x04, 0x1b];
+        expected.extend(std::iter::repeat_n(0, 26));
+        expected.push(0x20);
+        assert_eq!(bitmap, expected);
+    }
+}
