@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the end-to-end tests drive
-# (haproxy, dig, systemd's tools, iproute2, chromium + chromedriver, promtool, Knot DNS for
-# the conformance test, python3 for the demo) when run as root, then builds and runs every test.
+# (haproxy, dig and delv, systemd's tools, iproute2, chromium + chromedriver, promtool, Knot
+# DNS for the conformance test, Unbound as the validating resolver, python3 for the demo)
+# when run as root, then builds and runs every test.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,9 @@ declare -A needs=(
   [chromedriver]=chromium-driver
   [promtool]=prometheus
   [knotd]=knot
+  [unbound]=unbound
+  [unbound-control]=unbound
+  [delv]=dnsutils
   [python3]=python3
 )
 missing=()
@@ -31,9 +35,12 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The tests start their own Knot on a loopback port; the packaged service is not used.
-    if [[ " ${missing[*]} " == *" knot "* ]] && command -v systemctl >/dev/null 2>&1; then
-      systemctl disable --now knot >/dev/null 2>&1 || true
-    fi
+    # Likewise Unbound: the DNSSEC tests start their own validating resolver.
+    for service in knot unbound; do
+      if [[ " ${missing[*]} " == *" $service "* ]] && command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now "$service" >/dev/null 2>&1 || true
+      fi
+    done
   else
     echo "scripts/test.sh: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
     exit 1

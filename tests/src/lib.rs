@@ -11,6 +11,7 @@ pub mod links;
 pub mod netns;
 pub mod overwatch;
 pub mod process;
+pub mod unbound;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -68,8 +68,15 @@ fn cookies_are_good_at_every_node_rotate_and_bind_to_the_client_address() {
     assert!(bad, "{raw}");
     assert_ne!(fresh, cookie);
     // Rotation every 2 s: in the next period the previous secret still holds; one period
-    // later it does not.
-    let period = (made / 2.0).floor();
+    // later it does not. The period is the one the node made the cookie in: its
+    // timestamp (RFC 9018 §4.3), not the moment the query left (a loaded machine can
+    // answer in the next period).
+    let stamped = u32::from_str_radix(&cookie[24..32], 16).expect("timestamp");
+    assert!(
+        (f64::from(stamped) - made).abs() < 5.0,
+        "the cookie's time is the node's clock: {raw}"
+    );
+    let period = (f64::from(stamped) / 2.0).floor();
     until((period + 1.0) * 2.0 + 0.3);
     let (_, bad, raw) = cookie_exchange(cluster.node(2), &cookie, "127.0.0.1");
     assert!(

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::cookie::CookieKeys;
 use super::fast::{self, CookieTime, MAX_RESPONSE};
-use super::test_support::{ecs, query, snapshot};
+use super::test_support::{ecs, query, signed_snapshot, snapshot};
 use super::{DnsSnapshot, Handler, answer_udp};
 
 /// Every algorithm, several servers per family (rotation), a weight-0 standby, an empty
@@ -73,6 +73,9 @@ const NAMES: [&str; 16] = [
 ];
 
 static SNAPSHOT: LazyLock<Arc<DnsSnapshot>> = LazyLock::new(|| snapshot("diff.yaml", &config()));
+/// The same zones signed (DNSSEC), as a node with keys answers DO=1 queries.
+static SIGNED: LazyLock<Arc<DnsSnapshot>> =
+    LazyLock::new(|| signed_snapshot("diff.yaml", &config(), 13, NOW));
 
 /// The time both paths make and judge cookies at.
 const NOW: u32 = 1_700_000_000;
@@ -95,21 +98,34 @@ thread_local! {
         handler.set_now(NOW);
         handler
     };
+    static SIGNED_HANDLER: Handler = {
+        let handler = Handler::new(watch::channel(Arc::clone(&SIGNED)).1).with_cookies(Some(keys()));
+        handler.set_now(NOW);
+        handler
+    };
 }
 
 /// The fast path's answer (`None`: declined) and the hickory path's, with the same entropy.
 fn both(packet: &[u8], src: SocketAddr, entropy: u64) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    both_on(&SNAPSHOT, &HANDLER, packet, src, entropy)
+}
+
+/// [`both`] on the signed snapshot.
+fn both_signed(packet: &[u8], src: SocketAddr, entropy: u64) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    both_on(&SIGNED, &SIGNED_HANDLER, packet, src, entropy)
+}
+
+fn both_on(
+    snapshot: &DnsSnapshot,
+    handler: &'static std::thread::LocalKey<Handler>,
+    packet: &[u8],
+    src: SocketAddr,
+    entropy: u64,
+) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let mut out = [0u8; MAX_RESPONSE];
-    let fast = fast::answer(
-        &SNAPSHOT,
-        packet,
-        src,
-        entropy,
-        Some(&COOKIE_TIME),
-        &mut out,
-    )
-    .map(|answered| out[..answered.len].to_vec());
-    let reference = HANDLER.with(|handler| {
+    let fast = fast::answer(snapshot, packet, src, entropy, Some(&COOKIE_TIME), &mut out)
+        .map(|answered| out[..answered.len].to_vec());
+    let reference = handler.with(|handler| {
         handler.set_next_entropy(entropy);
         RUNTIME.with(|rt| rt.block_on(answer_udp(handler, packet, src)))
     });
@@ -118,7 +134,16 @@ fn both(packet: &[u8], src: SocketAddr, entropy: u64) -> (Option<Vec<u8>>, Optio
 
 /// Fails unless the fast path declined or answered exactly as the hickory path did.
 fn check(packet: &[u8], src: SocketAddr, entropy: u64) -> Result<bool, TestCaseError> {
-    match both(packet, src, entropy) {
+    check_on(both(packet, src, entropy), packet, src, entropy)
+}
+
+fn check_on(
+    answers: (Option<Vec<u8>>, Option<Vec<u8>>),
+    packet: &[u8],
+    src: SocketAddr,
+    entropy: u64,
+) -> Result<bool, TestCaseError> {
+    match answers {
         (None, _) => Ok(false),
         (Some(fast), reference) => {
             prop_assert_eq!(
@@ -211,6 +236,89 @@ fn standard_queries_take_the_fast_path_and_match() {
         }
     }
     assert!(answered > 700, "{answered} answered by the fast path");
+}
+
+/// Record types per section (answer, authority) of a response.
+fn types(response: &[u8]) -> (Vec<u16>, Vec<u16>) {
+    let message = hickory_proto::op::Message::from_vec(response).expect("a response hickory reads");
+    let of = |records: &[hickory_proto::rr::Record]| -> Vec<u16> {
+        records.iter().map(|r| u16::from(r.record_type())).collect()
+    };
+    (of(&message.answers), of(&message.authorities))
+}
+
+#[test]
+fn signed_queries_take_the_fast_path_and_match() {
+    const RRSIG: u16 = 46;
+    const NSEC: u16 = 47;
+    let mut answered = 0;
+    for (n, name) in NAMES.iter().enumerate() {
+        for qtype in [1u16, 28, 6, 2] {
+            for edns in 0..3 {
+                let options = match edns {
+                    0 => Vec::new(),
+                    1 => COOKIE.to_vec(),
+                    _ => [&ecs(1, 24, &[10, 1, 2], 0)[..], &COOKIE].concat(),
+                };
+                // Every weighted draw a DO=1 query can get, and then some.
+                for entropy in 0..(super::dnssec::SIGNED_DRAWS + 3) {
+                    let mut packet = query(
+                        0x4243,
+                        0x0100,
+                        &mixed_case(name, 0x3c3c_3c3c ^ entropy),
+                        qtype,
+                        1,
+                        Some(&options),
+                    );
+                    let opt = packet.len() - options.len() - 11;
+                    packet[opt + 7] |= 0x80;
+                    let source = src(n as u8 + entropy as u8);
+                    let (fast, reference) = both_signed(&packet, source, entropy);
+                    let reference = reference.expect("the hickory path answers");
+                    let [_, answers, _, _] = counts(&reference);
+                    let rcode = reference[3] & 0x0F;
+                    let (answer_types, authority_types) = types(&reference);
+                    if rcode == 0 && answers > 0 {
+                        // Each RRset is signed, by a signature made ahead: the fast path
+                        // answers it (it declines a set that was not signed ahead).
+                        assert_eq!(
+                            answer_types.iter().filter(|&&t| t == RRSIG).count(),
+                            1,
+                            "{name} type {qtype} entropy {entropy}: {answer_types:?}"
+                        );
+                        let fast = fast.unwrap_or_else(|| {
+                            panic!("{name} type {qtype} entropy {entropy}: declined")
+                        });
+                        assert_eq!(fast, reference, "{name} type {qtype} entropy {entropy}");
+                        answered += 1;
+                    } else if (rcode == 0 || rcode == 3)
+                        && !name.ends_with("example")
+                        && *name != "elsewhere.test"
+                    {
+                        // Denial in our zones: proven with NSEC, signed.
+                        assert!(
+                            authority_types.contains(&NSEC) && authority_types.contains(&RRSIG),
+                            "{name} type {qtype}: {authority_types:?}"
+                        );
+                        if let Some(fast) = fast {
+                            assert_eq!(fast, reference, "{name} type {qtype}");
+                        }
+                    } else if let Some(fast) = fast {
+                        assert_eq!(fast, reference, "{name} type {qtype}");
+                    }
+                    // Without DO, the signed snapshot answers exactly as the unsigned one.
+                    packet[opt + 7] &= !0x80;
+                    let (_, plain) = both_signed(&packet, source, entropy);
+                    let (_, unsigned) = both(&packet, source, entropy);
+                    assert_eq!(plain, unsigned, "{name} type {qtype}: DO=0 unchanged");
+                }
+            }
+        }
+    }
+    assert!(
+        answered > 1_000,
+        "signed answers on the fast path: {answered}"
+    );
 }
 
 #[test]
@@ -442,6 +550,8 @@ proptest! {
         cut in proptest::option::weighted(0.1, any::<prop::sample::Index>()),
         source in any::<u8>(),
         entropy in any::<u64>(),
+        dnssec_ok in any::<bool>(),
+        signed in any::<bool>(),
     ) {
         let base = NAMES[name];
         let name = match extra_label {
@@ -451,6 +561,10 @@ proptest! {
         let mut packet = query(id, flags, &mixed_case(&name, case_mask), qtype, qclass, edns.as_deref());
         if let Some(options) = &edns {
             packet = with_payload(packet, options.len(), payload);
+            if dnssec_ok {
+                let opt = packet.len() - options.len() - 11;
+                packet[opt + 7] |= 0x80;
+            }
         }
         for (at, byte) in flips {
             let i = at.index(packet.len());
@@ -459,7 +573,11 @@ proptest! {
         if let Some(cut) = cut {
             packet.truncate(cut.index(packet.len() + 1));
         }
-        check(&packet, src(source), entropy)?;
+        if signed {
+            check_on(both_signed(&packet, src(source), entropy), &packet, src(source), entropy)?;
+        } else {
+            check(&packet, src(source), entropy)?;
+        }
     }
 
     #[test]

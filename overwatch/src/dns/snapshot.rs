@@ -191,7 +191,12 @@ impl DnsSnapshot {
 
     /// Builds the snapshot for a view, unsigned.
     pub fn build(view: &View) -> DnsSnapshot {
-        let mut snapshot = DnsSnapshot::build_unrendered(view);
+        DnsSnapshot::build_at(view, unix_now())
+    }
+
+    /// [`DnsSnapshot::build`] at `now` (Unix seconds: the SOA serial).
+    pub fn build_at(view: &View, now: u32) -> DnsSnapshot {
+        let mut snapshot = DnsSnapshot::build_unrendered(view, now);
         snapshot.render();
         snapshot
     }
@@ -205,7 +210,7 @@ impl DnsSnapshot {
         cache: &mut super::dnssec::sign::SignatureCache,
         now: u32,
     ) -> (DnsSnapshot, Result<super::dnssec::Signed, String>) {
-        let mut snapshot = DnsSnapshot::build_unrendered(view);
+        let mut snapshot = DnsSnapshot::build_unrendered(view, now);
         let signed = if view.synced {
             super::dnssec::sign_snapshot(&mut snapshot, keyring, cache, now)
         } else {
@@ -240,11 +245,9 @@ impl DnsSnapshot {
         self.zones.get(z).is_some_and(|zone| zone.signed.is_some())
     }
 
-    fn build_unrendered(view: &View) -> DnsSnapshot {
+    fn build_unrendered(view: &View, now: u32) -> DnsSnapshot {
         let settings = &view.settings;
-        let serial = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs() as u32);
+        let serial = now.max(1);
         let mut zones: Vec<(usize, Zone)> = settings
             .dns
             .zones
@@ -370,6 +373,12 @@ impl DnsSnapshot {
     pub fn zone_of(&self, name: &LowerName) -> Option<usize> {
         self.zones.iter().position(|z| z.apex.zone_of(name))
     }
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32)
 }
 
 /// A validated name as an absolute DNS name. Names were checked by config validation.

@@ -8,7 +8,38 @@ use crate::model::view::View;
 /// The snapshot a node with config `yaml` (named `file` in errors) starts with.
 pub(crate) fn snapshot(file: &str, yaml: &str) -> Arc<DnsSnapshot> {
     let settings = Arc::new(crate::config::parse(file, yaml).expect("test config"));
-    Arc::new(DnsSnapshot::build(&View::from_config(settings, None)))
+    // A fixed time (the SOA serial), so snapshots built apart compare equal.
+    Arc::new(DnsSnapshot::build_at(
+        &View::from_config(settings, None),
+        1_700_000_000,
+    ))
+}
+
+/// The same snapshot, signed with freshly made keys (a KSK and a ZSK of `algorithm`) at
+/// `now` (Unix seconds).
+pub(crate) fn signed_snapshot(file: &str, yaml: &str, algorithm: u8, now: u32) -> Arc<DnsSnapshot> {
+    use crate::dns::dnssec::{keys::Keyring, lifecycle, sign::SignatureCache};
+    use crate::model::machine::{Machine, Request};
+    let settings = Arc::new(crate::config::parse(file, yaml).expect("test config"));
+    let mut machine = Machine::default();
+    let dnssec = crate::config::DnssecSettings {
+        enabled: true,
+        algorithm,
+    };
+    let first = lifecycle::next_step(&machine.dnssec_keys, &dnssec, 0, 0)
+        .expect("keys")
+        .expect("first keys");
+    machine.apply(&Request::V1(first));
+    let (keyring, problems) = Keyring::read(&machine.dnssec_keys);
+    assert!(problems.is_empty(), "{problems:?}");
+    let (snapshot, signed) = DnsSnapshot::build_signed(
+        &View::from_config(settings, None),
+        &Arc::new(keyring),
+        &mut SignatureCache::default(),
+        now,
+    );
+    signed.expect("signed");
+    Arc::new(snapshot)
 }
 
 /// A query: header flags, name, type, class, and optionally an OPT record with options.

@@ -510,6 +510,89 @@ pub fn ds_records<'k>(keyring: &'k Keyring, apex: &Name) -> Vec<(&'k ZoneKey, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::snapshot::{DomainAnswers, Family};
+    use crate::model::routing::Candidate;
+    use proptest::prelude::*;
+
+    const ALGORITHMS: [Algorithm; 6] = [
+        Algorithm::RoundRobin,
+        Algorithm::Weighted,
+        Algorithm::Failover,
+        Algorithm::Geolocation,
+        Algorithm::Latency,
+        Algorithm::LearnedLatency,
+    ];
+
+    proptest! {
+        /// Whatever a DO=1 query's routing decides (any entropy, located region, learned
+        /// region) is one of the sets signed ahead: no signature on the query path.
+        #[test]
+        fn every_decision_is_a_set_signed_ahead(
+            algorithm in 0..ALGORITHMS.len(),
+            servers in proptest::collection::vec((0..3usize, any::<bool>(), 0..4u32, proptest::option::of((1..200u64, 0..5u32))), 1..14),
+            max_records in 1..6usize,
+            min_samples in 0..4u32,
+            policy in 0..3usize,
+            queries in proptest::collection::vec((any::<u64>(), proptest::option::of(0..3usize), proptest::option::of(0..3usize)), 1..40),
+        ) {
+            let candidates: Vec<Candidate> = servers
+                .iter()
+                .map(|&(region_pos, healthy, weight, rtt)| Candidate {
+                    region_pos,
+                    healthy,
+                    weight,
+                    rtt: rtt.map(|(ms, samples)| (std::time::Duration::from_millis(ms), samples)),
+                })
+                .collect();
+            let records = (0..candidates.len())
+                .map(|i| unknown(Name::root(), 1, RecordType::A, vec![10, 0, 0, i as u8]))
+                .collect();
+            let family = Family {
+                records,
+                healthy: crate::model::routing::healthy_indices(&candidates),
+                last_healthy: (0..candidates.len()).step_by(2).collect(),
+                candidates,
+                signatures: HashMap::new(),
+            };
+            let domain = DomainAnswers {
+                label: metrics::SharedString::const_str("d"),
+                algorithm: ALGORITHMS[algorithm],
+                max_records,
+                policy: [AllDownPolicy::ServFail, AllDownPolicy::ReturnLastHealthy, AllDownPolicy::ReturnAll][policy],
+                regions: vec![0, 1, 2],
+                max_latency: Some(std::time::Duration::from_millis(150)),
+                min_samples,
+                v4: Family::default(),
+                v6: Family::default(),
+            };
+            let sets = answer_sets(&domain, &family);
+            for (entropy, client_region, learned_region) in queries {
+                let entropy = if domain.algorithm == Algorithm::Weighted { entropy % SIGNED_DRAWS } else { entropy };
+                let query = Query {
+                    max_records,
+                    entropy,
+                    client_region,
+                    client_prefix: 24,
+                    max_latency: domain.max_latency,
+                    min_samples,
+                    learned_region,
+                    learned_prefix: 24,
+                };
+                let mut chosen = decide_among(domain.algorithm, &family.candidates, &family.healthy, &query).chosen;
+                if chosen.is_empty() {
+                    chosen = match domain.policy {
+                        AllDownPolicy::ServFail => Picks::new(),
+                        AllDownPolicy::ReturnLastHealthy => family.last_healthy.iter().copied().take(max_records).collect(),
+                        AllDownPolicy::ReturnAll => (0..family.records.len()).take(max_records).collect(),
+                    };
+                }
+                chosen.sort_unstable();
+                if !chosen.is_empty() {
+                    prop_assert!(sets.contains(&chosen), "{:?} {:?} not in {:?}", domain.algorithm, chosen, sets);
+                }
+            }
+        }
+    }
 
     #[test]
     fn type_bitmaps_follow_rfc_4034() {
