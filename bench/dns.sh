@@ -10,6 +10,8 @@
 # unpinned, and latency p50/p99 with no loss at 80% of overwatch's peak. Runs alternate
 # between the servers, ROUNDS times; the medians are reported.
 #   bench/dns.sh                    # DUR=8 s per run, ROUNDS=3 (about 20 minutes)
+#   DNSSEC=1 bench/dns.sh           # signed answers: overwatch DO=1 vs DO=0 vs gdnsd
+#                                   # (unsigned; it has no DNSSEC), about 8 minutes
 # Uses ../shared/bench/dns_anchor.sh (dnsperf on loopback, server on CPU 1, dnsperf on CPU 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +26,9 @@ LOW_QPS=${LOW_QPS:-100000}
 command -v gdnsd >/dev/null || { echo "bench/dns.sh: gdnsd missing (apt-get install gdnsd)" >&2; exit 2; }
 cargo build --release -p opengslb-overwatch --bin opengslb-overwatch >&2
 cargo build --release -p opengslb-tests --bin dns-latency >&2
-OVERWATCH="$PWD/target/release/opengslb-overwatch --config $PWD/bench/overwatch-dns.yaml"
 PROBE=$PWD/target/release/dns-latency
 OUT=$(mktemp -d /tmp/overwatch-dns-bench.XXXXXX)
+OVERWATCH="$PWD/target/release/opengslb-overwatch --config $PWD/bench/overwatch-dns.yaml --data-dir $OUT/overwatch-data"
 
 # gdnsd: the same zone, app = multifo over the three backends, geo = geoip over dc1/dc2.
 mkdir -p "$OUT/gdnsd/etc/zones" "$OUT/gdnsd/run" "$OUT/gdnsd/state"
@@ -83,12 +85,15 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 server_cmd() { [[ $1 == gdnsd ]] && echo "$GDNSD" || echo "$OVERWATCH"; }
 server_port() { [[ $1 == gdnsd ]] && echo 5399 || echo 5300; }
 
-# run LABEL SERVER DOMAIN SET [anchor options...]; with LATENCY=1 also probes latency.
+# run LABEL SERVER DOMAIN SET [anchor options...]; with LATENCY=1 also probes latency,
+# with DO=1 dnsperf sets the DNSSEC OK bit (-D) on every query.
 run() {
   local label=$1 server=$2 domain=$3 set=$4; shift 4
   local port; port=$(server_port "$server")
   echo "== $label" >&2
-  "$ANCHOR" cmd -p "$port" -d "$OUT/$domain-$set.txt" --probe "$domain.demo.local" -l "$DUR" -r 1 \
+  local path=$PATH
+  [[ ${DO:-0} == 1 ]] && path="$OUT/dnsperf-do:$PATH"
+  PATH=$path "$ANCHOR" cmd -p "$port" -d "$OUT/$domain-$set.txt" --probe "$domain.demo.local" -l "$DUR" -r 1 \
     --workdir "$OUT/work-$label" --cmd "$(server_cmd "$server")" "$@" >"$OUT/$label.out" 2>"$OUT/$label.err" &
   local anchor=$!
   if [[ ${LATENCY:-0} == 1 ]]; then
@@ -109,6 +114,47 @@ median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "NA"; else print a[in
 med() { # med FIELD LABEL-PREFIX: median over rounds
   for r in $(seq 1 "$ROUNDS"); do field "$2-r$r" "$1"; done | median
 }
+
+if [[ ${DNSSEC:-0} == 1 ]]; then
+  # dns_anchor.sh has no option for dnsperf's -D: a dnsperf first in PATH adds it.
+  mkdir -p "$OUT/dnsperf-do"
+  printf '#!/bin/sh\nexec %s -D "$@"\n' "$(command -v dnsperf)" > "$OUT/dnsperf-do/dnsperf"
+  chmod +x "$OUT/dnsperf-do/dnsperf"
+  # The cluster's keys are made once and kept in the data directory, so every run below
+  # signs from its first answer; check that it does.
+  $OVERWATCH >"$OUT/keys.log" 2>&1 & keys_pid=$!
+  for _ in $(seq 1 300); do
+    dig +time=1 +tries=1 +dnssec @127.0.0.1 -p 5300 app.demo.local A 2>/dev/null | grep -q RRSIG && break
+    sleep 0.1
+  done
+  dig +dnssec @127.0.0.1 -p 5300 app.demo.local A | grep -q RRSIG || { echo "bench/dns.sh: overwatch does not sign" >&2; cat "$OUT/keys.log" >&2; exit 1; }
+  kill "$keys_pid"; wait "$keys_pid" 2>/dev/null || true
+  for r in $(seq 1 "$ROUNDS"); do
+    run "gdnsd-app-a-r$r" gdnsd app a
+    run "overwatch-app-a-r$r" overwatch app a
+    DO=1 run "signed-app-a-r$r" overwatch app a
+    run "gdnsd-app-mix-r$r" gdnsd app mix
+    run "overwatch-app-mix-r$r" overwatch app mix
+    DO=1 run "signed-app-mix-r$r" overwatch app mix
+    run "gdnsd-app-low-r$r" gdnsd app a -Q "$LOW_QPS"
+    run "overwatch-app-low-r$r" overwatch app a -Q "$LOW_QPS"
+    DO=1 run "signed-app-low-r$r" overwatch app a -Q "$LOW_QPS"
+  done
+  echo
+  echo "DNSSEC: overwatch DO=1 (signed) vs DO=0 vs gdnsd (unsigned), medians of $ROUNDS runs of ${DUR}s, round-robin app.demo.local"
+  printf '%-40s %12s %14s %14s %10s %10s\n' "figure" "gdnsd" "overwatch DO=0" "overwatch DO=1" "DO1/DO0" "DO1/gdnsd"
+  row() { # row LABEL FIELD SET
+    local g o s; g=$(med "$2" "gdnsd-app-$3"); o=$(med "$2" "overwatch-app-$3"); s=$(med "$2" "signed-app-$3")
+    printf '%-40s %12s %14s %14s %10s %10s\n' "$1" "$g" "$o" "$s" "$(ratio "$s" "$o")" "$(ratio "$s" "$g")"
+  }
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "NA" }'; }
+  row "peak q/s, pinned, A" qps a
+  row "peak q/s, pinned, mix (NODATA/NXDOMAIN)" qps mix
+  row "server µs CPU/query @ $LOW_QPS q/s" server_us_per_query low
+  row "achieved q/s @ $LOW_QPS" qps low
+  echo "(raw dnsperf output in $OUT)"
+  exit 0
+fi
 
 for r in $(seq 1 "$ROUNDS"); do
   for s in gdnsd overwatch; do

@@ -207,6 +207,140 @@ pub struct FastTables {
     zones: Vec<ZoneWire>,
     /// By domain: A and AAAA (`None`: not answered here).
     families: Vec<[Option<FamilyWire>; 2]>,
+    /// Signed zones' denials (DO=1), rendered whole; see [`Denials`].
+    denials: Denials,
+}
+
+/// Signed negative answers: the authority section (SOA, its RRSIG, one or two NSEC and
+/// their RRSIGs) of every denial the NSEC chains can give, rendered as the hickory path
+/// renders it. NODATA is one per existing name; NXDOMAIN depends on the two links that
+/// cover the query name and the wildcard at its closest encloser, so every pair a query
+/// under each existing name can need is rendered.
+#[derive(Debug, Default)]
+struct Denials {
+    /// An existing name: its NODATA authority, and the chain link covering the wildcard
+    /// below it (for NXDOMAIN under it).
+    at: HashMap<Box<[u8]>, (Piece, u32)>,
+    /// Per zone: the chain's owners in canonical order.
+    chains: Vec<Vec<WireName>>,
+    /// (zone, covering link, wildcard link) → NXDOMAIN authority.
+    nxdomain: HashMap<(u32, u32, u32), Piece>,
+}
+
+impl Denials {
+    fn build(
+        zones: &[Zone],
+        names: &HashMap<hickory_proto::rr::LowerName, NameKind>,
+        wire: &dyn Fn(&hickory_proto::rr::Name) -> Box<[u8]>,
+    ) -> Denials {
+        use hickory_proto::rr::{LowerName, Name};
+        let mut denials = Denials {
+            chains: zones
+                .iter()
+                .map(|z| {
+                    z.signed.as_ref().map_or_else(Vec::new, |s| {
+                        s.chain
+                            .iter()
+                            .map(|l| {
+                                let w = wire(&l.owner);
+                                let offsets = label_offsets(&w);
+                                (w, offsets)
+                            })
+                            .collect()
+                    })
+                })
+                .collect(),
+            ..Denials::default()
+        };
+        let zone_of = |name: &LowerName| zones.iter().position(|z| z.apex.zone_of(name));
+        let authority = |z: usize, links: &[usize]| -> Option<Piece> {
+            let zone = &zones[z];
+            let signed = zone.signed.as_ref()?;
+            let mut records: Vec<&Record> = vec![&zone.soa, &signed.soa_sig];
+            for &i in links {
+                records.push(&signed.chain.get(i)?.nsec);
+                records.push(&signed.chain[i].sig);
+            }
+            Piece::render(&records)
+        };
+        for (name, kind) in names {
+            let Some(z) = zone_of(name) else { continue };
+            let Some(signed) = zones[z].signed.as_ref() else {
+                continue;
+            };
+            let owner = Name::from(name);
+            let nodata = signed.denial(names, &owner, Some(*kind));
+            let Ok(wildcard) = owner.prepend_label("*") else {
+                continue;
+            };
+            let wild = signed.covering(&wildcard);
+            if let Some(piece) = authority(z, &nodata) {
+                denials.at.insert(wire(&owner), (piece, wild as u32));
+            }
+            // A name under this one that does not exist is covered by the link at or
+            // before this name, or by one of its descendants' links.
+            let below = (0..signed.chain.len()).filter(|&i| {
+                signed.chain[i].owner != owner && owner.zone_of(&signed.chain[i].owner)
+            });
+            for cover in std::iter::once(signed.covering(&owner)).chain(below) {
+                let links: Vec<usize> = if cover == wild {
+                    vec![cover]
+                } else {
+                    vec![cover, wild]
+                };
+                if let Some(piece) = authority(z, &links) {
+                    denials
+                        .nxdomain
+                        .insert((z as u32, cover as u32, wild as u32), piece);
+                }
+            }
+        }
+        denials
+    }
+
+    /// The link of zone `z`'s chain that covers `name` (lower case, wire form, labels at
+    /// `labels`): the last owner at or before it in canonical order (RFC 4034 §6.1).
+    fn covering(&self, z: usize, name: &[u8], labels: &[u8]) -> Option<usize> {
+        let chain = self.chains.get(z)?;
+        let after = chain.partition_point(|(owner, offsets)| {
+            canonical_cmp(owner, offsets, name, labels) != std::cmp::Ordering::Greater
+        });
+        after.checked_sub(1)
+    }
+}
+
+/// A name, lower case, wire form, and where each of its labels starts.
+type WireName = (Box<[u8]>, Box<[u8]>);
+
+/// Where each non-root label of a wire-form name starts.
+fn label_offsets(name: &[u8]) -> Box<[u8]> {
+    let mut offsets = Vec::new();
+    let mut i = 0;
+    while let Some(&len) = name.get(i) {
+        if len == 0 {
+            break;
+        }
+        offsets.push(i as u8);
+        i += 1 + usize::from(len);
+    }
+    offsets.into_boxed_slice()
+}
+
+/// Canonical DNS name order (RFC 4034 §6.1) of two lower-case wire-form names given
+/// their label offsets: label by label from the root, each as an octet string.
+fn canonical_cmp(a: &[u8], a_labels: &[u8], b: &[u8], b_labels: &[u8]) -> std::cmp::Ordering {
+    fn label(name: &[u8], at: u8) -> &[u8] {
+        let at = usize::from(at);
+        let len = usize::from(name[at]);
+        &name[at + 1..at + 1 + len]
+    }
+    for (x, y) in a_labels.iter().rev().zip(b_labels.iter().rev()) {
+        match label(a, *x).cmp(label(b, *y)) {
+            std::cmp::Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    a_labels.len().cmp(&b_labels.len())
 }
 
 impl FastTables {
@@ -223,6 +357,9 @@ impl FastTables {
             bytes.into_boxed_slice()
         };
         FastTables {
+            denials: Denials::build(zones, names, &|n| {
+                wire(&hickory_proto::rr::LowerName::from(n))
+            }),
             names: names.iter().map(|(n, k)| (wire(n), *k)).collect(),
             zones: zones
                 .iter()
@@ -515,9 +652,11 @@ pub fn answer(
     out.get_mut(..base)?.copy_from_slice(&query[..base]);
     let (mut end, answers, authority) = match &resolved.section {
         Section::Nothing => (base, 0, 0),
-        // A signed denial names the query's neighbours in the NSEC chain: the hickory
-        // path finds them.
-        Section::Negative(_) if signed => return None,
+        // A signed denial: rendered ahead, found by the query's place in the NSEC chain.
+        Section::Negative(z) if signed => {
+            let piece = denial(tables, *z, name, &parsed.labels[..parsed.label_count], kind)?;
+            (piece.write(out, base)?, 0, piece.records)
+        }
         Section::Negative(z) => {
             let soa = tables.zones[*z].soa.as_ref()?;
             (soa.write(out, base)?, 0, soa.records)
@@ -614,6 +753,31 @@ pub fn answer(
             _ => None,
         },
     })
+}
+
+/// The rendered authority section denying `name` (lower case, wire form, labels at
+/// `labels`) in signed zone `z`; `None` when it was not rendered (the hickory path
+/// answers).
+fn denial<'t>(
+    tables: &'t FastTables,
+    z: usize,
+    name: &[u8],
+    labels: &[u8],
+    kind: Option<NameKind>,
+) -> Option<&'t Piece> {
+    if kind.is_some() {
+        return tables.denials.at.get(name).map(|(piece, _)| piece);
+    }
+    // The closest encloser: the longest existing suffix of the name.
+    let (_, wild) = labels
+        .iter()
+        .skip(1)
+        .find_map(|&at| tables.denials.at.get(&name[usize::from(at)..]))?;
+    let cover = tables.denials.covering(z, name, labels)?;
+    tables
+        .denials
+        .nxdomain
+        .get(&(z as u32, cover as u32, *wild))
 }
 
 /// Copies `bytes` to `out[at..]`; the new end, or `None` if it does not fit.

@@ -143,6 +143,8 @@ pub struct SignatureCache {
     entries: HashMap<(u32, Vec<u8>), Cached>,
     /// Signatures made since the cache was created.
     pub made: u64,
+    /// When the last snapshot was signed (Unix seconds).
+    last_build: u32,
 }
 
 /// One signature wanted: the key, the RRset, the zone apex that signs.
@@ -227,13 +229,17 @@ impl SignatureCache {
         }
         self.entries
             .retain(|_, c| c.used_at.saturating_add(UNUSED_FOR) >= now);
+        self.last_build = now;
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// The earliest time a cached signature needs making again (Unix seconds).
+    /// The earliest time a signature the last snapshot uses needs making again (Unix
+    /// seconds). Entries kept only in case a set comes back do not count: they are
+    /// remade if and when they are used again.
     pub fn next_refresh(&self) -> Option<u32> {
         self.entries
             .values()
+            .filter(|c| c.used_at == self.last_build)
             .map(|c| c.expiration.saturating_sub(REFRESH_BEFORE))
             .min()
     }
@@ -336,6 +342,16 @@ mod tests {
                 now + VALIDITY
             );
             assert_eq!(cache.next_refresh(), Some(now + VALIDITY - REFRESH_BEFORE));
+            // Only what the last snapshot uses decides the next refresh.
+            cache
+                .sign_all(vec![job(rrset(&both[..1]))], now + 120)
+                .expect("sign");
+            assert_eq!(cache.made, 2);
+            assert_eq!(
+                cache.next_refresh(),
+                Some(now + 60 + VALIDITY - REFRESH_BEFORE),
+                "the pair, unused by that build, no longer counts"
+            );
             // Near its end, it is made again; an entry unused for an hour is dropped.
             let later = now + VALIDITY - REFRESH_BEFORE + 1;
             cache
