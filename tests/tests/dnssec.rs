@@ -406,3 +406,68 @@ fn ed25519_keys_validate_and_an_acknowledged_off_switch_signs_nothing() {
     assert_eq!(status, 200);
     assert!(body.contains("\"enabled\":false"), "{body}");
 }
+
+/// The DNSKEY RRset a node answers, sorted (its RRSIG left out: ECDSA signatures differ
+/// from one signing to the next).
+fn dnskeys(node: &Overwatch) -> Vec<String> {
+    node.dig(&["gslb.test", "DNSKEY", "+dnssec"]).data("DNSKEY")
+}
+
+#[test]
+fn every_node_of_a_cluster_signs_with_the_same_replicated_keys_and_a_wiped_node_gets_them_back() {
+    use opengslb_tests::cluster::{TEST_TIMING, TestCluster};
+    let body = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}, {address: 192.0.2.2, service: app}]\ndomains:\n  - {name: app.gslb.test, routing_algorithm: round-robin, services: [app], regions: [eu], ttl: 1}\n";
+    let mut cluster = TestCluster::start("dnssec-keys", body, TEST_TIMING);
+    cluster.leader_among(&[0, 1, 2], Duration::from_secs(15));
+    let keys = poll_until(
+        Duration::from_secs(20),
+        "every node to sign with the same keys",
+        || {
+            let all: Vec<Vec<String>> = (0..3).map(|i| dnskeys(cluster.node(i))).collect();
+            (all[0].len() == 2 && all.iter().all(|k| *k == all[0])).then(|| all[0].clone())
+        },
+    );
+    let ds = cli(cluster.node(0), &["dnssec", "ds"]);
+    for i in [1, 2] {
+        assert_eq!(cli(cluster.node(i), &["dnssec", "ds"]), ds, "node {i}'s DS");
+    }
+    // The keys never reach the API or the log: the status shows public data only.
+    let (_, status) = cluster.node(0).get("/api/v1/dnssec/status");
+    assert!(!status.to_string().contains("pkcs8"), "{status}");
+    for i in 0..3 {
+        let output = cluster.node(i).process.output();
+        assert!(
+            !output.to_lowercase().contains("pkcs8"),
+            "node {i}: {output}"
+        );
+    }
+
+    // The store that holds them is the node's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let store = cluster.dirs[0].join("data").join("overwatch-raft.redb");
+        let mode = std::fs::metadata(&store)
+            .expect("store")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", store.display());
+    }
+
+    // A lost disk: node 3 comes back empty, catches up, and signs with the same keys.
+    cluster.wipe(2);
+    cluster.restart(2);
+    poll_until(
+        Duration::from_secs(30),
+        "the wiped node to sign again",
+        || {
+            let answer = cluster.node(2).dig(&["app.gslb.test", "A", "+dnssec"]);
+            (answer.status == "NOERROR" && !answer.data("RRSIG").is_empty()).then_some(())
+        },
+    );
+    assert_eq!(
+        dnskeys(cluster.node(2)),
+        keys,
+        "the replicated keys, not new ones"
+    );
+    assert_eq!(cli(cluster.node(2), &["dnssec", "ds"]), ds);
+}

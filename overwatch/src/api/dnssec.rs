@@ -70,7 +70,7 @@ pub(super) async fn status(State(state): State<ApiState>) -> Json<types::DnssecS
         + snapshot
             .domains
             .iter()
-            .map(|d| d.v4.signatures.len() + d.v6.signatures.len())
+            .map(|d| d.v4.signatures.rrsigs.len() + d.v6.signatures.rrsigs.len())
             .sum::<usize>();
     Json(types::DnssecStatus {
         enabled: settings.dnssec.enabled,

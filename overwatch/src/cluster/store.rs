@@ -95,6 +95,12 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
         reason,
     };
     let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
+    // The file holds the cluster's DNSSEC private keys: the node's user only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail(format!("cannot make it private (mode 0600): {e}")))?;
+    }
     let tx = db.begin_write().map_err(|e| fail(e.to_string()))?;
     tx.open_table(LOGS).map_err(|e| fail(e.to_string()))?;
     tx.open_table(META).map_err(|e| fail(e.to_string()))?;

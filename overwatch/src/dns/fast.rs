@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Record, RecordType};
@@ -22,7 +23,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use super::cookie::{self, OPTION_COOKIE, Secrets, Verdict};
 use super::handler::{self, Client, EDNS_PAYLOAD, Label, Outcome, Placement, Section};
-use super::snapshot::{DnsSnapshot, DomainAnswers, Family, NameKind, Zone};
+use super::snapshot::{DnsSnapshot, DomainAnswers, Family, NameKind, SignedSets, Zone};
 use crate::model::routing::INLINE_PICKS;
 
 /// The largest response the fast path writes: the EDNS payload we advertise.
@@ -126,22 +127,29 @@ fn pointers_in(bytes: &[u8], count: usize) -> Vec<u16> {
 struct FamilyWire {
     owner: Box<[u8]>,
     rest: Vec<Box<[u8]>>,
-    signatures: HashMap<Box<[u16]>, Box<[u8]>>,
+    /// The family's signatures; their rendering is made once and shared by every
+    /// snapshot in which the family is unchanged.
+    signed: Arc<SignedSets>,
 }
 
 impl FamilyWire {
     fn render(family: &Family) -> Option<FamilyWire> {
         let mut wire = FamilyWire::render_records(&family.records)?;
-        for (set, rrsig) in &family.signatures {
-            // As an answer carries it after the first record: a pointer to its name.
-            let bytes = Piece::render(&[&family.records[0], rrsig])?.bytes;
-            let first_end = wire.owner.len() + wire.rest[0].len();
-            if bytes.get(first_end..first_end + 2)? != [0xC0, 0x00] {
-                return None;
+        let first_end = wire.owner.len() + wire.rest[0].len();
+        let signed = &family.signatures;
+        signed.wire.get_or_init(|| {
+            let mut rendered = HashMap::with_capacity(signed.rrsigs.len());
+            for (set, rrsig) in &signed.rrsigs {
+                // As an answer carries it after the first record: a pointer to its name.
+                let bytes = Piece::render(&[&family.records[0], rrsig])?.bytes;
+                if bytes.get(first_end..first_end + 2)? != [0xC0, 0x00] {
+                    return None;
+                }
+                rendered.insert(set.clone(), bytes[first_end + 2..].into());
             }
-            wire.signatures
-                .insert(set.clone(), bytes[first_end + 2..].into());
-        }
+            Some(rendered)
+        });
+        wire.signed = Arc::clone(signed);
         Some(wire)
     }
 
@@ -153,7 +161,7 @@ impl FamilyWire {
         }
         let key = &mut key[..chosen.len().min(INLINE_PICKS)];
         key.sort_unstable();
-        self.signatures.get(&*key).map(|b| &**b)
+        self.signed.wire.get()?.as_ref()?.get(&*key).map(|b| &**b)
     }
 
     fn render_records(records: &[Record]) -> Option<FamilyWire> {
@@ -182,7 +190,7 @@ impl FamilyWire {
         Some(FamilyWire {
             owner: bytes[..name_end].into(),
             rest,
-            signatures: HashMap::new(),
+            signed: Arc::default(),
         })
     }
 }

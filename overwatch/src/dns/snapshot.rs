@@ -59,15 +59,28 @@ pub struct Family {
     pub healthy: Vec<usize>,
     /// Indexes of the servers that were in rotation most recently.
     pub last_healthy: Vec<usize>,
-    /// When signed: the RRSIG of every set of servers routing can answer with, by the
-    /// set's indexes, sorted.
-    pub signatures: HashMap<Box<[u16]>, Arc<Record>>,
+    /// When signed: the RRSIG of every set of servers routing can answer with.
+    pub signatures: Arc<SignedSets>,
 }
+
+/// The RRSIGs of a family's answer sets, by the set's indexes (sorted). Shared by every
+/// snapshot in which the family is unchanged, with the fast path's rendering of them,
+/// made once.
+#[derive(Debug, Default)]
+pub struct SignedSets {
+    /// RRSIG by set.
+    pub rrsigs: HashMap<Box<[u16]>, Arc<Record>>,
+    /// The same, as the fast path writes them (`None`: could not be rendered).
+    pub(crate) wire: std::sync::OnceLock<Option<RenderedSets>>,
+}
+
+/// RRSIGs by set in wire form, without their owner name (see `fast::FamilyWire`).
+pub(crate) type RenderedSets = HashMap<Box<[u16]>, Box<[u8]>>;
 
 impl Family {
     /// The RRSIG over the records `chosen` (in any order), if signed.
     pub fn signature(&self, chosen: &[usize]) -> Option<&Record> {
-        if self.signatures.is_empty() || chosen.len() > crate::model::routing::INLINE_PICKS {
+        if self.signatures.rrsigs.is_empty() || chosen.len() > crate::model::routing::INLINE_PICKS {
             return None;
         }
         let mut key = [0u16; crate::model::routing::INLINE_PICKS];
@@ -76,7 +89,7 @@ impl Family {
         }
         let key = &mut key[..chosen.len()];
         key.sort_unstable();
-        self.signatures.get(&*key).map(|r| &**r)
+        self.signatures.rrsigs.get(&*key).map(|r| &**r)
     }
 }
 
@@ -223,8 +236,8 @@ impl DnsSnapshot {
                 zone.signed = None;
             }
             for domain in &mut snapshot.domains {
-                domain.v4.signatures.clear();
-                domain.v6.signatures.clear();
+                domain.v4.signatures = Arc::default();
+                domain.v6.signatures = Arc::default();
             }
         }
         snapshot.render();

@@ -227,6 +227,54 @@ fn type_bitmap(types: &[RecordType]) -> Vec<u8> {
     out
 }
 
+/// What decides a family's answer sets and their RRsets: while all of it is equal, the
+/// signatures made for it last time are reused without looking at a record.
+#[derive(Debug, PartialEq)]
+struct FamilyInputs {
+    records: Vec<Record>,
+    candidates: Vec<crate::model::routing::Candidate>,
+    healthy: Vec<usize>,
+    last_healthy: Vec<usize>,
+    algorithm: Algorithm,
+    max_records: usize,
+    policy: AllDownPolicy,
+    regions: Vec<usize>,
+    max_latency: Option<std::time::Duration>,
+    min_samples: u32,
+    zsk: u32,
+}
+
+impl FamilyInputs {
+    fn of(
+        domain: &super::snapshot::DomainAnswers,
+        family: &super::snapshot::Family,
+        zsk: u32,
+    ) -> FamilyInputs {
+        FamilyInputs {
+            records: family.records.clone(),
+            candidates: family.candidates.clone(),
+            healthy: family.healthy.clone(),
+            last_healthy: family.last_healthy.clone(),
+            algorithm: domain.algorithm,
+            max_records: domain.max_records,
+            policy: domain.policy,
+            regions: domain.regions.clone(),
+            max_latency: domain.max_latency,
+            min_samples: domain.min_samples,
+            zsk,
+        }
+    }
+}
+
+/// A family's signed sets as last built (see [`sign::SignatureCache`]).
+#[derive(Debug)]
+pub(crate) struct FamilyMemo {
+    inputs: FamilyInputs,
+    sets: Arc<super::snapshot::SignedSets>,
+    /// The earliest expiration among its signatures.
+    expiration: u32,
+}
+
 /// What signing a snapshot did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Signed {
@@ -241,7 +289,16 @@ enum Dest {
     Ns(usize),
     Keys(usize, KeySet),
     Link(usize, usize),
-    Answer(usize, bool, Box<[u16]>),
+    Answer(usize, Box<[u16]>),
+}
+
+/// A family signed anew in this build: where its signatures go, and its memo's inputs.
+struct Fresh {
+    domain: usize,
+    v6: bool,
+    inputs: FamilyInputs,
+    sets: super::snapshot::SignedSets,
+    expiration: u32,
 }
 
 /// Signs `snapshot` with `keyring` at `now` (Unix seconds). Unless the keyring has an
@@ -385,16 +442,46 @@ pub fn sign_snapshot(
         chains.push(chain);
     }
 
-    // Per domain and family: every set of servers routing can answer with.
-    for (d, domain) in snapshot.domains.iter().enumerate() {
-        let Some(z) = snapshot.zone_of(&LowerName::from(domain_owner(domain))) else {
+    // Per domain and family: every set of servers routing can answer with; a family
+    // whose inputs did not change keeps the sets it had.
+    let mut fresh: Vec<Fresh> = Vec::new();
+    let mut kept: HashMap<(String, bool), FamilyMemo> = HashMap::new();
+    let mut reused = 0;
+    let domain_zones: Vec<Option<usize>> = snapshot
+        .domains
+        .iter()
+        .map(|d| snapshot.zone_of(&LowerName::from(domain_owner(d))))
+        .collect();
+    for ((d, domain), z) in snapshot.domains.iter_mut().enumerate().zip(domain_zones) {
+        let Some(z) = z else {
             continue;
         };
         for v6 in [false, true] {
-            let family = domain.family(v6);
+            let inputs = FamilyInputs::of(domain, domain.family(v6), zsk.id);
+            let memo_key = (domain.label.to_string(), v6);
+            let family = if v6 { &mut domain.v6 } else { &mut domain.v4 };
             if family.records.is_empty() {
                 continue;
             }
+            if let Some(memo) = cache.families.remove(&memo_key)
+                && memo.inputs == inputs
+                && memo.expiration >= now.saturating_add(sign::REFRESH_BEFORE)
+            {
+                family.signatures = Arc::clone(&memo.sets);
+                reused += memo.sets.rrsigs.len();
+                kept.insert(memo_key, memo);
+                continue;
+            }
+            fresh.push(Fresh {
+                domain: d,
+                v6,
+                inputs,
+                sets: super::snapshot::SignedSets::default(),
+                expiration: u32::MAX,
+            });
+            let fresh_at = fresh.len() - 1;
+            let domain = &*domain;
+            let family = domain.family(v6);
             for set in answer_sets(domain, family) {
                 let records: Vec<&Record> = set.iter().map(|&i| &family.records[i]).collect();
                 let rrset = Rrset::of(records.iter().copied()).ok_or_else(|| {
@@ -404,7 +491,7 @@ pub fn sign_snapshot(
                 push(
                     &mut jobs,
                     &mut dests,
-                    Dest::Answer(d, v6, key),
+                    Dest::Answer(fresh_at, key),
                     zsk,
                     rrset,
                     &apexes[z],
@@ -415,23 +502,43 @@ pub fn sign_snapshot(
 
     let made_before = cache.made;
     let sigs = cache.sign_all(jobs, now)?;
-    let rrsigs = sigs.len();
+    let rrsigs = sigs.len() + reused;
     let mut signed: Vec<Partial> = (0..snapshot.zones.len())
         .map(|_| Partial::default())
         .collect();
-    for (dest, sig) in dests.into_iter().zip(sigs) {
+    for (dest, (sig, expiration)) in dests.into_iter().zip(sigs) {
         match dest {
             Dest::Soa(z) => signed[z].soa = Some(sig),
             Dest::Ns(z) => signed[z].ns = Some(sig),
             Dest::Keys(z, set) => signed[z].keys[set as usize] = Some(sig),
             Dest::Link(z, i) => signed[z].links.push((i, sig)),
-            Dest::Answer(d, v6, key) => {
-                let domain = &mut snapshot.domains[d];
-                let family = if v6 { &mut domain.v6 } else { &mut domain.v4 };
-                family.signatures.insert(key, sig);
+            Dest::Answer(at, key) => {
+                let family = &mut fresh[at];
+                family.sets.rrsigs.insert(key, sig);
+                family.expiration = family.expiration.min(expiration);
             }
         }
     }
+    for family in fresh {
+        let sets = Arc::new(family.sets);
+        let domain = &mut snapshot.domains[family.domain];
+        let target = if family.v6 {
+            &mut domain.v6
+        } else {
+            &mut domain.v4
+        };
+        target.signatures = Arc::clone(&sets);
+        kept.insert(
+            (domain.label.to_string(), family.v6),
+            FamilyMemo {
+                inputs: family.inputs,
+                sets,
+                expiration: family.expiration,
+            },
+        );
+    }
+    // Families gone from the configuration are forgotten.
+    cache.families = kept;
     for (((zone, partial), [dnskey, cds, cdnskey]), chain) in snapshot
         .zones
         .iter_mut()
@@ -552,7 +659,7 @@ mod tests {
                 healthy: crate::model::routing::healthy_indices(&candidates),
                 last_healthy: (0..candidates.len()).step_by(2).collect(),
                 candidates,
-                signatures: HashMap::new(),
+                signatures: Arc::default(),
             };
             let domain = DomainAnswers {
                 label: metrics::SharedString::const_str("d"),
@@ -592,6 +699,80 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_unchanged_family_keeps_its_signatures_and_a_changed_one_is_signed_anew() {
+        use crate::model::machine::{Machine, Request};
+        use crate::model::view::View;
+        let yaml = "overwatch:\n  validation: {enabled: false}\ndns:\n  zones: [t.test]\nregions:\n  - {name: a, servers: [{address: 192.0.2.1}, {address: 192.0.2.2}, {address: 192.0.2.3}]}\n  - {name: b, servers: [{address: 198.51.100.1}, {address: 198.51.100.2}]}\ndomains:\n  - {name: x.t.test, routing_algorithm: round-robin, regions: [a], max_records: 2}\n  - {name: y.t.test, routing_algorithm: round-robin, regions: [b], max_records: 1}\n";
+        let view = View::from_config(
+            Arc::new(crate::config::parse("t.yaml", yaml).expect("config")),
+            None,
+        );
+        let mut machine = Machine::default();
+        let first = lifecycle::next_step(
+            &machine.dnssec_keys,
+            &crate::config::DnssecSettings::default(),
+            0,
+            0,
+        )
+        .expect("keys")
+        .expect("first");
+        machine.apply(&Request::V1(first));
+        let keyring = Arc::new(Keyring::read(&machine.dnssec_keys).0);
+        let mut cache = SignatureCache::default();
+        let now = 1_800_000_000;
+        let build = |view: &View, cache: &mut SignatureCache, at| {
+            let (snapshot, signed) = DnsSnapshot::build_signed(view, &keyring, cache, at);
+            (snapshot, signed.expect("signed"))
+        };
+        let (one, signed) = build(&view, &mut cache, now);
+        // x: 3 rotations of 2; y: 2 of 1; SOA, NS, DNSKEY, CDS, CDNSKEY, 3 NSEC.
+        assert_eq!((signed.rrsigs, signed.made), (13, 13));
+        let (two, signed) = build(&view, &mut cache, now + 10);
+        assert_eq!(
+            (signed.rrsigs, signed.made),
+            (13, 1),
+            "only the SOA (its serial moved)"
+        );
+        for d in 0..2 {
+            assert!(Arc::ptr_eq(
+                &one.domains[d].v4.signatures,
+                &two.domains[d].v4.signatures
+            ));
+        }
+        let mut down = view.clone();
+        let at = down
+            .backends
+            .iter()
+            .position(|b| b.key.address.to_string() == "192.0.2.1")
+            .expect("server");
+        down.backends[at].effective = crate::model::status::Effective::Unhealthy;
+        let (three, signed) = build(&down, &mut cache, now + 20);
+        // x now has one set (its two healthy servers, a set it had signed before, so the
+        // cache has it); y is untouched; the SOA again.
+        assert_eq!((signed.rrsigs, signed.made), (11, 1));
+        assert!(!Arc::ptr_eq(
+            &two.domains[0].v4.signatures,
+            &three.domains[0].v4.signatures
+        ));
+        assert!(Arc::ptr_eq(
+            &two.domains[1].v4.signatures,
+            &three.domains[1].v4.signatures
+        ));
+        assert_eq!(three.domains[0].v4.signatures.rrsigs.len(), 1);
+        // Near the signatures' end, everything is signed again.
+        assert_eq!(
+            cache.next_refresh(),
+            Some(now + sign::VALIDITY - sign::REFRESH_BEFORE)
+        );
+        let (_, signed) = build(
+            &down,
+            &mut cache,
+            now + sign::VALIDITY - sign::REFRESH_BEFORE + 1,
+        );
+        assert_eq!(signed.made, 11);
     }
 
     #[test]

@@ -145,6 +145,9 @@ pub struct SignatureCache {
     pub made: u64,
     /// When the last snapshot was signed (Unix seconds).
     last_build: u32,
+    /// Per domain and family (AAAA or not): the signed sets of the last snapshot and what
+    /// they were made from, reused while nothing that decides them changes.
+    pub(super) families: HashMap<(String, bool), super::FamilyMemo>,
 }
 
 /// One signature wanted: the key, the RRset, the zone apex that signs.
@@ -161,7 +164,11 @@ impl SignatureCache {
     /// The RRSIG for every job at `now` (Unix seconds), from the cache where one is still
     /// fresh, else made now (on every core when there are many). Entries unused for an
     /// hour are dropped.
-    pub fn sign_all(&mut self, jobs: Vec<Job<'_>>, now: u32) -> Result<Vec<Arc<Record>>, String> {
+    pub fn sign_all(
+        &mut self,
+        jobs: Vec<Job<'_>>,
+        now: u32,
+    ) -> Result<Vec<(Arc<Record>, u32)>, String> {
         let keys: Vec<(u32, Vec<u8>)> = jobs
             .iter()
             .map(|j| {
@@ -171,13 +178,13 @@ impl SignatureCache {
                 (j.key.id, content)
             })
             .collect();
-        let mut out: Vec<Option<Arc<Record>>> = Vec::with_capacity(jobs.len());
+        let mut out: Vec<Option<(Arc<Record>, u32)>> = Vec::with_capacity(jobs.len());
         let mut misses = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             match self.entries.get_mut(key) {
                 Some(c) if c.expiration >= now.saturating_add(REFRESH_BEFORE) => {
                     c.used_at = now;
-                    out.push(Some(c.rrsig.clone()));
+                    out.push(Some((c.rrsig.clone(), c.expiration)));
                 }
                 _ => {
                     out.push(None);
@@ -225,7 +232,7 @@ impl SignatureCache {
                     used_at: now,
                 },
             );
-            out[*i] = Some(rrsig);
+            out[*i] = Some((rrsig, expiration));
         }
         self.entries
             .retain(|_, c| c.used_at.saturating_add(UNUSED_FOR) >= now);
@@ -240,7 +247,9 @@ impl SignatureCache {
         self.entries
             .values()
             .filter(|c| c.used_at == self.last_build)
-            .map(|c| c.expiration.saturating_sub(REFRESH_BEFORE))
+            .map(|c| c.expiration)
+            .chain(self.families.values().map(|f| f.expiration))
+            .map(|expiration| expiration.saturating_sub(REFRESH_BEFORE))
             .min()
     }
 
@@ -326,8 +335,9 @@ mod tests {
                 )
                 .expect("sign");
             assert_eq!(cache.made, 2, "the reordered set reused its signature");
-            assert!(Arc::ptr_eq(&first[0], &again[0]));
-            let RData::Unknown { code, rdata } = &again[0].data else {
+            assert!(Arc::ptr_eq(&first[0].0, &again[0].0));
+            assert_eq!(first[0].1, now + VALIDITY, "the expiration comes with it");
+            let RData::Unknown { code, rdata } = &again[0].0.data else {
                 panic!("rrsig");
             };
             assert_eq!(*code, RecordType::RRSIG);
@@ -383,7 +393,7 @@ mod tests {
         assert_eq!(sigs.len(), 200);
         assert!(
             sigs.iter()
-                .all(|s| s.name == Name::from_ascii("app.example.").expect("name"))
+                .all(|s| s.0.name == Name::from_ascii("app.example.").expect("name"))
         );
     }
 }
