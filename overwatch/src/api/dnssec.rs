@@ -28,11 +28,7 @@ pub(super) async fn status(State(state): State<ApiState>) -> Json<types::DnssecS
         .iter()
         .map(|k| types::DnssecKeyStatus {
             id: k.id,
-            role: match k.role {
-                KeyRole::Ksk => "KSK",
-                KeyRole::Zsk => "ZSK",
-            }
-            .to_owned(),
+            role: k.role.name().to_owned(),
             state: format!("{:?}", k.state).to_lowercase(),
             tag: k.tag,
             algorithm: k.algorithm,

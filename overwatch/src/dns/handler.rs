@@ -894,7 +894,19 @@ pub(crate) fn choose(
         };
         return (decision.chosen, outcome, decision.scope);
     }
-    let fallback: Picks = match domain.policy {
+    let fallback = all_down(domain, family);
+    let outcome = if fallback.is_empty() {
+        Outcome::AllDown(AllDownPolicy::ServFail)
+    } else {
+        Outcome::AllDown(domain.policy)
+    };
+    (fallback, outcome, decision.scope)
+}
+
+/// The servers the domain's all-down policy answers with when none is healthy, in
+/// answer order (none for SERVFAIL).
+pub(crate) fn all_down(domain: &DomainAnswers, family: &super::snapshot::Family) -> Picks {
+    match domain.policy {
         AllDownPolicy::ServFail => Picks::new(),
         AllDownPolicy::ReturnLastHealthy => family
             .last_healthy
@@ -903,13 +915,7 @@ pub(crate) fn choose(
             .take(domain.max_records)
             .collect(),
         AllDownPolicy::ReturnAll => (0..family.records.len()).take(domain.max_records).collect(),
-    };
-    let outcome = if fallback.is_empty() {
-        Outcome::AllDown(AllDownPolicy::ServFail)
-    } else {
-        Outcome::AllDown(domain.policy)
-    };
-    (fallback, outcome, decision.scope)
+    }
 }
 
 /// The position (in the domain's regions) of the region with the lowest learned RTT for

@@ -159,6 +159,16 @@ pub enum KeyRole {
     Zsk,
 }
 
+impl KeyRole {
+    /// `KSK` or `ZSK`, as operators write them.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyRole::Ksk => "KSK",
+            KeyRole::Zsk => "ZSK",
+        }
+    }
+}
+
 /// Where a DNSSEC key is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeyState {
@@ -306,8 +316,8 @@ impl Machine {
                         .any(|k| k.role == key.role && k.state == KeyState::Active)
                 {
                     return Response::Conflict(format!(
-                        "an active {:?} exists; a new one starts a rollover",
-                        key.role
+                        "an active {} exists; a new one starts a rollover",
+                        key.role.name()
                     ));
                 }
                 self.dnssec_keys.insert(key.id, key.clone());

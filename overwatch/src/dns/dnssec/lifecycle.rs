@@ -122,23 +122,7 @@ pub fn start_zsk(
             k.id, k.state
         )));
     }
-    if !keys
-        .values()
-        .any(|k| k.role == KeyRole::Zsk && k.state == KeyState::Active)
-    {
-        return Err(RolloverError::NotReady(
-            "no active ZSK yet: the cluster makes the first keys once a leader is elected".into(),
-        ));
-    }
-    let key = new_key(
-        next_id(keys),
-        KeyRole::Zsk,
-        algorithm,
-        KeyState::Published,
-        now_ms,
-    )
-    .map_err(RolloverError::Keygen)?;
-    Ok(RequestV1::AddDnssecKey { key })
+    start(keys, KeyRole::Zsk, KeyState::Published, algorithm, now_ms)
 }
 
 /// The write that starts a KSK rollover (double-DS): a new KSK whose DS the parent
@@ -154,22 +138,28 @@ pub fn start_ksk(
             k.id
         )));
     }
+    start(keys, KeyRole::Ksk, KeyState::Pending, algorithm, now_ms)
+}
+
+/// A new key of `role` in `state`, beside the active one (which must exist).
+fn start(
+    keys: &BTreeMap<u32, DnssecKey>,
+    role: KeyRole,
+    state: KeyState,
+    algorithm: u8,
+    now_ms: u64,
+) -> Result<RequestV1, RolloverError> {
     if !keys
         .values()
-        .any(|k| k.role == KeyRole::Ksk && k.state == KeyState::Active)
+        .any(|k| k.role == role && k.state == KeyState::Active)
     {
-        return Err(RolloverError::NotReady(
-            "no active KSK yet: the cluster makes the first keys once a leader is elected".into(),
-        ));
+        return Err(RolloverError::NotReady(format!(
+            "no active {} yet: the cluster makes the first keys once a leader is elected",
+            role.name()
+        )));
     }
-    let key = new_key(
-        next_id(keys),
-        KeyRole::Ksk,
-        algorithm,
-        KeyState::Pending,
-        now_ms,
-    )
-    .map_err(RolloverError::Keygen)?;
+    let key =
+        new_key(next_id(keys), role, algorithm, state, now_ms).map_err(RolloverError::Keygen)?;
     Ok(RequestV1::AddDnssecKey { key })
 }
 

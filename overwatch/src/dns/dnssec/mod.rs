@@ -75,18 +75,7 @@ pub fn answer_sets(
         }
     }
     if family.healthy.is_empty() {
-        let mut fallback: Picks = match domain.policy {
-            AllDownPolicy::ServFail => Picks::new(),
-            AllDownPolicy::ReturnLastHealthy => family
-                .last_healthy
-                .iter()
-                .copied()
-                .take(domain.max_records)
-                .collect(),
-            AllDownPolicy::ReturnAll => {
-                (0..family.records.len()).take(domain.max_records).collect()
-            }
-        };
+        let mut fallback = super::handler::all_down(domain, family);
         fallback.sort_unstable();
         if !fallback.is_empty() {
             sets.insert(fallback);
@@ -687,11 +676,8 @@ mod tests {
                 };
                 let mut chosen = decide_among(domain.algorithm, &family.candidates, &family.healthy, &query).chosen;
                 if chosen.is_empty() {
-                    chosen = match domain.policy {
-                        AllDownPolicy::ServFail => Picks::new(),
-                        AllDownPolicy::ReturnLastHealthy => family.last_healthy.iter().copied().take(max_records).collect(),
-                        AllDownPolicy::ReturnAll => (0..family.records.len()).take(max_records).collect(),
-                    };
+                    // As `handler::choose` falls back.
+                    chosen = crate::dns::handler::all_down(&domain, &family);
                 }
                 chosen.sort_unstable();
                 if !chosen.is_empty() {
