@@ -603,6 +603,14 @@ fn build_snapshot(view: &crate::model::view::View, mut signing: Signing) -> (Dns
         Ok(signed) => {
             metrics::counter!(telemetry::DNSSEC_SIGNATURES).increment(signed.made);
             metrics::gauge!(telemetry::DNSSEC_RRSIGS).set(signed.rrsigs as f64);
+            let expiration = signing
+                .cache
+                .next_refresh()
+                .filter(|_| signed.rrsigs > 0)
+                .map_or(0, |at| {
+                    at.saturating_add(crate::dns::dnssec::sign::REFRESH_BEFORE)
+                });
+            metrics::gauge!(telemetry::DNSSEC_EXPIRATION).set(f64::from(expiration));
             if signed.made > 0 {
                 tracing::debug!(
                     made = signed.made,

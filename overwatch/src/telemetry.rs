@@ -28,6 +28,8 @@ pub const DNSSEC_SIGNATURES: &str = "opengslb_dnssec_signatures_made_total";
 pub const DNSSEC_ONLINE_SIGNATURES: &str = "opengslb_dnssec_online_signatures_total";
 /// Signatures the current snapshot holds.
 pub const DNSSEC_RRSIGS: &str = "opengslb_dnssec_rrsigs";
+/// When the first signature the current snapshot uses expires (Unix seconds; 0 unsigned).
+pub const DNSSEC_EXPIRATION: &str = "opengslb_dnssec_earliest_expiration_timestamp_seconds";
 /// Seconds the last snapshot build took (signing included).
 pub const DNS_SNAPSHOT_BUILD_SECONDS: &str = "opengslb_dns_snapshot_build_seconds";
 /// Routing decisions by `domain`, `algorithm` and `outcome`.
@@ -251,6 +253,12 @@ const ALL: &[Metric] = &[
         name: DNSSEC_RRSIGS,
         kind: Gauge,
         help: "RRSIG records the current answer snapshot holds.",
+        zero: UNLABELLED,
+    },
+    Metric {
+        name: DNSSEC_EXPIRATION,
+        kind: Gauge,
+        help: "When the first signature this node answers with expires, Unix seconds (0: answers unsigned). Signatures are remade 7 days ahead.",
         zero: UNLABELLED,
     },
     Metric {

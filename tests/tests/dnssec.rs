@@ -229,6 +229,15 @@ fn a_validating_resolver_trusts_every_answer_and_every_denial_through_a_health_c
 
     // A health change: region b's server fails, failover moves to region a. Every answer
     // on the way validates; the new set arrives signed.
+    // Signatures run 14 days; the node says when its first one ends (the alert's input).
+    let expires = node.metric("opengslb_dnssec_earliest_expiration_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    assert!(
+        (expires - now - 14.0 * 86_400.0).abs() < 600.0,
+        "expires {expires}, now {now}"
+    );
     let made_before = node.metric("opengslb_dnssec_signatures_made_total");
     b.stop();
     let started = Instant::now();

@@ -52,7 +52,7 @@ fn alert_rules_check_and_every_metric_they_and_the_dashboard_use_is_exported() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("SUCCESS: 11 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 13 rules found"), "{text}");
 
     let dashboard =
         std::fs::read_to_string(workspace_root().join("examples/grafana/opengslb.json"))
@@ -72,6 +72,7 @@ fn alert_rules_check_and_every_metric_they_and_the_dashboard_use_is_exported() {
         "opengslb_cluster_term",
         "opengslb_overrides_active",
         "opengslb_gossip_packets_total",
+        "opengslb_dnssec_earliest_expiration_timestamp_seconds",
     ] {
         assert!(used.contains(required), "{required} is used");
     }
