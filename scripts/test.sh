@@ -52,6 +52,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# The package test builds .deb files with cargo-deb (the version whose options
+# scripts/package.sh uses).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing cargo-deb" >&2
+  cargo install --locked cargo-deb --version 3.8.0
+fi
+
 # The end-to-end tests run the built binaries (tests/src/lib.rs refuses stale ones).
 cargo build --workspace --bins --locked
 profile=default
