@@ -31,8 +31,16 @@ fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `scripts/package.sh --profile dev` into `out` (the dev binaries the suite built).
+/// `scripts/package.sh --profile dev --no-build` into `out`: the binaries the suite runs
+/// (checked current; building them here could relink them under the other tests).
 fn build(out: &Path, version: &str) -> Vec<String> {
+    for (binary, crate_dir) in [
+        ("opengslb-overwatch", "overwatch"),
+        ("opengslb-cli", "overwatch"),
+        ("opengslb-agent", "agent"),
+    ] {
+        opengslb_tests::built_binary(binary, crate_dir);
+    }
     let script = workspace_root().join("scripts/package.sh");
     let listed = run(
         "bash",
@@ -40,6 +48,7 @@ fn build(out: &Path, version: &str) -> Vec<String> {
             script.to_str().expect("path"),
             "--profile",
             "dev",
+            "--no-build",
             "--deb-version",
             version,
             "--out",
