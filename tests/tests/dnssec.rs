@@ -217,6 +217,25 @@ fn a_validating_resolver_trusts_every_answer_and_every_denial_through_a_health_c
         "{}",
         proof.raw
     );
+    // Type RRSIG: the signatures of the name's fixed RRsets; type NSEC: its NSEC.
+    let covered = |name: &str| -> BTreeSet<String> {
+        let answer = node.dig(&[name, "RRSIG"]);
+        answer
+            .data("RRSIG")
+            .iter()
+            .filter_map(|r| r.split_whitespace().next().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        covered("gslb.test"),
+        ["CDNSKEY", "CDS", "DNSKEY", "NS", "NSEC", "SOA"]
+            .map(str::to_owned)
+            .into()
+    );
+    assert_eq!(covered("rr.gslb.test"), ["NSEC".to_owned()].into());
+    let nsec = node.dig(&["rr.gslb.test", "NSEC"]).data("NSEC");
+    assert_eq!(nsec.len(), 1, "{nsec:?}");
+    assert!(nsec[0].ends_with("A RRSIG NSEC"), "{nsec:?}");
     // Without DO: no DNSSEC records, as before.
     let plain = node.dig(&["rr.gslb.test", "A"]);
     assert!(plain.answer.iter().all(|r| r.2 == "A"), "{}", plain.raw);

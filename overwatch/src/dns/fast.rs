@@ -687,7 +687,7 @@ pub fn answer(
             }?;
             (ns.write(out, base)?, ns.records, 0)
         }
-        Section::Keys(..) | Section::Nsec(..) => return None,
+        Section::Keys(..) | Section::Nsec(..) | Section::Rrsigs(..) => return None,
         Section::Records { domain, v6, chosen } => {
             let family = tables.families[*domain][usize::from(*v6)].as_ref()?;
             let mut end = put(out, base, &family.owner)?;

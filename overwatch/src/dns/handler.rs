@@ -220,6 +220,11 @@ pub(crate) enum Section {
     Keys(usize, super::dnssec::KeySet),
     /// The NSEC record at a name (signed zones only): zone and chain index.
     Nsec(usize, usize),
+    /// The RRSIGs of a name's fixed RRsets, for a query of type RRSIG (signed zones
+    /// only): zone and chain index. The apex's: SOA, NS, DNSKEY, CDS, CDNSKEY and NSEC; a
+    /// domain's: its NSEC's (its addresses' RRSIG depends on the answer set and comes
+    /// with them).
+    Rrsigs(usize, usize),
 }
 
 impl Resolved {
@@ -480,6 +485,24 @@ fn unsigned_sections<'s>(
             Some(signed) => (vec![&signed.chain[*i].nsec], Vec::new()),
             None => (Vec::new(), Vec::new()),
         },
+        Section::Rrsigs(z, i) => match &snapshot.zones[*z].signed {
+            Some(signed) => {
+                let mut sigs: Vec<&Record> = Vec::new();
+                if *i == 0 {
+                    // The apex: the first name of the chain.
+                    sigs.extend([
+                        &*signed.soa_sig,
+                        &*signed.ns_sig,
+                        &*signed.dnskey_sig,
+                        &*signed.cds_sig,
+                        &*signed.cdnskey_sig,
+                    ]);
+                }
+                sigs.push(&signed.chain[*i].sig);
+                (sigs, Vec::new())
+            }
+            None => (Vec::new(), Vec::new()),
+        },
     }
 }
 
@@ -516,6 +539,8 @@ fn signed_sections<'s>(
         Section::Ns(z) => records.extend(zone_signed(*z).map(|s| &*s.ns_sig)),
         Section::Keys(z, set) => records.extend(zone_signed(*z).map(|s| s.key_set(*set).1)),
         Section::Nsec(z, i) => records.extend(zone_signed(*z).map(|s| &*s.chain[*i].sig)),
+        // RRSIGs are not signed themselves.
+        Section::Rrsigs(..) => {}
         Section::Records { domain, v6, chosen } => {
             match snapshot.domains[*domain].family(*v6).signature(chosen) {
                 Some(sig) => records.push(sig),
@@ -606,9 +631,9 @@ fn resolve_unsigned(
     let in_zone = Label::Zone(z);
     let nodata = |label| Resolved::empty(ResponseCode::NoError, Section::Negative(z), label);
     let zone_signed = snapshot.zones[z].signed.as_ref();
-    // The NSEC record at an existing name, for a query of type NSEC.
+    // The NSEC record, or the RRSIGs, at an existing name, for a query of those types.
     let nsec = |label| match (qtype, zone_signed) {
-        (RecordType::NSEC, Some(signed)) => {
+        (RecordType::NSEC | RecordType::RRSIG, Some(signed)) => {
             let name = match kind {
                 Some(NameKind::Apex(_)) => {
                     Some(hickory_proto::rr::Name::from(&snapshot.zones[z].apex))
@@ -621,8 +646,12 @@ fn resolve_unsigned(
                     .map(|r| r.name.clone()),
                 _ => None,
             };
+            let section = |i| match qtype {
+                RecordType::NSEC => Section::Nsec(z, i),
+                _ => Section::Rrsigs(z, i),
+            };
             match name.and_then(|n| signed.at(&n)) {
-                Some(i) => Resolved::empty(ResponseCode::NoError, Section::Nsec(z, i), label),
+                Some(i) => Resolved::empty(ResponseCode::NoError, section(i), label),
                 None => nodata(label),
             }
         }
