@@ -80,8 +80,14 @@ pub(crate) type RenderedSets = HashMap<Box<[u16]>, Box<[u8]>>;
 impl Family {
     /// The RRSIG over the records `chosen` (in any order), if signed.
     pub fn signature(&self, chosen: &[usize]) -> Option<&Record> {
-        if self.signatures.rrsigs.is_empty() || chosen.len() > crate::model::routing::INLINE_PICKS {
+        if self.signatures.rrsigs.is_empty() {
             return None;
+        }
+        if chosen.len() > crate::model::routing::INLINE_PICKS {
+            // A large family: the hickory path answers it, and may allocate.
+            let mut key: Vec<u16> = chosen.iter().map(|&i| i as u16).collect();
+            key.sort_unstable();
+            return self.signatures.rrsigs.get(&*key).map(|r| &**r);
         }
         let mut key = [0u16; crate::model::routing::INLINE_PICKS];
         for (k, &i) in key.iter_mut().zip(chosen) {

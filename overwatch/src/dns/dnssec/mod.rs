@@ -1,7 +1,7 @@
 //! DNSSEC for GSLB answers, signed ahead (design.md, "DNS").
 //!
 //! When a snapshot is built, every RRset it can answer is signed: each set of servers a
-//! domain's routing can put in one answer (`routing::answer_sets`), the SOA, NS, DNSKEY,
+//! domain's routing can put in one answer ([`answer_sets`]), the SOA, NS, DNSKEY,
 //! CDS and CDNSKEY RRsets, and an NSEC chain over the zone's names. Signatures come from
 //! a cache keyed by canonical content ([`sign::SignatureCache`]), so a health change signs
 //! only the new sets; queries only copy signatures.
@@ -759,6 +759,29 @@ mod tests {
             now + sign::VALIDITY - sign::REFRESH_BEFORE + 1,
         );
         assert_eq!(signed.made, 11);
+    }
+
+    #[test]
+    fn a_family_larger_than_the_fast_path_finds_its_signature_too() {
+        let servers: Vec<String> = (1..=40)
+            .map(|i| format!("{{address: 10.0.0.{i}}}"))
+            .collect();
+        let yaml = format!(
+            "overwatch:\n  validation: {{enabled: false}}\ndns:\n  zones: [t.test]\nregions:\n  - {{name: a, servers: [{}]}}\ndomains:\n  - {{name: big.t.test, routing_algorithm: failover, regions: [a], max_records: 40}}\n",
+            servers.join(", ")
+        );
+        let snapshot =
+            crate::dns::test_support::signed_snapshot("t.yaml", &yaml, 13, 1_800_000_000);
+        let family = &snapshot.domains[0].v4;
+        let all: Vec<usize> = (0..40).rev().collect();
+        assert!(
+            family.signature(&all).is_some(),
+            "the one set of 40, in any order"
+        );
+        assert!(
+            family.signature(&all[..39]).is_none(),
+            "a set routing never gives"
+        );
     }
 
     #[test]
