@@ -33,6 +33,15 @@ fn config(a: &[&Backend], b: &Backend, dnssec: &str) -> String {
     )
 }
 
+/// Two servers for region a and one for region b, on 127.0.0.1–3.
+fn backends() -> (Backend, Backend, Backend) {
+    (
+        Backend::start("127.0.0.1"),
+        Backend::start("127.0.0.2"),
+        Backend::start("127.0.0.3"),
+    )
+}
+
 /// `opengslb-cli ARGS` against the node: stdout, or a panic with what it said.
 fn cli(node: &Overwatch, args: &[&str]) -> String {
     let output = std::process::Command::new(cli_binary())
@@ -131,11 +140,7 @@ fn delv(node: &Overwatch, anchor: &TempDir, name: &str, tcp: bool) -> BTreeSet<S
 #[test]
 fn a_validating_resolver_trusts_every_answer_and_every_denial_through_a_health_change() {
     let dir = TempDir::new("dnssec-answers");
-    let (a1, a2, b) = (
-        Backend::start("127.0.0.1"),
-        Backend::start("127.0.0.2"),
-        Backend::start("127.0.0.3"),
-    );
+    let (a1, a2, b) = backends();
     let node = Overwatch::start(&dir, &config(&[&a1, &a2], &b, ""));
     let ds = signing(&node);
     poll_until(Duration::from_secs(10), "every backend healthy", || {
@@ -292,11 +297,7 @@ fn a_validating_resolver_trusts_every_answer_and_every_denial_through_a_health_c
 #[test]
 fn the_resolver_keeps_validating_through_a_zsk_and_a_ksk_rollover() {
     let dir = TempDir::new("dnssec-rollover");
-    let (a1, a2, b) = (
-        Backend::start("127.0.0.1"),
-        Backend::start("127.0.0.2"),
-        Backend::start("127.0.0.3"),
-    );
+    let (a1, a2, b) = backends();
     let node = Overwatch::start(&dir, &config(&[&a1, &a2], &b, ""));
     let old_ds = signing(&node);
     let unbound = Unbound::start(&dir, "gslb.test", node.dns, &old_ds);
@@ -393,11 +394,7 @@ fn the_resolver_keeps_validating_through_a_zsk_and_a_ksk_rollover() {
 #[test]
 fn ed25519_keys_validate_and_an_acknowledged_off_switch_signs_nothing() {
     let dir = TempDir::new("dnssec-ed25519");
-    let (a1, a2, b) = (
-        Backend::start("127.0.0.1"),
-        Backend::start("127.0.0.2"),
-        Backend::start("127.0.0.3"),
-    );
+    let (a1, a2, b) = backends();
     let node = Overwatch::start(
         &dir,
         &config(&[&a1, &a2], &b, "  dnssec:\n    algorithm: ED25519\n"),
