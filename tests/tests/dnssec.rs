@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use opengslb_tests::overwatch::{Backend, Dig, Overwatch, cli_binary, http_get};
+use opengslb_tests::overwatch::{Backend, Dig, Overwatch, cli_binary, http_get, http_request};
 use opengslb_tests::unbound::Unbound;
 use opengslb_tests::{TempDir, poll_until};
 
@@ -328,6 +328,42 @@ fn the_resolver_keeps_validating_through_a_zsk_and_a_ksk_rollover() {
         }
     };
     check_all("before");
+
+    // Bad requests get a clear refusal and change nothing.
+    let api = node.api.expect("api");
+    let unchanged = zsk_tag(&node);
+    for (token, body, status, says) in [
+        (None, r#"{"key": "zsk"}"#, 401, "Bearer"),
+        (
+            Some(TOKEN),
+            r#"{"key": "csk"}"#,
+            400,
+            "is not a key kind: use",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"key": "zsk", "complete": true}"#,
+            400,
+            "finishes on its own",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"key": "ksk", "complete": true}"#,
+            409,
+            "no KSK rollover is under way",
+        ),
+        (Some(TOKEN), r#"{"kee": "zsk"}"#, 400, "request body"),
+    ] {
+        let (got, text) = http_request(api, "POST", "/api/v1/dnssec/rollover", token, Some(body));
+        assert_eq!(got, status, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    assert_eq!(
+        zsk_tag(&node),
+        unchanged,
+        "the refused requests rolled nothing"
+    );
+    assert_eq!(node.dig(&["gslb.test", "DNSKEY"]).data("DNSKEY").len(), 2);
 
     // ZSK: pre-publish, then the new key signs, then the old one leaves, on its own.
     let before = zsk_tag(&node);

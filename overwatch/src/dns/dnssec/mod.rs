@@ -218,7 +218,7 @@ fn type_bitmap(types: &[RecordType]) -> Vec<u8> {
 
 /// What decides a family's answer sets and their RRsets: while all of it is equal, the
 /// signatures made for it last time are reused without looking at a record.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct FamilyInputs {
     records: Vec<Record>,
     candidates: Vec<crate::model::routing::Candidate>,
@@ -252,6 +252,27 @@ impl FamilyInputs {
             min_samples: domain.min_samples,
             zsk,
         }
+    }
+
+    /// Whether these are `family`'s inputs now (compared in place: most families of a
+    /// rebuild are unchanged, and copying them to compare would cost what reuse saves).
+    fn describe(
+        &self,
+        domain: &super::snapshot::DomainAnswers,
+        family: &super::snapshot::Family,
+        zsk: u32,
+    ) -> bool {
+        self.zsk == zsk
+            && self.algorithm == domain.algorithm
+            && self.max_records == domain.max_records
+            && self.policy == domain.policy
+            && self.max_latency == domain.max_latency
+            && self.min_samples == domain.min_samples
+            && self.regions == domain.regions
+            && self.healthy == family.healthy
+            && self.last_healthy == family.last_healthy
+            && self.candidates == family.candidates
+            && self.records == family.records
     }
 }
 
@@ -446,16 +467,15 @@ pub fn sign_snapshot(
             continue;
         };
         for v6 in [false, true] {
-            let inputs = FamilyInputs::of(domain, domain.family(v6), zsk.id);
-            let memo_key = (domain.label.to_string(), v6);
-            let family = if v6 { &mut domain.v6 } else { &mut domain.v4 };
-            if family.records.is_empty() {
+            if domain.family(v6).records.is_empty() {
                 continue;
             }
+            let memo_key = (domain.label.to_string(), v6);
             if let Some(memo) = cache.families.remove(&memo_key)
-                && memo.inputs == inputs
+                && memo.inputs.describe(domain, domain.family(v6), zsk.id)
                 && memo.expiration >= now.saturating_add(sign::REFRESH_BEFORE)
             {
+                let family = if v6 { &mut domain.v6 } else { &mut domain.v4 };
                 family.signatures = Arc::clone(&memo.sets);
                 reused += memo.sets.rrsigs.len();
                 kept.insert(memo_key, memo);
@@ -464,7 +484,7 @@ pub fn sign_snapshot(
             fresh.push(Fresh {
                 domain: d,
                 v6,
-                inputs,
+                inputs: FamilyInputs::of(domain, domain.family(v6), zsk.id),
                 sets: super::snapshot::SignedSets::default(),
                 expiration: u32::MAX,
             });
