@@ -2,7 +2,6 @@
 
 use std::io::{self, Write};
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_check::{self, ServerConfig};
@@ -10,6 +9,7 @@ use crate::cli::{Args, Mode};
 use crate::cpu::CpuError;
 use crate::listener::{self, ListenError};
 use crate::monitor::{self, Monitor, MonitorConfig};
+use crate::platform::{self, Event, Signals};
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ impl RunError {
     /// line or unit file, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Listen(ListenError::NoSystemdSocket) => 2,
+            RunError::Listen(ListenError::NoSystemdSocket | ListenError::NoSystemd) => 2,
             RunError::Daemon(err) => err.exit_code(),
             _ => 1,
         }
@@ -77,11 +77,7 @@ pub async fn run(
     };
 
     // Handlers first, so that a SIGTERM right after start-up is a clean stop, not a kill.
-    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
-    // SIGHUP's default action kills the process (exit 129); reloads are habitual, so it
-    // is answered: flags are fixed, and the files are read continuously anyway.
-    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let mut signals = Signals::install().map_err(RunError::Signals)?;
 
     let (monitor, snapshots) = Monitor::start(monitor_config).await?;
     let shutdown = CancellationToken::new();
@@ -91,15 +87,14 @@ pub async fn run(
         Ok(addr) => tracing::info!(%addr, reply = snapshots.borrow().line.trim_end(), "listening"),
         Err(err) => tracing::warn!(error = %err, "listening (address unknown)"),
     }
-    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    platform::notify_ready();
 
     let stop = shutdown.clone();
     tokio::spawn(async move {
         let name = loop {
-            tokio::select! {
-                _ = sigterm.recv() => break "SIGTERM",
-                _ = sigint.recv() => break "SIGINT",
-                _ = sighup.recv() => tracing::info!(
+            match signals.next().await {
+                Event::Stop(name) => break name,
+                Event::Reload => tracing::info!(
                     "SIGHUP: nothing to reload in flag mode (flags are fixed; the drain and maint files are read continuously)"
                 ),
             }
@@ -108,7 +103,7 @@ pub async fn run(
             signal = name,
             "stopping: no new connections, finishing replies in flight"
         );
-        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+        platform::notify_stopping();
         stop.cancel();
     });
 
@@ -121,11 +116,4 @@ pub async fn run(
     let _ = monitor_task.await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Tells systemd about our state when it asked (`NOTIFY_SOCKET`); a no-op otherwise.
-fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
-    if let Err(err) = sd_notify::notify(false, state) {
-        tracing::warn!(error = %err, "cannot notify systemd");
-    }
 }

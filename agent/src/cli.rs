@@ -85,6 +85,17 @@ pub struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub log_requests: bool,
+
+    /// Run under the Windows service control manager (as registered with `sc.exe create
+    /// opengslb-agent binPath= "...\opengslb-agent.exe --service --config FILE"`).
+    #[cfg(windows)]
+    #[arg(long)]
+    pub service: bool,
+
+    /// Append logs to this file instead of stderr (a service has no console).
+    #[cfg(windows)]
+    #[arg(long = "log-file", value_name = "PATH", allow_hyphen_values = true)]
+    pub log_file: Option<PathBuf>,
 }
 
 /// `-timeframe` when not given (haproxy_agent's default).

@@ -1,15 +1,18 @@
-//! CPU idleness from `/proc/stat`, as a weight over a sliding timeframe.
+//! CPU idleness from `/proc/stat` (Linux) or `GetSystemTimes` (Windows), as a weight over
+//! a sliding timeframe.
 //!
-//! Pure arithmetic on samples; reading the file is the caller's business
-//! ([`read_proc_stat`] is the one place that touches the file system).
+//! Pure arithmetic on samples; reading them is [`CpuSource::read`]'s business, the one
+//! place that touches the system.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::status::WeightPct;
 
-/// Cumulative CPU time of all CPUs, in clock ticks (USER_HZ), from the aggregate `cpu` line.
+/// Cumulative CPU time of all CPUs: clock ticks (USER_HZ) from the aggregate `cpu` line of
+/// `/proc/stat`, or 100 ns units from `GetSystemTimes`. Only ratios of differences are
+/// used, so the unit does not matter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTimes {
     /// All time that counts: user + nice + system + idle + iowait + irq + softirq + steal.
@@ -18,7 +21,36 @@ pub struct CpuTimes {
     pub idle: u64,
 }
 
-/// Why `/proc/stat` could not be used.
+/// Where CPU times come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuSource {
+    /// `/proc/stat`, or a file in its format (tests, on every platform).
+    ProcStat(PathBuf),
+    /// The system's `GetSystemTimes`.
+    #[cfg(windows)]
+    SystemTimes,
+}
+
+impl CpuSource {
+    /// This platform's own source: `/proc/stat` on Linux, `GetSystemTimes` on Windows.
+    pub fn system() -> CpuSource {
+        #[cfg(windows)]
+        return CpuSource::SystemTimes;
+        #[cfg(not(windows))]
+        CpuSource::ProcStat(PathBuf::from("/proc/stat"))
+    }
+
+    /// One sample of the cumulative times.
+    pub fn read(&self) -> Result<CpuTimes, CpuError> {
+        match self {
+            CpuSource::ProcStat(path) => read_proc_stat(path),
+            #[cfg(windows)]
+            CpuSource::SystemTimes => crate::platform::windows::system_times(),
+        }
+    }
+}
+
+/// Why CPU times could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CpuError {
     /// The file could not be read.
@@ -34,6 +66,14 @@ pub enum CpuError {
     Format {
         /// The file.
         path: String,
+    },
+    /// The system call failed.
+    #[error("{call}: {source}")]
+    System {
+        /// The call.
+        call: &'static str,
+        /// The OS error.
+        source: std::io::Error,
     },
 }
 

@@ -11,7 +11,6 @@ use opengslb_proto::identity::{AgentIdentity, SignError};
 use opengslb_proto::member::{self, Command, GossipSettings, Role, now_us};
 use opengslb_proto::seal::{ClusterKey, KeyError, KeyText};
 use opengslb_proto::wire::{BackendReport, SignedReport, StatusReport, VersionClock};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +23,7 @@ use crate::listener;
 use crate::monitor::{
     Monitor, MonitorConfig, Snapshot, SnapshotRx, first_result_within, wait_settled,
 };
+use crate::platform::{self, Event, Signals};
 use crate::status::Health;
 
 /// How long SIGTERM waits for the leaving report and the graceful leave to go out.
@@ -74,10 +74,8 @@ pub async fn run(path: &Path, mut cfg: AgentConfig, args: &Args) -> Result<(), D
         "agent identity"
     );
 
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|e| DaemonError::Startup(format!("signals: {e}")))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|e| DaemonError::Startup(format!("signals: {e}")))?;
+    let mut signals =
+        Signals::install().map_err(|e| DaemonError::Startup(format!("signals: {e}")))?;
     let shutdown = CancellationToken::new();
 
     let monitor_config = MonitorConfig {
@@ -203,19 +201,16 @@ pub async fn run(path: &Path, mut cfg: AgentConfig, args: &Args) -> Result<(), D
             shutdown.clone(),
         ))
     });
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    platform::notify_ready();
 
-    let mut sighup =
-        signal(SignalKind::hangup()).map_err(|e| DaemonError::Startup(format!("signals: {e}")))?;
     let signal_name = loop {
-        tokio::select! {
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
-            _ = sighup.recv() => reload(path, args, &cfg, &gossip.commands).await,
+        match signals.next().await {
+            Event::Stop(name) => break name,
+            Event::Reload => reload(path, args, &cfg, &gossip.commands).await,
         }
     };
     tracing::info!(signal = signal_name, "leaving the cluster and stopping");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    platform::notify_stopping();
     shutdown.cancel();
     let _ = publisher.await;
     if let Some(task) = latency_task {

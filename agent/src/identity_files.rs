@@ -6,6 +6,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+#[cfg(unix)]
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -75,20 +76,7 @@ pub fn load_or_create(
             });
         }
     }
-    let mode = std::fs::metadata(key_path)
-        .map_err(|source| IdentityFileError::Io {
-            path: key_path.into(),
-            source,
-        })?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(IdentityFileError::KeyMode {
-            path: key_path.into(),
-            mode,
-        });
-    }
+    check_key_mode(key_path)?;
     let cert_der = read_pem(cert_path, "CERTIFICATE")?;
     // PKCS#8 (ours), or SEC1 (`EC PRIVATE KEY`, OpenGSLB's): the same key, the same id.
     let key_der = match read_pem(key_path, "PRIVATE KEY") {
@@ -141,18 +129,48 @@ fn create(cert_path: &Path, key_path: &Path) -> Result<(), IdentityFileError> {
     Ok(())
 }
 
-/// Creates a file that must not exist yet, with `mode` from the start (never briefly wider).
+/// The key must be readable by its owner only (mode 0600 or narrower).
+#[cfg(unix)]
+fn check_key_mode(key_path: &Path) -> Result<(), IdentityFileError> {
+    let mode = std::fs::metadata(key_path)
+        .map_err(|source| IdentityFileError::Io {
+            path: key_path.into(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(IdentityFileError::KeyMode {
+            path: key_path.into(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// On Windows a file's protection is its ACL, inherited from its folder: the key is as
+/// private as the folder it is in (the README says to keep it under a folder only
+/// Administrators and SYSTEM can read). Nothing here can check that a mode is narrow.
+#[cfg(windows)]
+fn check_key_mode(_key_path: &Path) -> Result<(), IdentityFileError> {
+    Ok(())
+}
+
+/// Creates a file that must not exist yet, with `mode` from the start (never briefly wider)
+/// where files have modes.
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), IdentityFileError> {
     let io = |source| IdentityFileError::Io {
         path: path.into(),
         source,
     };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(path).map_err(io)?;
     file.write_all(contents)
         .and_then(|()| file.sync_all())
         .map_err(io)

@@ -17,4 +17,5 @@ pub mod listener;
 pub mod local_checks;
 pub mod metrics_http;
 pub mod monitor;
+pub mod platform;
 pub mod status;

@@ -26,6 +26,12 @@ pub enum ListenError {
          through opengslb-agent.socket, or use -port N instead"
     )]
     NoSystemdSocket,
+    /// `-systemd` on a system without systemd.
+    #[error(
+        "-systemd: socket activation is systemd's, and this system has none; use -port N \
+         (or, on Windows, run the agent as a service with --service)"
+    )]
+    NoSystemd,
     /// systemd passed something that is not a TCP listening socket.
     #[error("-systemd: the socket passed by systemd (fd 3) is unusable: {0}")]
     SystemdSocket(io::Error),
@@ -49,8 +55,12 @@ pub fn bind(listen: Option<IpAddr>, port: u16) -> Result<TcpListener, ListenErro
     }
 }
 
-/// EAFNOSUPPORT on Linux: the kernel was built or booted without IPv6.
+/// EAFNOSUPPORT: the kernel was built or booted without IPv6 (Linux), or the IPv6 stack
+/// is not installed (Windows' WSAEAFNOSUPPORT).
+#[cfg(not(windows))]
 const EAFNOSUPPORT: i32 = 97;
+#[cfg(windows)]
+const EAFNOSUPPORT: i32 = 10047;
 
 fn bind_one(addr: SocketAddr) -> Result<TcpListener, ListenError> {
     let bind = || -> io::Result<TcpListener> {
@@ -67,6 +77,13 @@ fn bind_one(addr: SocketAddr) -> Result<TcpListener, ListenError> {
 }
 
 /// Takes the first socket systemd passed (`LISTEN_FDS`, `LISTEN_PID`).
+#[cfg(windows)]
+pub fn from_systemd() -> Result<TcpListener, ListenError> {
+    Err(ListenError::NoSystemd)
+}
+
+/// Takes the first socket systemd passed (`LISTEN_FDS`, `LISTEN_PID`).
+#[cfg(unix)]
 pub fn from_systemd() -> Result<TcpListener, ListenError> {
     let mut fds = listenfd::ListenFd::from_env();
     let listener = fds

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin_files::AdminFiles;
 use crate::config::{Backend, Predictive};
-use crate::cpu::{CpuError, CpuWindow, read_proc_stat, weight_between};
+use crate::cpu::{CpuError, CpuSource, CpuWindow, weight_between};
 use crate::local_checks::{CheckOutcome, CheckTracker};
 use crate::status::{Admin, Health, Status, WeightPct};
 
@@ -30,10 +30,10 @@ pub struct MonitorConfig {
     pub timeframe: Duration,
     /// Drain and maint files.
     pub files: AdminFiles,
-    /// `/proc/stat`, or a file in its format (tests).
-    pub proc_stat: PathBuf,
-    /// `/proc/meminfo` (predictive memory threshold).
-    pub meminfo: PathBuf,
+    /// Where CPU times come from.
+    pub cpu: CpuSource,
+    /// Where memory use comes from (predictive memory threshold).
+    pub memory: MemorySource,
     /// Backends and their local checks (empty in flag mode).
     pub backends: Vec<Backend>,
     /// Predictive drain thresholds.
@@ -41,15 +41,46 @@ pub struct MonitorConfig {
 }
 
 impl MonitorConfig {
-    /// Flag mode: CPU and files only, the system's `/proc`.
+    /// Flag mode: CPU and files only, from the system's own sources.
     pub fn flags(timeframe: Duration, files: AdminFiles) -> Self {
         MonitorConfig {
             timeframe,
             files,
-            proc_stat: PathBuf::from("/proc/stat"),
-            meminfo: PathBuf::from("/proc/meminfo"),
+            cpu: CpuSource::system(),
+            memory: MemorySource::system(),
             backends: Vec::new(),
             predictive: Predictive::default(),
+        }
+    }
+}
+
+/// Where memory use comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemorySource {
+    /// `/proc/meminfo`, or a file in its format (tests, on every platform).
+    Meminfo(PathBuf),
+    /// The system's `GlobalMemoryStatusEx`.
+    #[cfg(windows)]
+    MemoryStatus,
+}
+
+impl MemorySource {
+    /// This platform's own source.
+    pub fn system() -> MemorySource {
+        #[cfg(windows)]
+        return MemorySource::MemoryStatus;
+        #[cfg(not(windows))]
+        MemorySource::Meminfo(PathBuf::from("/proc/meminfo"))
+    }
+
+    /// Memory in use, in percent; `None` when it cannot be read.
+    fn used_pct(&self) -> Option<f64> {
+        match self {
+            MemorySource::Meminfo(path) => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| memory_used_pct(&t)),
+            #[cfg(windows)]
+            MemorySource::MemoryStatus => crate::platform::windows::memory_used_pct(),
         }
     }
 }
@@ -108,14 +139,14 @@ pub type SnapshotRx = watch::Receiver<Arc<Snapshot>>;
 /// Measures once, for one-shot mode: CPU over one real timeframe (not the average since
 /// boot), then the admin files as they are at the end of it.
 pub async fn measure_once(config: &MonitorConfig) -> Result<Status, CpuError> {
-    let start = read_proc_stat(&config.proc_stat)?;
+    let start = config.cpu.read()?;
     tokio::time::sleep(config.timeframe).await;
-    let mut weight = weight_between(start, read_proc_stat(&config.proc_stat)?);
+    let mut weight = weight_between(start, config.cpu.read()?);
     // A timeframe shorter than one clock tick may see no time pass: wait for one tick.
     let deadline = Instant::now() + Duration::from_secs(1);
     while weight.is_none() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        weight = weight_between(start, read_proc_stat(&config.proc_stat)?);
+        weight = weight_between(start, config.cpu.read()?);
     }
     let reading = config.files.read();
     for (path, err) in &reading.errors {
@@ -152,14 +183,14 @@ impl Monitor {
     pub async fn start(config: MonitorConfig) -> Result<(Monitor, SnapshotRx), CpuError> {
         let mut window = CpuWindow::new(config.timeframe);
         let step = window.step();
-        let mut weight = window.push(Instant::now(), read_proc_stat(&config.proc_stat)?);
+        let mut weight = window.push(Instant::now(), config.cpu.read()?);
         // At most one timeframe: a step can pass without a tick on an idle tickless host.
         for _ in 0..CpuWindow::STEPS_PER_TIMEFRAME {
             if weight.is_some() {
                 break;
             }
             tokio::time::sleep(step).await;
-            weight = window.push(Instant::now(), read_proc_stat(&config.proc_stat)?);
+            weight = window.push(Instant::now(), config.cpu.read()?);
         }
         let cpu_busy = window.busy_pct();
         let initial = Snapshot::new(
@@ -251,7 +282,7 @@ impl Monitor {
     }
 
     fn sample_cpu(&mut self) {
-        match read_proc_stat(&self.config.proc_stat) {
+        match self.config.cpu.read() {
             Ok(times) => {
                 if self.cpu_failing {
                     tracing::info!("CPU statistics readable again");
@@ -273,9 +304,7 @@ impl Monitor {
 
     fn sample_memory(&mut self) {
         if self.config.predictive.memory.is_some() {
-            self.memory_used = std::fs::read_to_string(&self.config.meminfo)
-                .ok()
-                .and_then(|t| memory_used_pct(&t));
+            self.memory_used = self.config.memory.used_pct();
         }
     }
 
@@ -436,8 +465,8 @@ mod tests {
                 drain: Some(dir.join("drain")),
                 maint: None,
             },
-            proc_stat: dir.join("stat"),
-            meminfo: dir.join("meminfo"),
+            cpu: CpuSource::ProcStat(dir.join("stat")),
+            memory: MemorySource::Meminfo(dir.join("meminfo")),
             backends,
             predictive,
         }
@@ -579,7 +608,7 @@ mod tests {
     #[tokio::test]
     async fn start_fails_clearly_without_proc_stat() {
         let mut config = MonitorConfig::flags(Duration::from_millis(100), AdminFiles::default());
-        config.proc_stat = PathBuf::from("/nonexistent/stat");
+        config.cpu = CpuSource::ProcStat(PathBuf::from("/nonexistent/stat"));
         let err = Monitor::start(config).await.unwrap_err();
         assert!(err.to_string().contains("/nonexistent/stat"), "{err}");
     }

@@ -2,6 +2,10 @@
 //! subnet, reported to overwatch for the `learned_latency` routing algorithm.
 
 pub mod collector;
+#[cfg(windows)]
+pub mod estats;
+#[cfg(target_os = "linux")]
+pub mod sock_diag;
 pub mod table;
 
 use std::collections::HashSet;
@@ -20,8 +24,9 @@ use table::SubnetTable;
 /// Every how many reports all subnets are re-sent (the others carry changes only).
 const FULL_REFRESH_EVERY: u32 = 10;
 
-/// Polls the kernel and reports learned latency until `shutdown`. On a system without
-/// `sock_diag` it says so once and stops: the rest of the agent runs on.
+/// Polls the system and reports learned latency until `shutdown`. On a system that cannot
+/// give connections' RTT (no `sock_diag`, no extended TCP statistics) it says so once and
+/// stops: the rest of the agent runs on.
 pub async fn run(
     settings: LatencyLearning,
     ports: HashSet<u16>,
@@ -57,7 +62,7 @@ pub async fn run(
                         metrics::gauge!("opengslb_agent_latency_subnets").set(table.len() as f64);
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "latency learning is off: the kernel's sock_diag interface is not available");
+                        tracing::warn!(error = %e, "latency learning is off: this system cannot give the RTT of connections");
                         return;
                     }
                     Err(e) => {
