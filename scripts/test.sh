@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the end-to-end tests drive
 # (haproxy, dig and delv, systemd's tools, iproute2, chromium + chromedriver, promtool, Knot
-# DNS for the conformance test, Unbound as the validating resolver, python3 for the demo)
-# when run as root, then builds and runs every test.
+# DNS for the conformance test, Unbound as the validating resolver, python3 for the demo,
+# and the Windows agent's cross tools and Wine) when run as root, then builds and runs
+# every test.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,24 @@ fi
 if ! cargo deb --version >/dev/null 2>&1; then
   echo "scripts/test.sh: installing cargo-deb" >&2
   cargo install --locked cargo-deb --version 3.8.0
+fi
+
+# The Windows agent (tests/tests/windows_agent.rs): cross-built with Debian's Rust and
+# mingw-w64, run under Wine. Installed as root when missing; otherwise those tests say
+# they are skipped (and fail under CI, where they must run).
+if ! windows_missing=$(bash scripts/windows-agent.sh --check-tools); then
+  if [[ $(id -u) == 0 ]]; then
+    echo "scripts/test.sh: installing $windows_missing(the Windows agent's cross build and Wine)" >&2
+    apt-get update -qq
+    # With Wine's recommended libraries: the set the Windows tests were made with.
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $windows_missing >/dev/null
+  fi
+fi
+if bash scripts/windows-agent.sh --check-tools >/dev/null; then
+  bash scripts/windows-agent.sh
+else
+  echo "scripts/test.sh: the Windows agent's tests will be SKIPPED: missing $windows_missing; install them: sudo apt-get install $windows_missing" >&2
 fi
 
 # The end-to-end tests run the built binaries (tests/src/lib.rs refuses stale ones).

@@ -58,6 +58,23 @@ impl AgentDaemon {
         token: &str,
         extra: &str,
     ) -> AgentDaemon {
+        let program = Command::new(agent_binary());
+        AgentDaemon::start_program(dir, name, backend, overwatch, key, token, extra, program)
+    }
+
+    /// The same, run by `program` (the agent binary, or Wine with the Windows agent), to
+    /// which `--config FILE` is appended.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_program(
+        dir: &TempDir,
+        name: &str,
+        backend: SocketAddr,
+        overwatch: &[SocketAddr],
+        key: &str,
+        token: &str,
+        extra: &str,
+        mut program: Command,
+    ) -> AgentDaemon {
         let drain = dir.join(&format!("{name}.drain"));
         let nodes: Vec<String> = overwatch.iter().map(|a| format!("\"{a}\"")).collect();
         let yaml = format!(
@@ -70,10 +87,9 @@ impl AgentDaemon {
         );
         let config = dir.join(&format!("{name}.yaml"));
         std::fs::write(&config, yaml + extra).expect("write agent config");
-        let mut command = Command::new(agent_binary());
-        command.arg("--config").arg(&config);
-        let process = Spawned::start(&format!("agent {name}"), command);
-        let line = process.wait_for_line("agent identity agent_id=", Duration::from_secs(10));
+        program.arg("--config").arg(&config);
+        let process = Spawned::start(&format!("agent {name}"), program);
+        let line = process.wait_for_line("agent identity agent_id=", Duration::from_secs(20));
         let agent_id = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("agent_id="))

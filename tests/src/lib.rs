@@ -12,6 +12,7 @@ pub mod netns;
 pub mod overwatch;
 pub mod process;
 pub mod unbound;
+pub mod windows;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -87,7 +88,7 @@ pub fn built_binary(name: &str, crate_dir: &str) -> PathBuf {
 /// The newest source file that `binary` is built from: everything under `dir` except the
 /// entry files of the crate's *other* binaries (`src/bin/OTHER.rs`), which cargo rightly
 /// does not relink this binary for.
-fn newest_mtime(dir: &Path, binary: &str) -> SystemTime {
+pub(crate) fn newest_mtime(dir: &Path, binary: &str) -> SystemTime {
     let mut newest = SystemTime::UNIX_EPOCH;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return newest;
