@@ -73,7 +73,9 @@ if ! windows_missing=$(bash scripts/windows-agent.sh --check-tools); then
   fi
 fi
 if bash scripts/windows-agent.sh --check-tools >/dev/null; then
-  bash scripts/windows-agent.sh
+  # Builds the exe the end-to-end tests run, and runs the agent's and proto's unit tests
+  # as Windows programs under Wine.
+  bash scripts/windows-agent.sh --unit-tests
 else
   echo "scripts/test.sh: the Windows agent's tests will be SKIPPED: missing $windows_missing; install them: sudo apt-get install $windows_missing" >&2
 fi

@@ -2,7 +2,7 @@
 # Cross-builds the Windows agent (x86_64-pc-windows-gnu) on Debian, and prepares Wine to
 # run it for the tests (tests/tests/windows_agent.rs).
 #
-#   scripts/windows-agent.sh [--release] [--check-tools]
+#   scripts/windows-agent.sh [--release] [--unit-tests] [--check-tools]
 #
 # The toolchain is Debian's, beside the machine's own: rustc-web and cargo-web (1.96) with
 # rust-web-src build std for the target (-Zbuild-std, allowed by RUSTC_BOOTSTRAP=1, as
@@ -13,6 +13,9 @@
 # put beside the debug exe: Rust's std needs ProcessPrng, which Windows 10 and later have
 # and Wine 8.0 lacks. It is never part of a release build. The Wine prefix is
 # target/windows/wineprefix, made once here so tests do not race to make it.
+#
+# --unit-tests then also runs the agent's and proto's unit tests as Windows programs
+# under Wine (cargo test with wine as the target's runner).
 #
 # --check-tools exits 0 when every tool is present, 1 (naming the missing) otherwise.
 set -euo pipefail
@@ -35,6 +38,7 @@ for tool in "${!needs[@]}"; do
 done
 profile=debug
 release=()
+unit_tests=false
 for arg in "$@"; do
   case $arg in
     --check-tools)
@@ -46,7 +50,8 @@ for arg in "$@"; do
       exit 0
       ;;
     --release) profile=release; release=(--release) ;;
-    *) echo "scripts/windows-agent.sh: unknown argument $arg (use --release or --check-tools)" >&2; exit 2 ;;
+    --unit-tests) unit_tests=true ;;
+    *) echo "scripts/windows-agent.sh: unknown argument $arg (use --release, --unit-tests or --check-tools)" >&2; exit 2 ;;
   esac
 done
 if ((${#missing[@]})); then
@@ -61,8 +66,9 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
 out=target/windows/x86_64-pc-windows-gnu/$profile
 echo "scripts/windows-agent.sh: built $out/opengslb-agent.exe" >&2
 
-if [[ $profile == debug ]]; then
-  x86_64-w64-mingw32-gcc -shared -O2 -o "$out/bcryptprimitives.dll" \
+# What running under Wine needs: the stand-in DLL in DIR, and the prefix.
+for_wine() {
+  x86_64-w64-mingw32-gcc -shared -O2 -o "$1/bcryptprimitives.dll" \
     tests/windows/bcryptprimitives.c -lbcrypt
   export WINEPREFIX="$PWD/target/windows/wineprefix" WINEDEBUG=-all
   if [[ ! -f $WINEPREFIX/system.reg ]]; then
@@ -70,4 +76,15 @@ if [[ $profile == debug ]]; then
     wineboot --init >/dev/null 2>&1
     wineserver --wait
   fi
+}
+
+[[ $profile == debug ]] && for_wine "$out"
+
+if [[ $unit_tests == true ]]; then
+  # The test programs are in deps/.
+  mkdir -p "$out/deps"
+  for_wine "$out/deps"
+  export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
+  /usr/bin/cargo test --locked -Zbuild-std=std,panic_abort --target x86_64-pc-windows-gnu \
+    -p opengslb-agent -p opengslb-proto --lib --bins "${release[@]}"
 fi

@@ -222,6 +222,7 @@ mod tests {
         let (cert, key) = (d.join("agent.crt"), d.join("agent.key"));
         std::fs::copy(fixtures.join("agent-sec1.crt"), &cert).expect("cert");
         std::fs::copy(fixtures.join("agent-sec1.key"), &key).expect("key");
+        #[cfg(unix)]
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("mode");
         let id = load_or_create(&cert, &key, "eu").expect("a SEC1 key loads");
         assert_eq!(
@@ -247,6 +248,7 @@ mod tests {
         let d = dir("create");
         let (cert, key) = (d.join("sub/agent.crt"), d.join("sub/agent.key"));
         let first = load_or_create(&cert, &key, "eu-west").expect("create");
+        #[cfg(unix)]
         assert_eq!(
             std::fs::metadata(&key).expect("key").permissions().mode() & 0o777,
             0o600
@@ -264,13 +266,16 @@ mod tests {
         let d = dir("refuse");
         let (cert, key) = (d.join("agent.crt"), d.join("agent.key"));
         load_or_create(&cert, &key, "r").expect("create");
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = load_or_create(&cert, &key, "r").expect_err("0644 key");
-        assert!(
-            err.to_string().contains("permissions 644 are too open"),
-            "{err}"
-        );
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        #[cfg(unix)]
+        {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+            let err = load_or_create(&cert, &key, "r").expect_err("0644 key");
+            assert!(
+                err.to_string().contains("permissions 644 are too open"),
+                "{err}"
+            );
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
 
         let other = d.join("other");
         load_or_create(&other.join("x.crt"), &other.join("x.key"), "r").expect("other");

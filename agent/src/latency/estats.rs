@@ -306,3 +306,83 @@ fn connection(
         cookie: hasher.finish(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(last_octet: u8, remote_port: u16) -> MIB_TCPROW2 {
+        MIB_TCPROW2 {
+            dwState: MIB_TCP_STATE_ESTAB as u32,
+            dwLocalAddr: u32::from_ne_bytes([127, 0, 0, 1]),
+            dwLocalPort: u32::from(8080u16.to_be()),
+            dwRemoteAddr: u32::from_ne_bytes([192, 0, 2, last_octet]),
+            dwRemotePort: u32::from(remote_port.to_be()),
+            ..MIB_TCPROW2::default()
+        }
+    }
+
+    /// Writes a table of `rows` as GetTcpTable2 does: too small a buffer gets
+    /// ERROR_INSUFFICIENT_BUFFER and the size needed.
+    fn fill(rows: &[MIB_TCPROW2], table: *mut MIB_TCPTABLE2, size: *mut u32) -> u32 {
+        let offset = std::mem::offset_of!(MIB_TCPTABLE2, table);
+        let needed = (offset + rows.len() * size_of::<MIB_TCPROW2>()) as u32;
+        // SAFETY: the caller's size pointer and a buffer of that many bytes.
+        unsafe {
+            if *size < needed {
+                *size = needed;
+                return ERROR_INSUFFICIENT_BUFFER;
+            }
+            table.cast::<u32>().write(rows.len() as u32);
+            let first = table.cast::<u8>().add(offset).cast::<MIB_TCPROW2>();
+            for (i, r) in rows.iter().enumerate() {
+                first.add(i).write(*r);
+            }
+        }
+        NO_ERROR
+    }
+
+    #[test]
+    fn a_table_is_read_again_when_connections_arrive_between_the_calls() {
+        let rows: Vec<MIB_TCPROW2> = (1..=40).map(|i| row(i, 50000 + u16::from(i))).collect();
+        let calls = std::cell::Cell::new(0usize);
+        // The first answer's size covers 2 rows; by the second call 40 exist.
+        let read = table::<MIB_TCPTABLE2, MIB_TCPROW2>(|t, size| {
+            calls.set(calls.get() + 1);
+            let now = if calls.get() == 1 {
+                &rows[..2]
+            } else {
+                &rows[..]
+            };
+            fill(now, t, size)
+        })
+        .expect("table");
+        assert!(calls.get() >= 3, "asked again after the table grew");
+        assert_eq!(read.len(), 40);
+        assert_eq!(port(read[0].dwLocalPort), 8080);
+        assert_eq!(port(read[39].dwRemotePort), 50040);
+        assert_eq!(
+            Ipv4Addr::from(read[39].dwRemoteAddr.to_ne_bytes()),
+            Ipv4Addr::new(192, 0, 2, 40)
+        );
+    }
+
+    #[test]
+    fn an_empty_table_and_a_failing_call() {
+        let empty = table::<MIB_TCPTABLE2, MIB_TCPROW2>(|t, size| fill(&[], t, size));
+        assert!(empty.expect("empty").is_empty());
+        let failed = table::<MIB_TCPTABLE2, MIB_TCPROW2>(|_, _| 87); // ERROR_INVALID_PARAMETER
+        assert_eq!(failed.err().and_then(|e| e.raw_os_error()), Some(87));
+    }
+
+    #[test]
+    fn the_same_four_tuple_gives_the_same_cookie() {
+        let peer: IpAddr = "192.0.2.1".parse().expect("ip");
+        let local: IpAddr = "127.0.0.1".parse().expect("ip");
+        let a = connection(local, 80, peer, 5000, Duration::from_millis(3));
+        let b = connection(local, 80, peer, 5000, Duration::from_millis(9));
+        let c = connection(local, 80, peer, 5001, Duration::from_millis(3));
+        assert_eq!(a.cookie, b.cookie);
+        assert_ne!(a.cookie, c.cookie);
+    }
+}
