@@ -20,7 +20,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, ERROR_INSUFFICIENT_BUFFER, NO_ERROR};
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_INSUFFICIENT_BUFFER, ERROR_NOT_SUPPORTED, NO_ERROR,
+};
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     GetTcp6Table2, GetTcpTable2, MIB_TCP_STATE_ESTAB, MIB_TCP6ROW, MIB_TCP6ROW2, MIB_TCP6TABLE2,
     MIB_TCPROW_LH, MIB_TCPROW_LH_0, MIB_TCPROW2, MIB_TCPTABLE2, TCP_ESTATS_PATH_ROD_v0,
@@ -148,10 +150,16 @@ pub fn established(ports: &HashSet<u16>) -> io::Result<Vec<Connection>> {
             ));
         }
     }
-    for row in table::<MIB_TCP6TABLE2, MIB_TCP6ROW2>(|t, size| {
+    let v6 = table::<MIB_TCP6TABLE2, MIB_TCP6ROW2>(|t, size| {
         // SAFETY: as above.
         unsafe { GetTcp6Table2(t, size, 0) }
-    })? {
+    });
+    let v6 = match v6 {
+        // A host without the IPv6 stack has no IPv6 connections to measure.
+        Err(e) if e.raw_os_error() == Some(ERROR_NOT_SUPPORTED as i32) => Vec::new(),
+        other => other?,
+    };
+    for row in v6 {
         let local_port = port(row.dwLocalPort);
         if row.State != MIB_TCP_STATE_ESTAB || !ports.contains(&local_port) {
             continue;
