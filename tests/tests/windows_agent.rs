@@ -2,7 +2,8 @@
 //! run under Wine 8.0 on this Linux machine: the one-shot reply with the CPU weight from
 //! `GetSystemTimes`, the agent-check server following drain and maint files named the
 //! Windows way, a daemon reporting over encrypted gossip to the Linux overwatch (its
-//! backend in the DNS answers, then out on drain), and latency learning saying it is off
+//! backend in the DNS answers, then out on drain, and out at once when Ctrl+C makes it
+//! leave), and latency learning saying it is off
 //! where `GetPerTcpConnectionEStats` does not exist (Wine has none).
 //!
 //! What only real Windows shows (README, "Windows agent"): the service control manager,
@@ -183,6 +184,27 @@ fn a_windows_agent_reports_to_a_linux_overwatch_then_drains_out_of_dns() {
         Duration::from_secs(5),
         "undrained backend back in DNS",
         || (answers(&overwatch) == ours).then_some(()),
+    );
+
+    // Ctrl+C (Wine turns SIGINT into CTRL_C_EVENT): the signed leaving report takes the
+    // backend out of DNS at once, long before the 10 s stale threshold, and the exit is 0.
+    let mut daemon = daemon;
+    daemon.process.signal(libc::SIGINT);
+    poll_until(
+        Duration::from_secs(3),
+        "the leaving Windows agent's backend out of DNS",
+        || answers(&overwatch).is_empty().then_some(()),
+    );
+    overwatch.process.wait_for_line(
+        "agent left: its backends leave DNS now",
+        Duration::from_secs(1),
+    );
+    let status = daemon.process.wait_exit(Duration::from_secs(10));
+    let log = daemon.process.output();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("leaving the cluster and stopping signal=\"CTRL_C\""),
+        "{log}"
     );
 }
 
