@@ -296,9 +296,21 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_real_proc_stat() {
-        let t = read_proc_stat(Path::new("/proc/stat")).expect("/proc/stat");
-        assert!(t.total > 0 && t.idle <= t.total);
+    fn reads_this_systems_cpu_times_and_they_advance() {
+        // /proc/stat on Linux, GetSystemTimes on Windows (these tests also run there).
+        let source = CpuSource::system();
+        let first = source.read().expect("the system's CPU times");
+        assert!(first.total > 0 && first.idle <= first.total, "{first:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let later = loop {
+            let later = source.read().expect("again");
+            if later.total > first.total || Instant::now() > deadline {
+                break later;
+            }
+            std::hint::black_box((0..100_000u64).sum::<u64>());
+        };
+        assert!(later.total > first.total, "{first:?} then {later:?}");
+        assert!(later.idle >= first.idle && later.idle <= later.total);
     }
 
     #[test]

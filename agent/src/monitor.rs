@@ -595,6 +595,13 @@ mod tests {
     }
 
     #[test]
+    fn reads_this_systems_memory_use() {
+        // /proc/meminfo on Linux, GlobalMemoryStatusEx on Windows.
+        let used = MemorySource::system().used_pct().expect("memory use");
+        assert!(used > 0.0 && used <= 100.0, "{used}");
+    }
+
+    #[test]
     fn memory_used_from_meminfo() {
         let text = "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    250 kB\n";
         assert_eq!(memory_used_pct(text), Some(75.0));
