@@ -6,14 +6,16 @@
 //! Ctrl+C at the console: the leaving report, the gossip leave, then exit.
 
 use std::ffi::OsString;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use windows_service::service::{
     ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus, ServiceType,
 };
-use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+use windows_service::service_control_handler::{
+    self, ServiceControlHandlerResult, ServiceStatusHandle,
+};
 use windows_service::{define_windows_service, service_dispatcher};
 
 /// The name the dispatcher announces (an own-process service answers to whatever name it
@@ -32,6 +34,13 @@ type Work = Box<dyn FnOnce() -> u8 + Send>;
 /// own thread with nothing but the service's start arguments.
 static WORK: Mutex<Option<Work>> = Mutex::new(None);
 
+/// The service's status handle, for the control handler to report the stop as pending.
+static STATUS: OnceLock<ServiceStatusHandle> = OnceLock::new();
+
+/// How long a stop may take, as said to the service control manager: the leaving report
+/// and the gossip leave have 3 s (`daemon::LEAVE_GRACE`); replies in flight finish sooner.
+const STOP_WAIT_HINT: Duration = Duration::from_secs(10);
+
 define_windows_service!(ffi_service_main, service_main);
 
 /// Connects to the service control manager and runs `work` as the service; returns when
@@ -42,9 +51,41 @@ pub fn run(work: impl FnOnce() -> u8 + Send + 'static) -> Result<(), windows_ser
     service_dispatcher::start(SERVICE_NAME, ffi_service_main)
 }
 
+/// Tells the service control manager the service's state.
+fn report(
+    status: ServiceStatusHandle,
+    state: ServiceState,
+    accepted: ServiceControlAccept,
+    exit_code: ServiceExitCode,
+    wait_hint: Duration,
+) {
+    let reported = status.set_service_status(ServiceStatus {
+        service_type: ServiceType::OWN_PROCESS,
+        current_state: state,
+        controls_accepted: accepted,
+        exit_code,
+        checkpoint: 0,
+        wait_hint,
+        process_id: None,
+    });
+    if let Err(err) = reported {
+        tracing::warn!(error = %err, ?state, "cannot report the service state");
+    }
+}
+
 fn service_main(_arguments: Vec<OsString>) {
     let handler = |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown => {
+            // Stop pending, with how long it may take, as the agent starts leaving.
+            if let Some(&status) = STATUS.get() {
+                report(
+                    status,
+                    ServiceState::StopPending,
+                    ServiceControlAccept::empty(),
+                    ServiceExitCode::Win32(0),
+                    STOP_WAIT_HINT,
+                );
+            }
             STOP.notify_one();
             ServiceControlHandlerResult::NoError
         }
@@ -58,24 +99,13 @@ fn service_main(_arguments: Vec<OsString>) {
             return;
         }
     };
-    let report = |state, accepted, exit_code| {
-        let reported = status.set_service_status(ServiceStatus {
-            service_type: ServiceType::OWN_PROCESS,
-            current_state: state,
-            controls_accepted: accepted,
-            exit_code,
-            checkpoint: 0,
-            wait_hint: Duration::ZERO,
-            process_id: None,
-        });
-        if let Err(err) = reported {
-            tracing::warn!(error = %err, ?state, "cannot report the service state");
-        }
-    };
+    let _ = STATUS.set(status);
     report(
+        status,
         ServiceState::Running,
         ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
         ServiceExitCode::Win32(0),
+        Duration::ZERO,
     );
     let work = WORK.lock().unwrap_or_else(PoisonError::into_inner).take();
     let code = work.map_or(1, |work| work());
@@ -84,8 +114,10 @@ fn service_main(_arguments: Vec<OsString>) {
         code => ServiceExitCode::ServiceSpecific(u32::from(code)),
     };
     report(
+        status,
         ServiceState::Stopped,
         ServiceControlAccept::empty(),
         exit_code,
+        Duration::ZERO,
     );
 }
