@@ -260,9 +260,14 @@ pub fn start_agent(args: &[&str]) -> RunningAgent {
     RunningAgent { process, addr }
 }
 
-/// The `addr=` of the agent's "listening" log line.
+/// The `addr=` of the agent's "listening" log line (its agent-check listener's; not the
+/// "metrics listening" line a daemon with `metrics.enabled` logs first).
 pub fn listening_addr(process: &process::Spawned) -> SocketAddr {
-    let line = process.wait_for_line("listening", Duration::from_secs(10));
+    let line = process.wait_for_line_where(
+        "listening (agent-check)",
+        |l| l.contains("listening") && !l.contains("metrics listening"),
+        Duration::from_secs(10),
+    );
     line.split_whitespace()
         .find_map(|word| word.strip_prefix("addr="))
         .and_then(|a| a.parse().ok())

@@ -63,11 +63,22 @@ impl Spawned {
 
     /// Waits until a line containing `needle` has been printed; returns that line.
     pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_line_where(needle, |l| l.contains(needle), timeout)
+    }
+
+    /// Waits until a line for which `matches` holds has been printed (`what` names it in
+    /// the failure); returns that line.
+    pub fn wait_for_line_where(
+        &self,
+        what: &str,
+        matches: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         let (_, changed) = &*self.output;
         let mut output = self.lock();
         loop {
-            if let Some(line) = output.lines.iter().find(|l| l.contains(needle)) {
+            if let Some(line) = output.lines.iter().find(|l| matches(l)) {
                 return line.clone();
             }
             let now = Instant::now();
@@ -75,7 +86,7 @@ impl Spawned {
                 let so_far = output.lines.join("\n");
                 drop(output); // never panic while holding the lock
                 panic!(
-                    "{}: no line containing {needle:?} within {timeout:?}; output so far:\n{so_far}",
+                    "{}: no line containing {what:?} within {timeout:?}; output so far:\n{so_far}",
                     self.name
                 );
             }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opengslb_tests::gslb::{AgentDaemon, TOKEN, cluster_key, overwatch_yaml};
-use opengslb_tests::overwatch::{Backend, Overwatch};
+use opengslb_tests::overwatch::{Backend, Overwatch, http_get};
 use opengslb_tests::process::Spawned;
 use opengslb_tests::windows::{WindowsAgent, wine_path};
 use opengslb_tests::{
@@ -139,7 +139,8 @@ fn a_windows_agent_reports_to_a_linux_overwatch_then_drains_out_of_dns() {
     let backend = Backend::start("127.0.0.1");
     // Latency learning on: on Wine there is no GetPerTcpConnectionEStats, so it must say
     // it is off, and everything else must go on.
-    let latency = "latency_learning:\n  enabled: true\n  poll_interval: 500ms\n";
+    let latency = "latency_learning:\n  enabled: true\n  poll_interval: 500ms\n\
+                   metrics:\n  enabled: true\n  address: \"127.0.0.1:0\"\n";
     let daemon = AgentDaemon::start_program(
         &dir,
         "win",
@@ -161,6 +162,28 @@ fn a_windows_agent_reports_to_a_linux_overwatch_then_drains_out_of_dns() {
         agents.to_string().contains(&daemon.agent_id),
         "overwatch must have pinned the Windows agent {}: {agents}",
         daemon.agent_id
+    );
+
+    // Its own /metrics: overwatch hears it, and its status is published.
+    let line = daemon
+        .process
+        .wait_for_line("metrics listening", Duration::from_secs(10));
+    let metrics: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no addr in {line:?}"));
+    poll_until(
+        Duration::from_secs(5),
+        "opengslb_agent_overwatch_heard 1 on the Windows agent's /metrics",
+        || {
+            let (status, body) = http_get(metrics, "/metrics");
+            (status == 200
+                && body
+                    .lines()
+                    .any(|l| l == "opengslb_agent_overwatch_heard 1"))
+            .then_some(())
+        },
     );
 
     let off = daemon
