@@ -327,10 +327,12 @@ pub(super) async fn ready(State(state): State<ApiState>) -> Response {
         (dns.generation, dns.synced)
     };
     if !synced {
+        let progress = state.cluster.catching_up().unwrap_or_default();
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
-            "catching up with the cluster (started without data): DNS answers SERVFAIL until then"
-                .into(),
+            format!(
+                "catching up with the cluster (started without data): DNS answers SERVFAIL until then; {progress}"
+            ),
         )
         .into_response()
     } else if generation > 0 {

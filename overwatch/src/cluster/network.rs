@@ -314,7 +314,51 @@ impl RaftNetwork<TypeConfig> for Connection {
 /// first append from a leader tells it the leader's commit index, and it votes again once
 /// it has applied that (by then it also knows the current term, so it cannot vote twice in
 /// an old one). Founding a fresh cluster with a quorum of fresh peers lifts the gate.
-pub type VoteGate = Arc<std::sync::atomic::AtomicU64>;
+///
+/// Naming the index wakes [`VoteGate::named`]: the node may already have applied it (a
+/// snapshot installed before the leader's first append), and then nothing else would
+/// tell the watcher to look again until the next write.
+#[derive(Debug, Clone, Default)]
+pub struct VoteGate(Arc<GateState>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    needed: std::sync::atomic::AtomicU64,
+    named: tokio::sync::Notify,
+}
+
+impl VoteGate {
+    /// The index this node must have applied before it votes (0: none; [`UNKNOWN`]).
+    pub fn needed(&self) -> u64 {
+        self.0.needed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Sets the gate: [`UNKNOWN`] at a start without data, 0 to lift it.
+    pub fn set(&self, needed: u64) {
+        self.0
+            .needed
+            .store(needed, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A leader's commit index, as its append says it; only the first word counts.
+    pub fn name(&self, index: u64) {
+        let first = self.0.needed.compare_exchange(
+            UNKNOWN,
+            index,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        );
+        if first.is_ok() {
+            // A permit if the watcher is not waiting right now: never lost.
+            self.0.named.notify_one();
+        }
+    }
+
+    /// Waits until a leader names the index (see [`VoteGate::name`]).
+    pub async fn named(&self) {
+        self.0.named.notified().await;
+    }
+}
 
 /// The gate of a node that lost (or never had) its data and has not heard a leader yet.
 pub const UNKNOWN: u64 = u64::MAX;
@@ -433,12 +477,7 @@ async fn append(
     if let Some(commit) = rpc.leader_commit {
         // A leader (elected by a quorum) says what it has committed: that is what this
         // node must hold before it votes. Only the first such word counts.
-        let _ = state.gate.compare_exchange(
-            UNKNOWN,
-            commit.index,
-            std::sync::atomic::Ordering::AcqRel,
-            std::sync::atomic::Ordering::Acquire,
-        );
+        state.gate.name(commit.index);
     }
     let result = state.raft.append_entries(rpc).await;
     if matches!(
@@ -460,7 +499,7 @@ async fn vote(
     if let Some(refused) = speaks_for_caller(caller, rpc.vote.leader_id().voted_for()) {
         return refused;
     }
-    let needed = state.gate.load(std::sync::atomic::Ordering::Acquire);
+    let needed = state.gate.needed();
     if needed > 0 {
         let applied = state
             .raft
@@ -743,5 +782,24 @@ mod tests {
             n.server.abort();
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_named_index_wakes_the_watcher_even_when_named_before_it_waits() {
+        let gate = VoteGate::default();
+        assert_eq!(gate.needed(), 0, "no restriction by default");
+        gate.set(UNKNOWN);
+        // Named while nobody waits (the watcher is busy looking at a snapshot just
+        // applied): the wake-up is kept for it.
+        gate.name(7);
+        tokio::time::timeout(Duration::from_secs(5), gate.named())
+            .await
+            .expect("the naming was kept for the watcher");
+        assert_eq!(gate.needed(), 7);
+        // Only a leader's first word counts, and a later one wakes nobody.
+        gate.name(9);
+        assert_eq!(gate.needed(), 7);
+        let woken = tokio::time::timeout(Duration::from_millis(50), gate.named()).await;
+        assert!(woken.is_err(), "only the first naming wakes the watcher");
     }
 }

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -313,7 +312,7 @@ impl Cluster {
             // No data: a first start or a wiped disk, which this node cannot tell apart.
             // It neither votes nor answers DNS until it founds a cluster with a quorum of
             // fresh peers or a leader has brought it up to date.
-            cluster.vote_gate.store(UNKNOWN, Ordering::Release);
+            cluster.vote_gate.set(UNKNOWN);
             cluster.synced.send_replace(false);
         }
 
@@ -422,7 +421,7 @@ impl Cluster {
             if reachable * 2 > settings.peers.len() {
                 match self.initialize(&settings).await {
                     Ok(()) => {
-                        self.vote_gate.store(0, Ordering::Release);
+                        self.vote_gate.set(0);
                         self.synced.send_replace(true);
                     }
                     Err(e) => tracing::error!(error = %e, "cluster not initialized"),
@@ -449,11 +448,11 @@ impl Cluster {
     async fn watch_gate(self, shutdown: CancellationToken) {
         let mut metrics = self.raft.metrics();
         loop {
-            let needed = self.vote_gate.load(Ordering::Acquire);
+            let needed = self.vote_gate.needed();
             let applied = metrics.borrow().last_applied.map_or(0, |l| l.index);
             if needed == 0 || (needed != UNKNOWN && applied >= needed) {
                 if needed != 0 {
-                    self.vote_gate.store(0, Ordering::Release);
+                    self.vote_gate.set(0);
                     tracing::info!(
                         applied,
                         "caught up with the cluster: voting and answering DNS"
@@ -465,6 +464,8 @@ impl Cluster {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 changed = metrics.changed() => if changed.is_err() { return },
+                // The index may be named after it was applied (a snapshot first): look again.
+                () = self.vote_gate.named() => {}
             }
         }
     }
@@ -497,7 +498,7 @@ impl Cluster {
             let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
             if m.state == ServerState::Leader
                 || !voters.contains(&self.id)
-                || self.vote_gate.load(Ordering::Acquire) != 0
+                || self.vote_gate.needed() != 0
                 || self.contact.since() < wait
             {
                 continue;
@@ -577,6 +578,25 @@ impl Cluster {
     /// without data catches up).
     pub fn synced(&self) -> watch::Receiver<bool> {
         self.synced.subscribe()
+    }
+
+    /// Why this node does not vote yet, in words, or `None` when it does.
+    pub fn catching_up(&self) -> Option<String> {
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        match self.vote_gate.needed() {
+            0 => None,
+            UNKNOWN => Some(format!(
+                "no leader has named the index to reach yet (applied {applied})"
+            )),
+            needed => Some(format!(
+                "until index {needed} is applied (applied {applied})"
+            )),
+        }
     }
 
     /// The RPC endpoints: Raft's own, the write forwarding target and the local status,
@@ -998,9 +1018,8 @@ async fn prevote(State(cluster): State<Cluster>, Json(ask): Json<PreVote>) -> Ht
         ),
         _ => cluster.contact.since() < cluster.lease(),
     };
-    let granted = !leader_alive
-        && cluster.vote_gate.load(Ordering::Acquire) == 0
-        && ask.last_index >= m.last_log_index;
+    let granted =
+        !leader_alive && cluster.vote_gate.needed() == 0 && ask.last_index >= m.last_log_index;
     if granted {
         // Give that candidate its election before campaigning against it.
         cluster.contact.touch();
