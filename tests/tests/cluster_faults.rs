@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use opengslb_tests::cluster::{TEST_TIMING, TestCluster};
 use opengslb_tests::overwatch::{Overwatch, http_get, query_packet, rcode, udp_exchange};
-use opengslb_tests::{TempDir, poll_until};
+use opengslb_tests::{TempDir, poll_until, poll_until_explained};
 
 const BODY: &str = "dns:\n  listen_address: \"127.0.0.1:0\"\n  zones: [gslb.test]\nregions:\n  - name: eu\n    servers: [{address: 192.0.2.1, service: app}]\ndomains:\n  - name: app.gslb.test\n    routing_algorithm: round-robin\n    services: [app]\n    regions: [eu]\n    ttl: 1\n";
 
@@ -100,9 +100,23 @@ fn a_wiped_node_restarted_first_cannot_hand_the_cluster_to_a_stale_node() {
             || (cluster.overrides(i) == kept).then_some(()),
         );
     }
-    cluster.node(n).process.wait_for_line(
-        "caught up with the cluster: voting and answering DNS",
+    // Should N not catch up, the failure shows what every node has applied.
+    poll_until_explained(
         Duration::from_secs(10),
+        "N caught up with the cluster",
+        || {
+            let log = cluster.node(n).process.output();
+            if log.contains("caught up with the cluster: voting and answering DNS") {
+                return Ok(());
+            }
+            let status = |i: usize| cluster.node(i).get("/api/v1/cluster/status").1;
+            let ready = http_get(cluster.node(n).api.expect("api"), "/api/v1/ready").1;
+            Err(format!(
+                "N's /ready: {ready}\nN's cluster status: {}\nL's: {}",
+                status(n),
+                status(l)
+            ))
+        },
     );
     poll_until(Duration::from_secs(5), "N answers again", || {
         (dns_rcode(cluster.node(n)) == Some(0)).then_some(())
