@@ -354,6 +354,21 @@ impl VoteGate {
         }
     }
 
+    /// Why this node does not vote yet, with how far it has applied (`raft`'s), or `None`
+    /// when it votes: said by the vote endpoint to candidates and by `/api/v1/ready`.
+    pub fn catching_up(&self, raft: &Raft<TypeConfig>) -> Option<String> {
+        let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        match self.needed() {
+            0 => None,
+            UNKNOWN => Some(format!(
+                "started without data and no leader has named the index to reach yet (applied {applied})"
+            )),
+            needed => Some(format!(
+                "rejoining after losing its data: no vote until index {needed} is applied (applied {applied})"
+            )),
+        }
+    }
+
     /// Waits until a leader names the index (see [`VoteGate::name`]).
     pub async fn named(&self) {
         self.0.named.notified().await;
@@ -499,21 +514,7 @@ async fn vote(
     if let Some(refused) = speaks_for_caller(caller, rpc.vote.leader_id().voted_for()) {
         return refused;
     }
-    let needed = state.gate.needed();
-    if needed > 0 {
-        let applied = state
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |l| l.index);
-        let why = if needed == UNKNOWN {
-            "started without data and has not heard from a leader yet: no vote until it has caught up".to_owned()
-        } else {
-            format!(
-                "rejoining after losing its data: no vote until index {needed} is applied (now {applied})"
-            )
-        };
+    if let Some(why) = state.gate.catching_up(&state.raft) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "error": why })),

@@ -582,21 +582,7 @@ impl Cluster {
 
     /// Why this node does not vote yet, in words, or `None` when it does.
     pub fn catching_up(&self) -> Option<String> {
-        let applied = self
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |l| l.index);
-        match self.vote_gate.needed() {
-            0 => None,
-            UNKNOWN => Some(format!(
-                "no leader has named the index to reach yet (applied {applied})"
-            )),
-            needed => Some(format!(
-                "until index {needed} is applied (applied {applied})"
-            )),
-        }
+        self.vote_gate.catching_up(&self.raft)
     }
 
     /// The RPC endpoints: Raft's own, the write forwarding target and the local status,
